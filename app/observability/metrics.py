@@ -1,0 +1,198 @@
+"""Prometheus metrics for Sluice, correct across gunicorn workers.
+
+Under gunicorn, `deploy/gunicorn.conf.py` sets `PROMETHEUS_MULTIPROC_DIR` in the master before
+any worker exists; each worker then writes its values to memory-mapped files in that directory,
+and `render()` merges every worker's files into one answer, whichever worker is scraped.
+Without that variable (a single process, the tests) the default registry is used.
+
+Trap: prometheus_client decides between the two storages when a metric object is CREATED (and
+its `values.ValueClass` when the package is first imported). So nothing here touches
+prometheus_client at import time: the metric objects are built on first use, by which time the
+worker's environment is final.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge, Histogram
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+OUTCOMES = ("done", "cancelled", "error")
+
+# LLM streams: the first token comes in tens of milliseconds (a cache hit, the demo) to tens
+# of seconds (a long prompt, a loaded upstream); whole answers run from under a second to
+# SLUICE_MAX_DURATION (600 s by default).
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0)
+DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 180.0, 300.0, 450.0, 600.0)
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    active_generations: Gauge
+    active_subscribers: Gauge
+    generations: Counter
+    endings: Counter
+    tokens_relayed: Counter
+    upstream_errors: Counter
+    rejected: Counter
+    ttft: Histogram
+    duration: Histogram
+
+
+_lock = threading.Lock()
+_metrics: _Metrics | None = None
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory when multiprocess mode is on, else None."""
+    path = os.environ.get(_MULTIPROC_ENV, "").strip()
+    return path or None
+
+
+def _build() -> _Metrics:
+    from prometheus_client import Counter, Gauge, Histogram, values
+
+    if multiprocess_dir() and values.ValueClass.__name__ != "MmapedValue":
+        # prometheus_client was imported (by someone) before the directory was set: its
+        # module-level choice of storage is stale. Choose again, now that the env is final.
+        values.ValueClass = values.get_value_class()
+
+    generations = Counter(
+        "sluice_generations", "Generations that ended, by outcome.", ["outcome"]
+    )
+    for outcome in OUTCOMES:  # export zeros, so rate() and alerts see every series from the start
+        generations.labels(outcome=outcome)
+    return _Metrics(
+        active_generations=Gauge(
+            "sluice_active_generations",
+            "Generations running now (summed over live workers).",
+            multiprocess_mode="livesum",
+        ),
+        active_subscribers=Gauge(
+            "sluice_active_subscribers",
+            "Clients attached to a generation's event stream now (summed over live workers).",
+            multiprocess_mode="livesum",
+        ),
+        generations=generations,
+        endings=Counter(
+            "sluice_generation_endings",
+            "Generations that ended, by outcome and reason (cancel reason or error type).",
+            ["outcome", "reason"],
+        ),
+        tokens_relayed=Counter(
+            "sluice_tokens_relayed", "Text events relayed from the upstream model."
+        ),
+        upstream_errors=Counter(
+            "sluice_upstream_errors", "Errors from upstream providers, by error type.", ["type"]
+        ),
+        rejected=Counter(
+            "sluice_rejected_requests",
+            "Requests answered with an error status before any stream started.",
+            ["status"],
+        ),
+        ttft=Histogram(
+            "sluice_time_to_first_token_seconds",
+            "Seconds from a generation's start to its first text from the model.",
+            buckets=TTFT_BUCKETS,
+        ),
+        duration=Histogram(
+            "sluice_generation_duration_seconds",
+            "Seconds from a generation's start to its terminal event.",
+            buckets=DURATION_BUCKETS,
+        ),
+    )
+
+
+def _m() -> _Metrics:
+    global _metrics
+    if _metrics is None:
+        with _lock:
+            if _metrics is None:
+                _metrics = _build()
+    return _metrics
+
+
+def generation_started(provider: str) -> None:
+    """A generation began: `sluice_active_generations` +1."""
+    _m().active_generations.inc()
+
+
+def generation_finished(
+    provider: str,
+    outcome: str,
+    reason: str | None,
+    ttft_s: float | None,
+    duration_s: float,
+    output_tokens: int,
+) -> None:
+    """A generation ended (`outcome`: done, cancelled or error; `reason`: the cancel reason or
+    error type, None for done). Call exactly once per `generation_started`."""
+    m = _m()
+    m.active_generations.dec()
+    m.generations.labels(outcome=outcome).inc()
+    m.endings.labels(outcome=outcome, reason=reason or "none").inc()
+    if ttft_s is not None:
+        m.ttft.observe(max(ttft_s, 0.0))
+    m.duration.observe(max(duration_s, 0.0))
+
+
+def tokens_relayed(n: int) -> None:
+    """The producer relayed `n` text events from the upstream."""
+    if n > 0:
+        _m().tokens_relayed.inc(n)
+
+
+def subscriber_attached() -> None:
+    """A client attached to a generation's event stream."""
+    _m().active_subscribers.inc()
+
+
+def subscriber_detached() -> None:
+    """A client left a generation's event stream."""
+    _m().active_subscribers.dec()
+
+
+def upstream_error(error_type: str) -> None:
+    """An upstream provider failed with `error_type` (the contract's error types)."""
+    _m().upstream_errors.labels(type=error_type).inc()
+
+
+def request_rejected(status: int) -> None:
+    """A request was refused before its stream started (400, 413, 429, 503, ...)."""
+    _m().rejected.labels(status=str(status)).inc()
+
+
+def render() -> tuple[bytes, str]:
+    """The body and content type for `GET /metrics`, merged over every worker."""
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        generate_latest,
+    )
+
+    _m()  # a worker that has served nothing yet still exports its series
+    path = multiprocess_dir()
+    if path is None:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Forget a dead worker's live gauges (gunicorn's `child_exit` hook); counters stay."""
+    path = multiprocess_dir()
+    if path is None:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, path)
