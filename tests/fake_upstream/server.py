@@ -1,0 +1,348 @@
+"""A real loopback HTTP/1.1 server (one thread per connection) speaking both providers' wire formats.
+
+Plain threads, never gevent: the tests' own process is not monkey-patched. Every streaming
+response is chunked and each event is written (and so flushed) on its own. While a response
+waits (pace, first_delay, stall) it watches its socket for EOF, so a client that closes is
+noticed at once: `open_connections` is how tests prove that a cancel closed the upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+from . import anthropic_wire, openai_wire
+from .script import Script, plan_answer
+
+_SECRET_HEADERS = ("x-api-key", "authorization", "api-key")
+
+
+@dataclass
+class RecordedRequest:
+    """One API request as the fake received it (auth header values redacted)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+    time: float = field(default_factory=time.time)
+
+
+class ClientGone(Exception):
+    """The client closed its end of the connection."""
+
+
+class FakeUpstream:
+    """The fake: `with FakeUpstream() as fake: ...` or `fake.start()` / `fake.stop()`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, valid_keys: set[str] | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.valid_keys = frozenset(valid_keys) if valid_keys is not None else None
+        self._cond = threading.Condition()
+        self._open = 0
+        self._requests: list[RecordedRequest] = []
+        self._sockets: set[socket.socket] = set()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        server = ThreadingHTTPServer((self.host, self.port), handler)
+        server.daemon_threads = True
+        server.block_on_close = False
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, name="fake-upstream", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        with self._cond:
+            sockets = list(self._sockets)
+        for sock in sockets:  # wake stalled responses so their threads end
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- introspection --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def open_connections(self) -> int:
+        """Streaming responses in progress right now."""
+        with self._cond:
+            return self._open
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._cond:
+            return list(self._requests)
+
+    @property
+    def request_count(self) -> int:
+        with self._cond:
+            return len(self._requests)
+
+    @property
+    def last_request(self) -> RecordedRequest:
+        with self._cond:
+            return self._requests[-1]
+
+    def reset(self) -> None:
+        """Forget recorded requests (open responses are left alone)."""
+        with self._cond:
+            self._requests.clear()
+
+    def wait_for(self, predicate: Callable[[FakeUpstream], bool], timeout: float = 5.0) -> bool:
+        """Wait until `predicate(fake)` holds; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+            return True
+
+    def wait_open(self, n: int = 1, timeout: float = 5.0) -> bool:
+        return self.wait_for(lambda f: f._open >= n, timeout)
+
+    def wait_closed(self, timeout: float = 5.0) -> bool:
+        return self.wait_for(lambda f: f._open == 0, timeout)
+
+    def wait_requests(self, n: int, timeout: float = 5.0) -> bool:
+        return self.wait_for(lambda f: len(f._requests) >= n, timeout)
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"open_connections": self._open, "requests": len(self._requests)}
+
+    # -- bookkeeping used by the handler --------------------------------------------------------
+
+    def _record(self, req: RecordedRequest) -> None:
+        with self._cond:
+            self._requests.append(req)
+            self._cond.notify_all()
+
+    def _opened(self, sock: socket.socket) -> None:
+        with self._cond:
+            self._open += 1
+            self._sockets.add(sock)
+            self._cond.notify_all()
+
+    def _closed(self, sock: socket.socket) -> None:
+        with self._cond:
+            self._open -= 1
+            self._sockets.discard(sock)
+            self._cond.notify_all()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    fake: FakeUpstream
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    # -- plain responses ------------------------------------------------------------------------
+
+    def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path == "/_fake/stats":
+            self._send_json(200, self.fake.stats())
+        else:
+            self._send_json(404, {"error": {"message": "not found", "type": "not_found_error"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.path == "/_fake/reset":
+            self.fake.reset()
+            self._send_json(200, self.fake.stats())
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        headers = {k.lower(): ("REDACTED" if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()}
+        path = self.path.split("?", 1)[0]
+        if path not in (anthropic_wire.PATH, openai_wire.PATH):
+            self._send_json(404, {"error": {"message": f"Unknown path {path}", "type": "not_found_error"}})
+            return
+        self.fake._record(RecordedRequest("POST", path, headers, body))
+        wire: Any = anthropic_wire if path == anthropic_wire.PATH else openai_wire
+        real_headers = {k.lower(): v for k, v in self.headers.items()}
+        rejected = wire.check_headers(real_headers, self.fake.valid_keys)
+        if rejected is None and not isinstance(body, dict):
+            rejected = 400, wire.error_body(400, "The request body is not valid JSON.")
+        if rejected is not None:
+            self._send_json(*rejected)
+            return
+        directive, tool_result, input_tokens = wire.inspect_body(body)
+        try:
+            script = Script.parse(directive)
+        except ValueError as exc:
+            self._send_json(400, wire.error_body(400, str(exc)))
+            return
+        if script.status is not None:
+            extra = {"retry-after": "1"} if script.status == 429 else {}
+            extra["request-id" if wire is anthropic_wire else "x-request-id"] = "req_" + uuid.uuid4().hex[:24]
+            self._send_json(script.status, wire.error_body(script.status), extra)
+            return
+        if wire is anthropic_wire:
+            max_tokens = body.get("max_tokens")
+        else:
+            max_tokens = openai_wire.max_tokens_of(body)
+        plan = plan_answer(script, tool_result, max_tokens)
+        counter = [0]
+        model = str(body.get("model", "fake-model"))
+        if wire is anthropic_wire:
+            events = anthropic_wire.events(plan, model, input_tokens, counter)
+        else:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            events = openai_wire.events(plan, model, input_tokens, counter, include_usage)
+        self._stream(wire, script, events, counter)
+
+    # -- streaming ------------------------------------------------------------------------------
+
+    def _stream(self, wire: Any, script: Script, events: Iterator[tuple[str, bytes]], counter: list[int]) -> None:
+        sock = self.connection
+        self.fake._opened(sock)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("request-id" if wire is anthropic_wire else "x-request-id", "req_" + uuid.uuid4().hex[:24])
+            self.end_headers()
+            self._play(wire, script, events, counter)
+            self._write_raw(b"0\r\n\r\n")
+        except ClientGone:
+            self.close_connection = True
+        finally:
+            self.fake._closed(sock)
+
+    def _play(self, wire: Any, script: Script, events: Iterator[tuple[str, bytes]], counter: list[int]) -> None:
+        checked = -1
+        for kind, data in events:
+            if kind != "head":
+                sent = counter[0]
+                if sent != checked:  # directives due "after K tokens" act once, before what follows
+                    checked = sent
+                    if self._check_stall_or_drop(wire, script, sent):
+                        return
+                if kind == "token":
+                    self._wait(script.first_delay if sent == 0 else script.pace, wire, script)
+                    counter[0] += 1
+            self._write_chunk(data)
+
+    def _check_stall_or_drop(self, wire: Any, script: Script, sent: int) -> bool:
+        """Act on a directive due after `sent` tokens; True when the stream must end here."""
+        if script.stall_after == sent:
+            self._stall(wire, script)
+        if script.drop_after == sent:
+            self._drop(script.drop_mode)
+        if script.error_after == sent:
+            self._write_chunk(wire.error_event(script))
+            return True
+        return False
+
+    def _stall(self, wire: Any, script: Script) -> None:
+        # Sends nothing (but pings) until the client goes away; never returns normally.
+        while True:
+            self._wait(script.ping_every or 3600.0, None, None)
+            if script.ping_every and wire is anthropic_wire:
+                self._write_chunk(anthropic_wire.ping())
+
+    def _drop(self, mode: str) -> None:
+        sock = self.connection
+        if mode == "rst":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        sock.close()
+        raise ClientGone
+
+    def _wait(self, seconds: float, wire: Any, script: Script | None) -> None:
+        """Sleep, but raise ClientGone the moment the client closes; Anthropic pings if asked."""
+        deadline = time.monotonic() + seconds
+        every = script.ping_every if script is not None and wire is anthropic_wire else None
+        next_ping = time.monotonic() + every if every else None
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            until = min(deadline, next_ping) if next_ping else deadline
+            try:
+                readable, _, _ = select.select([self.connection], [], [], max(until - now, 0))
+            except (OSError, ValueError):
+                raise ClientGone from None
+            if readable:
+                try:
+                    peeked = self.connection.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    raise ClientGone from None
+                if not peeked:
+                    raise ClientGone
+                time.sleep(max(deadline - time.monotonic(), 0))  # a pipelined request: just sleep
+                return
+            if next_ping and time.monotonic() >= next_ping:
+                self._write_chunk(anthropic_wire.ping())
+                next_ping = time.monotonic() + (every or 0)
+
+    def _write_chunk(self, data: bytes) -> None:
+        self._write_raw(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _write_raw(self, data: bytes) -> None:
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            raise ClientGone from None
