@@ -1,0 +1,278 @@
+#
+# Gunicorn configuration for Sluice: gevent workers streaming Server-Sent Events behind nginx.
+#
+#   gunicorn -c deploy/gunicorn.conf.py wsgi:app
+#
+# Flat Python, read by gunicorn's master at start and again on every reload (SIGHUP). Anything
+# given on the command line (-b, -w, --graceful-timeout, ...) wins over the values below.
+# Every number that matters can come from the environment (/etc/sluice/env under systemd), so
+# this file rarely needs editing. See docs/deploy.md for the whole picture.
+#
+
+import os
+import shutil
+import signal
+import tempfile
+
+
+def _env_int(name, default):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number of seconds or a count, got {raw!r}") from None
+
+
+#
+# Server socket
+#
+#   bind - Where to listen. Loopback by default: nginx is the only client. For nginx on
+#       another machine, bind a private address ("10.0.0.5:8000") and firewall it, or a
+#       unix socket ("unix:/run/sluice/gunicorn.sock") when nginx is on this host.
+#
+#   backlog - Connections the kernel queues while every worker is busy accepting.
+#
+
+bind = os.environ.get("SLUICE_BIND", "127.0.0.1:8000")
+backlog = 2048
+
+#
+# Worker processes
+#
+#   worker_class - gevent: one greenlet per connection, so one process holds hundreds of
+#       open streams that mostly wait on the model. The app's wsgi.py patches the standard
+#       library first thing; the worker patches it too.
+#
+#   workers - Processes. SLUICE_WORKERS, else WEB_CONCURRENCY (Heroku-style), else the
+#       number of CPUs. More than one needs SLUICE_REDIS_URL for cancel and resume to reach
+#       the generation wherever it runs (see when_ready below).
+#
+#   worker_connections - Connections one worker holds at once. Above SLUICE_MAX_STREAMS, so
+#       that the stream after the last allowed one is answered 503 + Retry-After by the app
+#       (and /healthz, /cancel and /metrics still get through) instead of waiting unanswered
+#       in the accept queue.
+#
+#   timeout - The worker heartbeat, NOT a request timeout: with gevent a worker notifies the
+#       master every second while its event loop runs, however long the streams are. A worker
+#       silent this long has its loop blocked (a CPU-bound call, a non-patched C library)
+#       and is killed and replaced.
+#
+#   graceful_timeout - On reload (HUP) or stop (TERM), how long an old worker may keep
+#       serving its open streams before it is killed. Matched to the longest stream by
+#       default: SLUICE_MAX_DURATION (the app's hard cap on a generation) plus a margin, so
+#       a deploy never cuts an answer short. The app learns it as
+#       SLUICE_SHUTDOWN_GRACE_SECONDS (a few seconds less; see _agree_shutdown_grace): after
+#       that it ends what still runs with a `cancelled` event, reason `shutdown`, and
+#       `[DONE]`, so that every client gets a terminal event before the worker goes away.
+#       A reload (systemctl reload) does not wait for this: new workers serve at once while
+#       the old ones drain. A stop does, so systemd's TimeoutStopSec must be larger.
+#       Lower SLUICE_GRACEFUL_TIMEOUT for faster stops at the price of cut answers.
+#
+#   keepalive - Seconds an idle keep-alive connection from nginx stays open. Longer than
+#       nginx's upstream keepalive_timeout (60s in deploy/nginx/sluice.conf), so nginx
+#       always closes first and never sends a request on a socket gunicorn is closing.
+#
+#   max_requests - Off: a recycled worker would end its streams for nothing.
+#
+#   preload_app - Off, and it must stay off. With preload the app is imported in the master
+#       before the fork, BEFORE the gevent worker calls monkey.patch_all(): the app's
+#       sockets, locks, SSL contexts and HTTP clients are then the unpatched, blocking ones,
+#       shared by every worker, and one stream blocks a whole worker. It would also create
+#       the Prometheus metrics before PROMETHEUS_MULTIPROC_DIR is set (see on_starting).
+#
+
+worker_class = "gevent"
+workers = _env_int("SLUICE_WORKERS", _env_int("WEB_CONCURRENCY", os.cpu_count() or 1))
+worker_connections = _env_int("SLUICE_WORKER_CONNECTIONS", _env_int("SLUICE_MAX_STREAMS", 1000) + 100)
+timeout = 30
+graceful_timeout = _env_int("SLUICE_GRACEFUL_TIMEOUT", _env_int("SLUICE_MAX_DURATION", 600) + 10)
+keepalive = 75
+max_requests = 0
+preload_app = False
+
+# Seconds between the app's shutdown deadline and the worker's kill: the time to write the
+# `cancelled` events, `[DONE]`, flush the sockets and close the upstream connections.
+SHUTDOWN_MARGIN = 5
+
+#
+# Security
+#
+#   limit_request_line - Longest request line. GET /stream carries the prompt in its URL;
+#       longer ones are answered 414 by gunicorn (POST /streams takes any prompt up to the
+#       1 MiB body limit). nginx's large_client_header_buffers (8k) is above this.
+#
+#   forwarded_allow_ips - Who may tell gunicorn the scheme (X-Forwarded-Proto: https ->
+#       wsgi.url_scheme). Only nginx: loopback, or FORWARDED_ALLOW_IPS (comma-separated
+#       addresses or networks) when nginx runs on another machine. The client address
+#       (X-Forwarded-For) is handled by the app, and only with SLUICE_TRUST_PROXY=1.
+#
+
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+#
+# Logging
+#
+#   errorlog - gunicorn's own log, and the app's JSON lines (app.observability.logging), on
+#       stderr: journald (systemd) or the container runtime collects it.
+#
+#   accesslog - Off: nginx keeps the access log, with the real client address and the
+#       stream's full duration. SLUICE_ACCESS_LOG=- turns gunicorn's on (stdout).
+#
+
+errorlog = "-"
+loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info").lower()
+accesslog = os.environ.get("SLUICE_ACCESS_LOG") or None
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+#
+# Process naming and control
+#
+#   proc_name - Shows in ps/top as "gunicorn: worker [sluice]".
+#
+#   control_socket - gunicorn's control socket (gunicornc). Only where SLUICE_CONTROL_SOCKET
+#       names a path (the systemd unit: /run/sluice/gunicorn.ctl). Its default, one shared
+#       path per user, would let two instances on one host take each other's socket.
+#
+
+proc_name = "sluice"
+control_socket = os.environ.get("SLUICE_CONTROL_SOCKET", "") or "gunicorn.ctl"
+control_socket_disable = not os.environ.get("SLUICE_CONTROL_SOCKET")
+
+
+#
+# Server hooks
+#
+#   on_starting - In the master, once, before anything else: the Prometheus directory and
+#       the shutdown deadline the workers will inherit.
+#   on_reload - After SIGHUP re-read this file: keep the shutdown deadline in step.
+#   when_ready - The sockets are bound: say what runs, and warn about a multi-worker
+#       setup without a shared backend.
+#   post_worker_init - In each worker, once the app is loaded: let the app know the moment
+#       a graceful stop begins.
+#   worker_int - A worker got SIGINT or SIGQUIT (quick stop: streams are cut, no terminal
+#       event).
+#   worker_abort - A worker got SIGABRT: the master killed it for missing its heartbeat.
+#   child_exit - In the master, after a worker died: drop its live Prometheus gauges.
+#
+
+_PROM_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_GRACE_ENV = "SLUICE_SHUTDOWN_GRACE_SECONDS"
+_GRACE_DERIVED = "_SLUICE_SHUTDOWN_GRACE_FROM_GUNICORN"
+
+
+def _prepare_prometheus_dir(server):
+    """Create or empty the multiprocess directory, and export it before any worker exists.
+
+    Each worker writes its metrics to files named after its pid in this directory; files
+    left by an earlier run would be added to this run's counters, so it starts empty. Only
+    prometheus_client's own *.db files are removed from a directory the operator named (the
+    systemd unit's RuntimeDirectory: /run/sluice/prometheus); without one, a private temporary
+    directory is made.
+    """
+    path = os.environ.get(_PROM_ENV, "").strip()
+    if path:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+    else:
+        path = tempfile.mkdtemp(prefix="sluice-prometheus-")
+        os.environ[_PROM_ENV] = path
+    server.log.info("Prometheus multiprocess directory: %s", path)
+
+
+def _agree_shutdown_grace(server):
+    """Give the app a shutdown deadline a few seconds inside gunicorn's graceful timeout.
+
+    Done here rather than at the top of this file because only here is graceful_timeout
+    final: a --graceful-timeout on the command line overrides the value above. An operator's
+    own SLUICE_SHUTDOWN_GRACE_SECONDS is left alone.
+    """
+    if _GRACE_ENV in os.environ and not os.environ.get(_GRACE_DERIVED):
+        return
+    graceful = server.cfg.graceful_timeout
+    grace = max(1, graceful - SHUTDOWN_MARGIN) if graceful > 2 else max(0.5, graceful / 2)
+    os.environ[_GRACE_ENV] = str(grace)
+    os.environ[_GRACE_DERIVED] = "1"
+
+
+def on_starting(server):
+    _prepare_prometheus_dir(server)
+    _agree_shutdown_grace(server)
+
+
+def on_reload(server):
+    _agree_shutdown_grace(server)
+
+
+def when_ready(server):
+    cfg = server.cfg
+    server.log.info(
+        "Sluice ready: %d gevent worker(s) x %d connections, graceful timeout %ss, "
+        "app shutdown grace %ss",
+        cfg.workers, cfg.worker_connections, cfg.graceful_timeout, os.environ.get(_GRACE_ENV),
+    )
+    if cfg.workers > 1 and not os.environ.get("SLUICE_REDIS_URL", "").strip():
+        server.log.warning(
+            "!!! %d workers and no SLUICE_REDIS_URL: every worker keeps its generations to "
+            "itself. POST /cancel and reconnects (Last-Event-ID) that land on another worker "
+            "will not find their stream. Set SLUICE_REDIS_URL, or run one worker.",
+            cfg.workers,
+        )
+
+
+def post_worker_init(worker):
+    # The gevent worker's SIGTERM handler only stops accepting; open streams would run until
+    # graceful_timeout and then be cut without a terminal event. If the app offers a hook,
+    # call it as well: it starts the SLUICE_SHUTDOWN_GRACE_SECONDS countdown, then ends what
+    # is left with `cancelled` / `shutdown`. The app may also catch the signal itself, so the
+    # hook must be idempotent; without the hook this is a no-op.
+    try:
+        from app.lifecycle.shutdown import begin_shutdown
+    except ImportError:
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handle_term(sig, frame):
+        import gevent
+
+        gevent.spawn(begin_shutdown)
+        if callable(previous):
+            previous(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_term)
+    signal.siginterrupt(signal.SIGTERM, False)
+
+
+def worker_int(worker):
+    worker.log.warning("worker %s: quick stop (SIGINT/SIGQUIT); open streams are cut", worker.pid)
+
+
+def worker_abort(worker):
+    worker.log.error(
+        "worker %s: aborted (SIGABRT) after %ss without a heartbeat; its event loop was "
+        "blocked. Open streams on it are lost.",
+        worker.pid, worker.cfg.timeout,
+    )
+
+
+def child_exit(server, worker):
+    path = os.environ.get(_PROM_ENV)
+    if not path:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, path)
+
+
+def on_exit(server):
+    # The temporary directory made by _prepare_prometheus_dir is ours to remove; one the
+    # operator named (a RuntimeDirectory) is systemd's.
+    path = os.environ.get(_PROM_ENV, "")
+    if os.path.basename(path).startswith("sluice-prometheus-"):
+        shutil.rmtree(path, ignore_errors=True)
