@@ -65,8 +65,12 @@ class AnthropicProvider:
 
     def _get_client(self) -> anthropic.Anthropic:
         if self._client is None:
-            # max_retries=0: Sluice decides about retries (a retry would generate twice).
-            self._client = anthropic.Anthropic(max_retries=0, timeout=self._timeout)
+            try:
+                # max_retries=0: Sluice decides about retries (a retry would generate twice).
+                self._client = anthropic.Anthropic(max_retries=0, timeout=self._timeout)
+            except anthropic.CredentialsError:
+                # No key in the env: the SDK then looks for a profile on disk, and fails here.
+                raise errs.missing_key_error(NAME, KEY_ENV) from None
         client = self._client
         if client.api_key is None and client.auth_token is None and client.credentials is None:
             raise errs.missing_key_error(NAME, KEY_ENV)

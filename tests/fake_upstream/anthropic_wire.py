@@ -24,6 +24,10 @@ _ERROR_TYPES = {
 }
 
 
+# The API's own word for a filtered answer.
+_STOP = {"content_filter": "refusal"}
+
+
 def error_body(status: int, message: str | None = None) -> dict[str, Any]:
     """The JSON body the API answers with a non-2xx status."""
     type_, default = _ERROR_TYPES.get(status, ("api_error", "Internal server error"))
@@ -131,7 +135,7 @@ def events(plan: Plan, model: str, input_tokens: int, counter: list[int]) -> Ite
         "message_delta",
         {
             "type": "message_delta",
-            "delta": {"stop_reason": plan.stop_reason, "stop_sequence": None},
+            "delta": {"stop_reason": _STOP.get(plan.stop_reason, plan.stop_reason), "stop_sequence": None},
             "usage": {"output_tokens": counter[0]},
         },
     )

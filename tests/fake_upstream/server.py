@@ -12,6 +12,7 @@ import json
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -41,6 +42,16 @@ class ClientGone(Exception):
     """The client closed its end of the connection."""
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # a client that went away between requests: normal for a keep-alive pool
+        super().handle_error(request, client_address)
+
+
 class FakeUpstream:
     """The fake: `with FakeUpstream() as fake: ...` or `fake.start()` / `fake.stop()`."""
 
@@ -52,16 +63,14 @@ class FakeUpstream:
         self._open = 0
         self._requests: list[RecordedRequest] = []
         self._sockets: set[socket.socket] = set()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> Self:
         handler = type("Handler", (_Handler,), {"fake": self})
-        server = ThreadingHTTPServer((self.host, self.port), handler)
-        server.daemon_threads = True
-        server.block_on_close = False
+        server = _Server((self.host, self.port), handler)
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(target=server.serve_forever, name="fake-upstream", daemon=True)
