@@ -1,0 +1,56 @@
+"""Sluice: stream LLM answers to ordinary web pages over Server-Sent Events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+
+from app.backends import build_backend
+from app.config import Settings
+from app.lifecycle import shutdown
+from app.lifecycle.registry import Registry
+from app.observability.logging import configure_logging
+from app.providers import ProviderPool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The app factory. Opens no connection: the backend starts on the first request."""
+    settings = settings or Settings.from_env()
+    configure_logging()
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+        static_url_path="/static",
+    )
+    app.config["SLUICE_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    registry = Registry(settings, build_backend(settings), ProviderPool(settings))
+    app.extensions["sluice"] = registry
+    shutdown.install(registry, settings.shutdown_grace_seconds)
+
+    from app.web import errors, ops, pages, security, streams
+
+    security.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(streams.bp)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(pages.bp)
+    _trust_proxy(app)
+    return app
+
+
+def _trust_proxy(app: Flask) -> None:
+    """Honour X-Forwarded-* only when told a proxy is in front (SLUICE_PROXY_COUNT=N)."""
+    import os
+
+    count = int(os.environ.get("SLUICE_PROXY_COUNT", "0") or 0)
+    if count > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]

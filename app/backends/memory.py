@@ -1,0 +1,72 @@
+"""The in-process backend: one worker, nothing shared. The default without SLUICE_REDIS_URL."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from app.backends.base import CancelHandler, Feed
+from app.config import Settings
+from app.lifecycle.log import Entry
+
+if TYPE_CHECKING:
+    from app.lifecycle.generation import Generation
+
+
+class MemoryBackend:
+    """Tombstones in a dict; every remote lookup finds nothing, because nothing runs elsewhere."""
+
+    shared = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._tombstones: dict[str, float] = {}
+
+    def start(self, on_cancel: CancelHandler) -> None:
+        """Nothing to start."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "in-process backend"
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, until in self._tombstones.items() if until <= now]:
+            del self._tombstones[key]
+
+    def add_tombstone(self, stream_id: str, ttl: float) -> None:
+        self._sweep()
+        self._tombstones[stream_id] = time.monotonic() + ttl
+
+    def take_tombstone(self, stream_id: str) -> bool:
+        self._sweep()
+        return self._tombstones.pop(stream_id, None) is not None
+
+    def claim(self, stream_id: str, ttl: float) -> bool:
+        return True  # the registry checks its own dict; nobody else can hold the id
+
+    def register(self, generation: Generation) -> None:
+        pass
+
+    def publish(self, generation: Generation, entry: Entry) -> None:
+        pass
+
+    def finished(self, generation: Generation) -> None:
+        pass
+
+    def remote_status(self, stream_id: str) -> dict[str, Any] | None:
+        return None
+
+    def remote_feed(self, stream_id: str) -> Feed | None:
+        return None
+
+    def remote_cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
+        return "unknown"
+
+    def remote_subscribers(self, stream_id: str) -> bool:
+        return False
+
+    def active_for_client(self, client: str) -> int:
+        return 0

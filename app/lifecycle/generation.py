@@ -1,0 +1,489 @@
+"""One generation's life: a producer greenlet that reads a provider and publishes to its log.
+
+    provider ──next()──▶ producer greenlet ──append──▶ EventLog ──▶ subscribers (HTTP responses)
+                               ▲
+     cancel / disconnect / timeout / shutdown: one path — the greenlet is killed (or its
+     Timeout fires) *while it is blocked in the provider's socket read*; the exception unwinds
+     through the provider's `with` block, which closes the upstream HTTP response (the model
+     stops, the bill stops), and `_run` turns it into exactly one terminal event.
+
+A flag checked between chunks would do nothing while the model is silent; killing the greenlet
+works wherever it is blocked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+from gevent import Greenlet, GreenletExit, Timeout
+from gevent.event import Event
+
+from app.config import Settings
+from app.errors import SluiceError, UpstreamError
+from app.lifecycle.log import DONE, Entry, EventLog
+from app.lifecycle.shaping import Chunker, parse_partial_json
+from app.observability import metrics
+from app.providers.base import (
+    Finish,
+    Message,
+    Provider,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    ToolCall,
+    ToolCallPart,
+    ToolResultPart,
+    Usage,
+)
+from app.tools import TOOLS, run_tool
+from app.validation import GenerationSpec
+
+log = logging.getLogger("sluice.generation")
+
+ProviderFactory = Callable[[str], Provider]
+TERMINAL_TYPES = frozenset({"done", "error", "cancelled"})
+
+
+class _Deadline(Exception):
+    """Raised by a generation's own timers (never escapes `_run`)."""
+
+    def __init__(self, kind: str, seconds: float) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.seconds = seconds
+
+    def message(self) -> str:
+        what = {
+            "first_token": "The model sent no first token",
+            "idle": "The model went silent",
+            "max_duration": "The answer took too long",
+        }[self.kind]
+        return f"{what} within {self.seconds:g} s"
+
+
+class Generation:
+    """A generation: its spec, its log, its state, and the greenlet that produces it."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        spec: GenerationSpec,
+        settings: Settings,
+        providers: ProviderFactory,
+        *,
+        owner: str | None = None,
+        client: str = "",
+        on_entry: Callable[[Generation, Entry], None] | None = None,
+        on_end: Callable[[Generation], None] | None = None,
+    ) -> None:
+        self.id = stream_id
+        self.spec = spec
+        self.settings = settings
+        self.providers = providers
+        self.owner = owner
+        self.client = client
+        self.provider_name = spec.provider
+        self.model = spec.model
+        self.log = EventLog(stream_id)
+        self.state = "running"
+        self.outcome_reason: str | None = None
+        self.stop_reason: str | None = None
+        self.created_at = time.time()
+        self.ended_at: float | None = None
+        self._t0 = time.monotonic()
+        self.ttft_ms: int | None = None
+        self.duration_ms: int | None = None
+        self.answer_parts: list[str] = []
+        self.subscribers = 0
+        self._on_entry = on_entry
+        self._on_end = on_end
+        self._greenlet: Greenlet | None = None
+        self._running = False
+        self._stop_reason = "shutdown"
+        self._grace: Greenlet | None = None
+        self._flusher: Greenlet | None = None
+        # Usage: totals of finished rounds, plus what the current round has reported so far.
+        self._in_done = 0
+        self._out_done = 0
+        self._round_active = False
+        self._round_in: int | None = None
+        self._round_out: int | None = None
+        self._round_deltas = 0
+        self._round_chars = 0
+        self._estimated = False
+        self._pending_text = ""
+        self._json_last: Any = None
+
+    # -- events -------------------------------------------------------------------------------
+
+    def emit(self, payload: dict[str, Any] | str) -> Entry:
+        """Append an event to the log (and mirror it to the shared backend, if any)."""
+        entry = self.log.append(payload)
+        if self._on_entry is not None:
+            self._on_entry(self, entry)
+        return entry
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    # -- as a Feed (app.backends.base): subscribers on this worker read the log directly --------
+
+    def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
+        """Entries after `seq`, waiting up to `timeout` for one."""
+        return self.log.wait_after(seq, timeout, interrupt)
+
+    @property
+    def closed(self) -> bool:
+        return self.log.closed
+
+    # -- control ------------------------------------------------------------------------------
+
+    def start(self, cancelled: bool = False) -> None:
+        """Publish `start` and run the producer (or end at once: an early-cancelled id)."""
+        self.emit(
+            {
+                "type": "start",
+                "stream_id": self.id,
+                "provider": self.provider_name,
+                "model": self.model,
+                "cancel_url": "/cancel",
+            }
+        )
+        if cancelled:
+            self._end_cancelled("user")
+            return
+        self._greenlet = gevent.spawn(self._run)
+        if self.subscribers == 0:
+            # Created without a reader (POST /streams): give the client time to attach.
+            self._arm_grace(max(self.settings.disconnect_grace_seconds, 10.0))
+
+    def cancel(self, reason: str = "user") -> bool:
+        """Stop the generation; True if it was running. Returns at once (the kill is async)."""
+        if not self.running:
+            return False
+        self._stop_reason = reason
+        if not self._running or self._greenlet is None:
+            # Not started yet: a kill would just drop it, with no terminal event.
+            self._end_cancelled(reason)
+            if self._greenlet is not None:
+                self._greenlet.kill(block=False)
+            return True
+        self._greenlet.kill(GreenletExit, block=False)
+        return True
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the producer to end."""
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+
+    def attach(self) -> None:
+        """A subscriber arrived: it stops a pending disconnect cancel."""
+        self.subscribers += 1
+        if self._grace is not None:
+            self._grace.kill(block=False)
+            self._grace = None
+
+    def detach(self) -> None:
+        """A subscriber left: with nobody left, cancel after the grace period."""
+        self.subscribers = max(0, self.subscribers - 1)
+        if self.subscribers == 0 and self.running:
+            self._arm_grace(self.settings.disconnect_grace_seconds)
+
+    def _arm_grace(self, seconds: float) -> None:
+        if self._grace is not None:
+            self._grace.kill(block=False)
+        self._grace = gevent.spawn_later(seconds, self._grace_expired)
+
+    def _grace_expired(self) -> None:
+        self._grace = None
+        if self.subscribers == 0 and self.running and not self.remote_subscribers():
+            self.cancel("disconnect")
+
+    def remote_subscribers(self) -> bool:
+        """Overridden by the shared backend: are clients attached through other workers?"""
+        return False
+
+    # -- usage --------------------------------------------------------------------------------
+
+    def _open_round(self, request: ProviderRequest) -> None:
+        self._round_active = True
+        self._round_in = self._round_out = None
+        self._round_deltas = 0
+        self._round_chars = sum(len(m.text) for m in request.messages) + len(request.system or "")
+
+    def _round_usage(self) -> tuple[int, int, bool]:
+        """(input, output, estimated) of the round in progress."""
+        if not self._round_active:
+            return 0, 0, False
+        estimated = self._round_in is None or self._round_out is None
+        # About four characters a token: only used where the provider never said.
+        round_in = self._round_in if self._round_in is not None else self._round_chars // 4 + 1
+        round_out = self._round_out if self._round_out is not None else self._round_deltas
+        return round_in, round_out, estimated
+
+    def _close_round(self, discard: bool = False) -> None:
+        if not discard:
+            round_in, round_out, estimated = self._round_usage()
+            self._in_done += round_in
+            self._out_done += round_out
+            self._estimated = self._estimated or estimated
+        self._round_active = False
+
+    def usage(self) -> dict[str, Any]:
+        """Token usage so far, with `"estimated": true` where the provider never reported it."""
+        round_in, round_out, estimated = self._round_usage()
+        usage: dict[str, Any] = {"input_tokens": self._in_done + round_in, "output_tokens": self._out_done + round_out}
+        if estimated or self._estimated:
+            usage["estimated"] = True
+        return usage
+
+    # -- the producer -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._running = True
+        deadline = Timeout(self.settings.max_duration, _Deadline("max_duration", self.settings.max_duration))
+        deadline.start()
+        try:
+            self._produce()
+        except GreenletExit:
+            self._end_cancelled(self._stop_reason)
+        except _Deadline as exc:
+            self._end_error(UpstreamError("timeout", exc.message(), retryable=True))
+        except SluiceError as exc:
+            self._end_error(exc)
+        except Exception:
+            log.exception("generation %s failed", self.id)
+            self._end_error(SluiceError("internal", "Sluice failed while streaming this answer"))
+        finally:
+            deadline.close()
+            if self.running:  # defensive: every path above ends the stream
+                self._end_error(SluiceError("internal", "the generation ended unexpectedly"))
+
+    def _produce(self) -> None:
+        spec = self.spec
+        messages = list(spec.messages)
+        tools = tuple(TOOLS[name].spec for name in spec.tools)
+        provider_name = spec.provider
+        model = spec.model
+        rounds = 0
+        recovered = False
+        fell_back = False
+        while True:
+            request = ProviderRequest(
+                model=model,
+                messages=tuple(messages),
+                max_tokens=spec.max_tokens,
+                system=spec.system,
+                temperature=spec.temperature,
+                tools=tools,
+                json_mode=spec.response_format == "json",
+            )
+            try:
+                text, calls, stop = self._round(self.providers(provider_name), request)
+            except UpstreamError as exc:
+                partial = "".join(self.answer_parts)
+                fallback = self.settings.fallback_provider
+                if self.ttft_ms is None and fallback and fallback != provider_name and not fell_back:
+                    fell_back = True
+                    provider_name, model = fallback, self.settings.default_model(fallback)
+                    self.emit(
+                        {
+                            "type": "notice",
+                            "code": "fallback",
+                            "message": f"{self.provider_name} failed ({exc.type}); {fallback} is answering instead",
+                        }
+                    )
+                    self._close_round(discard=True)
+                    continue
+                if exc.type == "connection" and partial and self.settings.midstream_recovery and not recovered:
+                    recovered = True
+                    self.emit(
+                        {
+                            "type": "notice",
+                            "code": "upstream_reconnected",
+                            "message": "The connection to the model dropped; the answer is being continued",
+                        }
+                    )
+                    self._close_round()
+                    messages = [*messages, Message("assistant", partial.rstrip())]
+                    if provider_name != "anthropic":
+                        # Only Anthropic continues a prefilled assistant turn by itself.
+                        messages.append(Message("user", "Continue exactly where you stopped, without repeating."))
+                    continue
+                raise
+            if stop == "tool_use" and calls and rounds < self.settings.max_tool_rounds:
+                rounds += 1
+                results = []
+                for call in calls:
+                    content, is_error = run_tool(call.name, call.arguments)
+                    results.append(ToolResultPart(call.id, call.name, content, is_error))
+                    self.emit(
+                        {"type": "tool_result", "id": call.id, "name": call.name, "content": content, "is_error": is_error}
+                    )
+                messages.append(Message("assistant", text, tool_calls=tuple(calls)))
+                messages.append(Message("user", tool_results=tuple(results)))
+                continue
+            self.stop_reason = stop
+            break
+        if spec.response_format == "json":
+            self._finish_json()
+        self._end_done()
+
+    def _round(self, provider: Provider, request: ProviderRequest) -> tuple[str, list[ToolCallPart], str]:
+        """One upstream call: relay its text and tool calls; return (text, calls, stop reason)."""
+        chunker = Chunker(self.spec.chunking)
+        calls: list[ToolCallPart] = []
+        text: list[str] = []
+        stop = "end_turn"
+        self._open_round(request)
+        events: Iterator[ProviderEvent] = provider.stream(request)
+        started = time.monotonic()
+        got_first = False
+        try:
+            while True:
+                if got_first:
+                    timer = Timeout(self.settings.idle_timeout, _Deadline("idle", self.settings.idle_timeout))
+                else:
+                    left = self.settings.first_token_timeout - (time.monotonic() - started)
+                    timer = Timeout(max(left, 0.001), _Deadline("first_token", self.settings.first_token_timeout))
+                timer.start()
+                try:
+                    event = next(events)
+                except StopIteration:
+                    break
+                finally:
+                    timer.close()
+                if isinstance(event, TextDelta):
+                    if not event.text:
+                        continue
+                    got_first = True
+                    self._round_deltas += 1
+                    text.append(event.text)
+                    self._text(chunker.push(event.text))
+                elif isinstance(event, ToolCall):
+                    got_first = True
+                    self._text(chunker.flush())
+                    calls.append(ToolCallPart(event.id, event.name, event.arguments))
+                    self.emit({"type": "tool_call", "id": event.id, "name": event.name, "arguments": event.arguments})
+                elif isinstance(event, Usage):
+                    if event.input_tokens is not None:
+                        self._round_in = event.input_tokens
+                    if event.output_tokens is not None:
+                        self._round_out = event.output_tokens
+                elif isinstance(event, Finish):
+                    stop = event.stop_reason
+        finally:
+            # Closing the provider's generator closes its upstream response (its `with`).
+            events.close()
+        self._text(chunker.flush())
+        self._flush_coalesced()
+        self._close_round()
+        return "".join(text), calls, stop
+
+    # -- text relay (chunking and coalescing) --------------------------------------------------
+
+    def _text(self, text: str) -> None:
+        if not text:
+            return
+        if self.ttft_ms is None:
+            self.ttft_ms = int((time.monotonic() - self._t0) * 1000)
+        self.answer_parts.append(text)
+        window = self.settings.coalesce_ms / 1000.0
+        if window <= 0:
+            self._emit_text(text)
+            return
+        self._pending_text += text
+        if self._flusher is None:
+            self._flusher = gevent.spawn_later(window, self._flush_coalesced)
+
+    def _flush_coalesced(self) -> None:
+        if self._flusher is not None and self._flusher is not gevent.getcurrent():
+            self._flusher.kill(block=False)
+        self._flusher = None
+        text, self._pending_text = self._pending_text, ""
+        if text and self.running:
+            self._emit_text(text)
+
+    def _emit_text(self, text: str) -> None:
+        self.emit({"type": "text", "content": text})
+        metrics.tokens_relayed(1)
+        if self.spec.response_format == "json":
+            value = parse_partial_json("".join(self.answer_parts))
+            if value is not None and value != self._json_last:
+                self._json_last = value
+                self.emit({"type": "json", "value": value, "complete": False})
+
+    def _finish_json(self) -> None:
+        raw = "".join(self.answer_parts).strip()
+        if raw.startswith("```"):
+            raw = raw.strip("`").removeprefix("json").strip()
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise UpstreamError("upstream", "The model's answer is not valid JSON", retryable=True) from None
+        self.emit({"type": "json", "value": value, "complete": True})
+
+    # -- endings: exactly one terminal event, then [DONE] --------------------------------------
+
+    def _metrics(self) -> dict[str, Any]:
+        self.duration_ms = int((time.monotonic() - self._t0) * 1000)
+        return {"ttft_ms": self.ttft_ms, "duration_ms": self.duration_ms}
+
+    def _end(self, state: str, payload: dict[str, Any], reason: str | None) -> None:
+        if not self.running:
+            return
+        if self._pending_text and state == "done":
+            self._flush_coalesced()
+        self.state = state
+        self.outcome_reason = reason
+        self.ended_at = time.time()
+        for g in (self._grace, self._flusher):
+            if g is not None and g is not gevent.getcurrent():
+                g.kill(block=False)
+        self._grace = self._flusher = None
+        self.emit(payload)
+        self.emit(DONE)
+        if self._on_end is not None:
+            self._on_end(self)
+
+    def _end_done(self) -> None:
+        self._end(
+            "done",
+            {
+                "type": "done",
+                "stop_reason": self.stop_reason,
+                "usage": self.usage(),
+                "metrics": self._metrics(),
+            },
+            self.stop_reason,
+        )
+
+    def _end_cancelled(self, reason: str) -> None:
+        usage = self.usage()
+        self._metrics()
+        self._end("cancelled", {"type": "cancelled", "reason": reason, "usage": usage}, reason)
+
+    def _end_error(self, exc: SluiceError) -> None:
+        self._metrics()
+        self._end("error", {"type": "error", "error": exc.to_event_error()}, exc.type)
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The JSON of `GET /streams/<id>`."""
+        return {
+            "stream_id": self.id,
+            "state": self.state,
+            "provider": self.provider_name,
+            "model": self.model,
+            "created_at": self.created_at,
+            "events": self.log.last_seq,
+            "usage": self.usage(),
+            "stop_reason": self.stop_reason,
+        }

@@ -1,0 +1,184 @@
+"""This worker's generations: start, find, cancel, forget, drain. The backend answers for the rest."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import Counter
+from typing import Any
+
+import gevent
+
+from app.backends.base import Backend, Feed
+from app.config import Settings
+from app.errors import RequestError
+from app.lifecycle.generation import Generation, ProviderFactory
+from app.lifecycle.log import Entry
+from app.observability import metrics
+from app.observability.logging import log_generation
+from app.validation import GenerationSpec
+
+log = logging.getLogger("sluice.registry")
+
+
+def new_stream_id() -> str:
+    """22 characters of URL-safe base64: 128 random bits, unguessable."""
+    return secrets.token_urlsafe(16)
+
+
+class Registry:
+    """Generations owned by this worker, plus the backend for the ones it does not own."""
+
+    def __init__(self, settings: Settings, backend: Backend, providers: ProviderFactory) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.providers = providers
+        self.local: dict[str, Generation] = {}
+        self.draining = False
+        self._per_client: Counter[str] = Counter()
+        self._started = False
+
+    def ensure_started(self) -> None:
+        """Start the backend's background work on first use (never at import time)."""
+        if not self._started:
+            self._started = True
+            self.backend.start(self.cancel_local)
+
+    # -- counts -------------------------------------------------------------------------------
+
+    def running(self) -> list[Generation]:
+        return [g for g in self.local.values() if g.running]
+
+    # -- start --------------------------------------------------------------------------------
+
+    def create(self, spec: GenerationSpec, *, owner: str | None, client: str, attached: bool = False) -> Generation:
+        """Start a generation, or raise `RequestError` (503 draining/at capacity, 429, 409)."""
+        if self.draining:
+            raise RequestError(503, "The server is restarting; try again in a moment", type="overloaded",
+                               headers={"Retry-After": "2"})
+        if len(self.running()) >= self.settings.max_streams:
+            raise RequestError(503, "The server is at capacity; try again shortly", type="overloaded",
+                               headers={"Retry-After": "5"})
+        busy = self._per_client[client] + (self.backend.active_for_client(client) if self.backend.shared else 0)
+        if busy >= self.settings.max_streams_per_client:
+            raise RequestError(429, "Too many streams running for this client; wait for one to end",
+                               type="rate_limit", headers={"Retry-After": "5"})
+        stream_id = spec.stream_id or new_stream_id()
+        if stream_id in self.local or not self.backend.claim(stream_id, self.settings.max_duration + 60):
+            raise RequestError(409, "stream_id is already in use", field="stream_id")
+        cancelled = self.backend.take_tombstone(stream_id)
+        gen = Generation(
+            stream_id, spec, self.settings, self.providers,
+            owner=owner, client=client, on_entry=self._on_entry, on_end=self._on_end,
+        )
+        if self.backend.shared:
+            gen.remote_subscribers = lambda: self.backend.remote_subscribers(stream_id)  # type: ignore[method-assign]
+        self.local[stream_id] = gen
+        self._per_client[client] += 1
+        metrics.generation_started(spec.provider)
+        self.backend.register(gen)
+        if attached:
+            gen.attach()
+        gen.start(cancelled=cancelled)
+        return gen
+
+    def _on_entry(self, gen: Generation, entry: Entry) -> None:
+        self.backend.publish(gen, entry)
+
+    def _on_end(self, gen: Generation) -> None:
+        self._per_client[gen.client] -= 1
+        if self._per_client[gen.client] <= 0:
+            del self._per_client[gen.client]
+        usage = gen.usage()
+        metrics.generation_finished(
+            gen.provider_name, gen.state, gen.outcome_reason,
+            None if gen.ttft_ms is None else gen.ttft_ms / 1000.0,
+            (gen.duration_ms or 0) / 1000.0, int(usage.get("output_tokens") or 0),
+        )
+        if gen.state == "error":
+            metrics.upstream_error(gen.outcome_reason or "internal")
+        fields: dict[str, Any] = {
+            "event": "generation_end",
+            "stream_id": gen.id,
+            "provider": gen.provider_name,
+            "model": gen.model,
+            "outcome": gen.state,
+            "reason" if gen.state != "error" else "error_type": gen.outcome_reason,
+            "ttft_ms": gen.ttft_ms,
+            "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"),
+            "usage_estimated": bool(usage.get("estimated")),
+            "duration_ms": gen.duration_ms,
+        }
+        if self.settings.log_content:
+            fields["prompt"] = gen.spec.prompt_text
+            fields["answer"] = "".join(gen.answer_parts)
+        log_generation(fields)
+        self.backend.finished(gen)
+        gevent.spawn_later(self.settings.replay_ttl_seconds, self._forget, gen.id, gen)
+
+    def _forget(self, stream_id: str, gen: Generation) -> None:
+        if self.local.get(stream_id) is gen:
+            del self.local[stream_id]
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def find(self, stream_id: str) -> Generation | None:
+        """A generation of this worker, running or still replayable."""
+        return self.local.get(stream_id)
+
+    def feed(self, stream_id: str) -> Feed | None:
+        """Where to read `stream_id`'s events from: this worker, or the shared backend."""
+        gen = self.local.get(stream_id)
+        if gen is not None:
+            return gen
+        return self.backend.remote_feed(stream_id)
+
+    def status(self, stream_id: str) -> dict[str, Any] | None:
+        gen = self.local.get(stream_id)
+        if gen is not None:
+            return gen.status()
+        return self.backend.remote_status(stream_id)
+
+    # -- cancel -------------------------------------------------------------------------------
+
+    def cancel_local(self, stream_id: str, reason: str) -> bool:
+        """Cancel a generation of this worker (the backend calls this for remote cancels)."""
+        gen = self.local.get(stream_id)
+        return gen is not None and gen.cancel(reason)
+
+    def cancel(self, stream_id: str, owner: str | None) -> tuple[int, dict[str, Any]]:
+        """POST /cancel: (status, body) per the contract."""
+        gen = self.local.get(stream_id)
+        if gen is not None and (gen.owner is None or gen.owner == owner):
+            if gen.cancel("user"):
+                gen.join(timeout=1.0)  # the terminal event is in the log before we answer
+                return 200, {"stream_id": stream_id, "status": "cancelled"}
+            return 200, {"stream_id": stream_id, "status": "finished"}
+        if gen is None:
+            outcome = self.backend.remote_cancel(stream_id, "user", owner)
+            if outcome in ("cancelled", "finished"):
+                return 200, {"stream_id": stream_id, "status": outcome}
+        # Unknown, or not the caller's: remember it, and answer exactly the same either way.
+        if gen is None:
+            self.backend.add_tombstone(stream_id, self.settings.cancel_tombstone_seconds)
+        return 202, {"stream_id": stream_id, "status": "pending"}
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def drain(self, grace: float) -> None:
+        """Stop taking new generations; let running ones finish for `grace` s, then cancel them."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: %d generations running, %.0f s to finish", len(self.running()), grace)
+        deadline = time.monotonic() + grace
+        while self.running() and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        left = self.running()
+        for gen in left:
+            gen.cancel("shutdown")
+        for gen in left:
+            gen.join(timeout=2.0)
+        self.backend.close()

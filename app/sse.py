@@ -1,0 +1,63 @@
+"""The Server-Sent Events wire format, and nothing else (no Flask, no I/O).
+
+https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+A field value must not contain CR or LF: the parser would end the line there. So `data` is
+split into one `data:` line per line of the payload (the parser joins them back with LF), and
+`id` / `event` are refused if they contain a line break or NUL (the spec ignores such an id).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+
+HEADERS: dict[str, str] = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    # nginx honours this per response: a second guard after `proxy_buffering off`.
+    "X-Accel-Buffering": "no",
+}
+
+
+def dumps(payload: Any) -> str:
+    """Compact JSON, unicode kept as is (smaller than \\u escapes, and valid UTF-8 on the wire)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+def _field(name: str, value: str) -> str:
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError(f"SSE {name} must not contain CR, LF or NUL: {value!r}")
+    return f"{name}: {value}\n"
+
+
+def encode(data: str, *, id: str | None = None, event: str | None = None, retry: int | None = None) -> bytes:
+    """Encode one event: optional `retry`, `id`, `event`, then `data` lines and a blank line."""
+    out = []
+    if retry is not None:
+        out.append(f"retry: {int(retry)}\n")
+    if id is not None:
+        out.append(_field("id", id))
+    if event is not None:
+        out.append(_field("event", event))
+    for line in _LINE_BREAKS.split(data):
+        out.append(f"data: {line}\n")
+    out.append("\n")
+    return "".join(out).encode("utf-8")
+
+
+def comment(text: str = "") -> bytes:
+    """A comment line (ignored by EventSource; keeps proxies and idle timers from closing)."""
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"an SSE comment must be one line: {text!r}")
+    return (f": {text}\n\n" if text else ":\n\n").encode("utf-8")
+
+
+def retry(milliseconds: int) -> bytes:
+    """A lone `retry:` field: sets the browser's reconnection delay without dispatching an event."""
+    return f"retry: {int(milliseconds)}\n\n".encode()
+
+
+PING = comment("ping")

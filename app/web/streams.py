@@ -1,0 +1,208 @@
+"""Stream routes: thin — validate, look up, choose a status, build the `Response`.
+
+Headers cannot change once the body has started, so everything that can fail is decided here,
+before the `Delivery` body is handed to the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+
+from app import sse
+from app.backends.base import Feed
+from app.errors import RequestError
+from app.lifecycle.delivery import Delivery
+from app.lifecycle.registry import Registry
+from app.validation import QUERY_EXTRAS, GenerationSpec, bad, check_stream_id, parse_spec
+from app.web.security import client_key, settings
+
+bp = Blueprint("streams", __name__)
+
+
+def registry() -> Registry:
+    """This worker's registry."""
+    reg: Registry = current_app.extensions["sluice"]
+    reg.ensure_started()
+    return reg
+
+
+def _json_body() -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise RequestError(415, "The body must be JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise bad("The body is not valid JSON")
+    if not isinstance(body, dict):
+        raise bad("The body must be a JSON object")
+    return body
+
+
+def _query() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, values in request.args.lists():
+        if len(values) > 1:
+            raise bad(f"{key} is given more than once", key)
+        out[key] = values[0]
+    return out
+
+
+def _sse_response(feed: Feed, after_seq: int, *, attached: bool = False, status: int = 200) -> Response:
+    cfg = settings()
+    body = Delivery(
+        feed,
+        after_seq,
+        heartbeat=cfg.heartbeat_seconds,
+        client_socket=request.environ.get("gunicorn.socket"),
+        send_timeout=cfg.send_timeout,
+        attached=attached,
+    )
+    response = Response(body, status=status, headers=sse.HEADERS)
+    # Not a direct passthrough: Flask would buffer nothing anyway, but say so for proxies.
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def _last_event_id() -> str | None:
+    value = request.headers.get("Last-Event-ID")
+    if value is None:
+        value = request.args.get("last_event_id")
+    return value if value else None
+
+
+def _split_event_id(value: str) -> tuple[str, int] | None:
+    stream_id, _, seq = value.rpartition(":")
+    if not stream_id or not seq.isdigit():
+        return None
+    try:
+        check_stream_id(stream_id)
+    except RequestError:
+        return None
+    return stream_id, int(seq)
+
+
+def _no_content() -> Response:
+    # 204 tells EventSource to stop reconnecting.
+    return Response(status=204, headers={"Cache-Control": "no-cache"})
+
+
+def _resume(stream_id: str | None, seq: int) -> Response:
+    """Replay everything after `seq` and follow; 204 if unknown or the client has it all."""
+    feed = registry().feed(stream_id) if stream_id else None
+    if feed is None:
+        return _no_content()
+    if feed.closed and not feed.wait_after(seq, 0):
+        return _no_content()
+    return _sse_response(feed, seq)
+
+
+def _resume_from_header() -> Response | None:
+    """A request with Last-Event-ID never starts a generation (contract)."""
+    value = _last_event_id()
+    if value is None:
+        return None
+    parsed = _split_event_id(value)
+    if parsed is None:
+        return _no_content()
+    return _resume(*parsed)
+
+
+def _start(spec: GenerationSpec) -> Response:
+    reg = registry()
+    if spec.stream_id is not None:
+        feed = reg.feed(spec.stream_id)
+        if feed is not None:
+            # The same client-chosen id again (a reload, a retried request): attach, never rerun.
+            return _sse_response(feed, 0)
+    gen = reg.create(spec, owner=g.get("owner"), client=client_key(), attached=True)
+    return _sse_response(gen, 0, attached=True)
+
+
+@bp.get("/stream")
+def stream_get() -> Response:
+    """EventSource: start a generation from query parameters and stream it."""
+    resumed = _resume_from_header()
+    if resumed is not None:
+        return resumed
+    spec = parse_spec(_query(), settings(), extras=QUERY_EXTRAS | {"api_key"})
+    return _start(spec)
+
+
+@bp.post("/stream")
+def stream_post() -> Response:
+    """fetch + ReadableStream: start a generation from a JSON body and stream it."""
+    resumed = _resume_from_header()
+    if resumed is not None:
+        return resumed
+    return _start(parse_spec(_json_body(), settings()))
+
+
+@bp.post("/streams")
+def streams_create() -> tuple[Response, int, dict[str, str]]:
+    """Create a generation without streaming it; the client attaches to `events_url`.
+
+    A retried create with the same client-chosen `stream_id` gets the same generation (200),
+    never a second one.
+    """
+    spec = parse_spec(_json_body(), settings())
+    reg = registry()
+    status = 201
+    if spec.stream_id is not None and reg.feed(spec.stream_id) is not None:
+        stream_id, status = spec.stream_id, 200
+    else:
+        stream_id = reg.create(spec, owner=g.get("owner"), client=client_key()).id
+    body = {
+        "stream_id": stream_id,
+        "events_url": url_for("streams.stream_events", stream_id=stream_id),
+        "cancel_url": url_for("streams.cancel"),
+        "status_url": url_for("streams.stream_status", stream_id=stream_id),
+    }
+    return jsonify(body), status, {"Location": body["status_url"]}
+
+
+@bp.get("/streams/<stream_id>/events")
+def stream_events(stream_id: str) -> Response:
+    """Attach to a generation, live or finished: replay from Last-Event-ID (or the start), follow."""
+    check_stream_id(stream_id)
+    seq = 0
+    value = _last_event_id()
+    if value is not None:
+        parsed = _split_event_id(value)
+        if parsed is None or parsed[0] != stream_id:
+            return _no_content()
+        seq = parsed[1]
+    if registry().feed(stream_id) is None:
+        if value is not None:
+            return _no_content()
+        raise RequestError(404, "No such stream (it never existed, or its replay has expired)", type="not_found")
+    return _resume(stream_id, seq)
+
+
+@bp.get("/streams/<stream_id>")
+def stream_status(stream_id: str) -> Response:
+    """JSON status of a generation."""
+    check_stream_id(stream_id)
+    status = registry().status(stream_id)
+    if status is None:
+        raise RequestError(404, "No such stream (it never existed, or its replay has expired)", type="not_found")
+    return jsonify(status)
+
+
+@bp.post("/cancel")
+def cancel() -> tuple[Response, int]:
+    """Stop a generation wherever it runs; `stream_id` from JSON, a form field or the query."""
+    stream_id = None
+    if request.mimetype == "application/json":
+        body = request.get_json(silent=True)
+        if isinstance(body, dict):
+            stream_id = body.get("stream_id")
+        elif body is None and request.get_data():
+            raise bad("The body is not valid JSON")
+    if stream_id is None:
+        stream_id = request.form.get("stream_id") or request.args.get("stream_id")
+    if stream_id is None:
+        raise bad("stream_id is required", "stream_id")
+    check_stream_id(stream_id)
+    status, body = registry().cancel(stream_id, g.get("owner"))
+    return jsonify(body), status
