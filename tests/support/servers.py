@@ -15,6 +15,8 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
+# Inside `Gunicorn`'s body the name `signal` is its method, not the module.
+_SIGTERM = signal.SIGTERM
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -97,7 +99,7 @@ class Gunicorn:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+    def stop(self, sig: int = _SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(sig)
