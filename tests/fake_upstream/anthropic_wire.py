@@ -117,7 +117,12 @@ def events(plan: Plan, model: str, input_tokens: int, counter: list[int]) -> Ite
     }
     yield "head", sse("message_start", {"type": "message_start", "message": message})
     if plan.is_tool_call:
-        block: dict[str, Any] = {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": plan.tool_name, "input": {}}
+        block: dict[str, Any] = {
+            "type": "tool_use",
+            "id": "toolu_" + uuid.uuid4().hex[:24],
+            "name": plan.tool_name,
+            "input": {},
+        }
         pieces = split_json(plan.tool_args or {})
     else:
         block = {"type": "text", "text": ""}
@@ -131,12 +136,15 @@ def events(plan: Plan, model: str, input_tokens: int, counter: list[int]) -> Ite
             delta = {"type": "text_delta", "text": piece}
         yield "token", sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
     yield "tail", sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-    yield "tail", sse(
-        "message_delta",
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": _STOP.get(plan.stop_reason, plan.stop_reason), "stop_sequence": None},
-            "usage": {"output_tokens": counter[0]},
-        },
+    yield (
+        "tail",
+        sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": _STOP.get(plan.stop_reason, plan.stop_reason), "stop_sequence": None},
+                "usage": {"output_tokens": counter[0]},
+            },
+        ),
     )
     yield "tail", sse("message_stop", {"type": "message_stop"})

@@ -15,7 +15,11 @@ PATH = "/v1/chat/completions"
 _ERRORS = {
     400: ("invalid_request_error", None, "Invalid request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
-    403: ("invalid_request_error", "unsupported_country_region_territory", "Country, region, or territory not supported"),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
     404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1s."),
     500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),

@@ -8,6 +8,7 @@ noticed at once: `open_connections` is how tests prove that a cancel closed the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -45,6 +46,7 @@ class ClientGone(Exception):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 1024  # benchmarks open hundreds of streams at once
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
@@ -85,10 +87,8 @@ class FakeUpstream:
         with self._cond:
             sockets = list(self._sockets)
         for sock in sockets:  # wake stalled responses so their threads end
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._server = None
 
     def __enter__(self) -> Self:
@@ -242,10 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
             extra["request-id" if wire is anthropic_wire else "x-request-id"] = "req_" + uuid.uuid4().hex[:24]
             self._send_json(script.status, wire.error_body(script.status), extra)
             return
-        if wire is anthropic_wire:
-            max_tokens = body.get("max_tokens")
-        else:
-            max_tokens = openai_wire.max_tokens_of(body)
+        max_tokens = body.get("max_tokens") if wire is anthropic_wire else openai_wire.max_tokens_of(body)
         plan = plan_answer(script, tool_result, max_tokens)
         counter = [0]
         model = str(body.get("model", "fake-model"))
@@ -312,10 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "rst":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         else:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         sock.close()
         raise ClientGone
 

@@ -36,7 +36,13 @@ def _clean(fake: FakeUpstream) -> None:
 
 
 def anthropic_body(prompt: str, **extra: Any) -> dict[str, Any]:
-    return {"model": "claude-x", "max_tokens": 100, "stream": True, "messages": [{"role": "user", "content": prompt}], **extra}
+    return {
+        "model": "claude-x",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": prompt}],
+        **extra,
+    }
 
 
 def openai_body(prompt: str, **extra: Any) -> dict[str, Any]:
@@ -59,7 +65,9 @@ def sse_events(text: str) -> list[tuple[str | None, str]]:
 
 
 def test_anthropic_stream_shape(fake: FakeUpstream) -> None:
-    resp = requests.post(fake.url + "/v1/messages", json=anthropic_body("a b c [fake tokens=3]"), headers=A_HEADERS, timeout=5)
+    resp = requests.post(
+        fake.url + "/v1/messages", json=anthropic_body("a b c [fake tokens=3]"), headers=A_HEADERS, timeout=5
+    )
     assert resp.status_code == 200
     assert resp.headers["Transfer-Encoding"] == "chunked"
     assert resp.headers["Content-Type"].startswith("text/event-stream")
@@ -109,18 +117,29 @@ def test_openai_stream_shape(fake: FakeUpstream) -> None:
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert [c["choices"][0]["delta"].get("content") for c in chunks[1:3]] == ["t0 ", "t1 "]
     assert chunks[3]["choices"][0]["finish_reason"] == "stop"
-    assert chunks[4]["choices"] == [] and chunks[4]["usage"] == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+    assert chunks[4]["choices"] == [] and chunks[4]["usage"] == {
+        "prompt_tokens": 4,
+        "completion_tokens": 2,
+        "total_tokens": 6,
+    }
 
 
 def test_openai_without_include_usage_has_no_usage_chunk(fake: FakeUpstream) -> None:
-    resp = requests.post(fake.url + "/v1/chat/completions", json=openai_body("[fake tokens=1]"), headers=O_HEADERS, timeout=5)
+    resp = requests.post(
+        fake.url + "/v1/chat/completions", json=openai_body("[fake tokens=1]"), headers=O_HEADERS, timeout=5
+    )
     chunks = [json.loads(d) for _, d in sse_events(resp.text)[:-1]]
     assert all(c["choices"] for c in chunks) and all("usage" not in c for c in chunks)
 
 
 def test_openai_tool_call_and_length(fake: FakeUpstream) -> None:
     body = openai_body('x [fake tool=calculate args={"expression":"1+2"}]')
-    chunks = [json.loads(d) for _, d in sse_events(requests.post(fake.url + "/v1/chat/completions", json=body, headers=O_HEADERS, timeout=5).text)[:-1]]
+    chunks = [
+        json.loads(d)
+        for _, d in sse_events(
+            requests.post(fake.url + "/v1/chat/completions", json=body, headers=O_HEADERS, timeout=5).text
+        )[:-1]
+    ]
     first = chunks[0]["choices"][0]["delta"]["tool_calls"][0]
     assert first["index"] == 0 and first["id"].startswith("call_") and first["function"]["name"] == "calculate"
     args = "".join(c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] for c in chunks[1:-1])
@@ -128,7 +147,12 @@ def test_openai_tool_call_and_length(fake: FakeUpstream) -> None:
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
     body = openai_body("x [fake tokens=9]", max_completion_tokens=4)
-    chunks = [json.loads(d) for _, d in sse_events(requests.post(fake.url + "/v1/chat/completions", json=body, headers=O_HEADERS, timeout=5).text)[:-1]]
+    chunks = [
+        json.loads(d)
+        for _, d in sse_events(
+            requests.post(fake.url + "/v1/chat/completions", json=body, headers=O_HEADERS, timeout=5).text
+        )[:-1]
+    ]
     assert len([c for c in chunks if c["choices"][0]["delta"].get("content")]) == 4
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
 
@@ -150,26 +174,46 @@ def test_auth_checks(fake: FakeUpstream, path: str, headers: dict[str, str], sta
 
 
 def test_status_bodies_are_the_providers(fake: FakeUpstream) -> None:
-    resp = requests.post(fake.url + "/v1/messages", json=anthropic_body("[fake status=429]"), headers=A_HEADERS, timeout=5)
+    resp = requests.post(
+        fake.url + "/v1/messages", json=anthropic_body("[fake status=429]"), headers=A_HEADERS, timeout=5
+    )
     assert resp.status_code == 429 and resp.headers["retry-after"] == "1"
     assert resp.json()["type"] == "error" and resp.json()["error"]["type"] == "rate_limit_error"
-    resp = requests.post(fake.url + "/v1/messages", json=anthropic_body("[fake status=529]"), headers=A_HEADERS, timeout=5)
+    resp = requests.post(
+        fake.url + "/v1/messages", json=anthropic_body("[fake status=529]"), headers=A_HEADERS, timeout=5
+    )
     assert resp.json()["error"] == {"type": "overloaded_error", "message": "Overloaded"}
-    resp = requests.post(fake.url + "/v1/chat/completions", json=openai_body("[fake status=503]"), headers=O_HEADERS, timeout=5)
+    resp = requests.post(
+        fake.url + "/v1/chat/completions", json=openai_body("[fake status=503]"), headers=O_HEADERS, timeout=5
+    )
     assert resp.status_code == 503 and set(resp.json()["error"]) == {"message", "type", "param", "code"}
 
 
 def test_midstream_error_events(fake: FakeUpstream) -> None:
-    text = requests.post(fake.url + "/v1/messages", json=anthropic_body("[fake error_after=1]"), headers=A_HEADERS, timeout=5).text
+    text = requests.post(
+        fake.url + "/v1/messages", json=anthropic_body("[fake error_after=1]"), headers=A_HEADERS, timeout=5
+    ).text
     name, data = sse_events(text)[-1]
-    assert name == "error" and json.loads(data) == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-    text = requests.post(fake.url + "/v1/chat/completions", json=openai_body("[fake error_after=1]"), headers=O_HEADERS, timeout=5).text
+    assert name == "error" and json.loads(data) == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+    }
+    text = requests.post(
+        fake.url + "/v1/chat/completions", json=openai_body("[fake error_after=1]"), headers=O_HEADERS, timeout=5
+    ).text
     assert json.loads(sse_events(text)[-1][1])["error"]["type"] == "server_error"
 
 
 def test_requests_are_recorded_with_auth_redacted(fake: FakeUpstream) -> None:
-    requests.post(fake.url + "/v1/messages", json=anthropic_body("one [fake tokens=1]", system="sys", temperature=0.5), headers=A_HEADERS, timeout=5)
-    requests.post(fake.url + "/v1/chat/completions", json=openai_body("two [fake tokens=1]"), headers=O_HEADERS, timeout=5)
+    requests.post(
+        fake.url + "/v1/messages",
+        json=anthropic_body("one [fake tokens=1]", system="sys", temperature=0.5),
+        headers=A_HEADERS,
+        timeout=5,
+    )
+    requests.post(
+        fake.url + "/v1/chat/completions", json=openai_body("two [fake tokens=1]"), headers=O_HEADERS, timeout=5
+    )
     assert fake.request_count == 2
     first, second = fake.requests
     assert first.path == "/v1/messages" and first.json["system"] == "sys" and first.json["temperature"] == 0.5
@@ -189,7 +233,11 @@ def test_stats_endpoint(fake: FakeUpstream) -> None:
 def test_events_are_flushed_one_by_one(fake: FakeUpstream) -> None:
     started = time.monotonic()
     with requests.post(
-        fake.url + "/v1/messages", json=anthropic_body("[fake tokens=4 pace=0.3]"), headers=A_HEADERS, timeout=5, stream=True
+        fake.url + "/v1/messages",
+        json=anthropic_body("[fake tokens=4 pace=0.3]"),
+        headers=A_HEADERS,
+        timeout=5,
+        stream=True,
     ) as resp:
         arrivals = [time.monotonic() - started for line in resp.iter_lines() if b"text_delta" in line]
     assert len(arrivals) == 4
@@ -198,14 +246,22 @@ def test_events_are_flushed_one_by_one(fake: FakeUpstream) -> None:
 
 def test_first_delay(fake: FakeUpstream) -> None:
     started = time.monotonic()
-    requests.post(fake.url + "/v1/chat/completions", json=openai_body("[fake tokens=1 first_delay=0.3]"), headers=O_HEADERS, timeout=5)
+    requests.post(
+        fake.url + "/v1/chat/completions",
+        json=openai_body("[fake tokens=1 first_delay=0.3]"),
+        headers=O_HEADERS,
+        timeout=5,
+    )
     assert time.monotonic() - started >= 0.3
 
 
 def raw_post(fake: FakeUpstream, prompt: str) -> socket.socket:
     body = json.dumps(anthropic_body(prompt)).encode()
     sock = socket.create_connection((fake.host, fake.port))
-    head = f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\nanthropic-version: 1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = (
+        "POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\nanthropic-version: 1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     sock.sendall(head.encode() + body)
     return sock
 
@@ -258,7 +314,9 @@ def test_keep_alive_serves_several_requests(fake: FakeUpstream) -> None:
 
 
 def test_bad_directive_is_a_400(fake: FakeUpstream) -> None:
-    resp = requests.post(fake.url + "/v1/messages", json=anthropic_body("[fake nonsense=1]"), headers=A_HEADERS, timeout=5)
+    resp = requests.post(
+        fake.url + "/v1/messages", json=anthropic_body("[fake nonsense=1]"), headers=A_HEADERS, timeout=5
+    )
     assert resp.status_code == 400 and "nonsense" in resp.json()["error"]["message"]
 
 

@@ -23,7 +23,9 @@ from tests.providers.conftest import make_request, text_of
 
 pytestmark = pytest.mark.timeout(30)
 
-CALC = ToolSpec("calculate", "Evaluate arithmetic", {"type": "object", "properties": {"expression": {"type": "string"}}})
+CALC = ToolSpec(
+    "calculate", "Evaluate arithmetic", {"type": "object", "properties": {"expression": {"type": "string"}}}
+)
 
 
 def test_text_arrives_in_order_and_complete(provider: Provider) -> None:
