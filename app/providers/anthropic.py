@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import anthropic
@@ -76,7 +76,7 @@ class AnthropicProvider:
             raise errs.missing_key_error(NAME, KEY_ENV)
         return client
 
-    def stream(self, request: ProviderRequest) -> Iterator[ProviderEvent]:
+    def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
         """Yield Usage(input), TextDelta / ToolCall ..., Usage(output), Finish."""
         params = build_params(request)
         started = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,7 +76,7 @@ class OpenAIProvider:
                 raise errs.missing_key_error(NAME, KEY_ENV) from None
         return self._client
 
-    def stream(self, request: ProviderRequest) -> Iterator[ProviderEvent]:
+    def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
         """Yield TextDelta / ToolCall ..., Usage (from the final chunk), Finish."""
         started = False
         try:
