@@ -1,0 +1,64 @@
+"""Fixtures for tests that run Sluice for real: gunicorn -k gevent in front of the fake upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.fake_upstream import FakeUpstream
+from tests.support.servers import Gunicorn, base_env
+
+UPSTREAM_KEY = "sk-ant-test-upstream-key-7Hq2"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    """One wire-level fake of both providers for the whole session."""
+    with FakeUpstream() as server:
+        yield server
+
+
+def sluice_env(upstream: FakeUpstream, **overrides: str) -> dict[str, str]:
+    """Environment for a Sluice server whose providers point at the fake upstream."""
+    env = base_env(
+        SLUICE_PROVIDER="anthropic",
+        ANTHROPIC_API_KEY=UPSTREAM_KEY,
+        ANTHROPIC_BASE_URL=upstream.anthropic_base_url,
+        OPENAI_API_KEY=UPSTREAM_KEY,
+        OPENAI_BASE_URL=upstream.openai_base_url,
+        SLUICE_DISCONNECT_GRACE_SECONDS="1",
+        SLUICE_HEARTBEAT_SECONDS="2",
+    )
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def fresh(upstream: FakeUpstream) -> FakeUpstream:
+    """The fake upstream with no open connection left by an earlier test, and no history."""
+    upstream.wait_closed(5)
+    upstream.reset()
+    return upstream
+
+
+@pytest.fixture
+def start_sluice(upstream: FakeUpstream) -> Iterator[Callable[..., Gunicorn]]:
+    """Start a gunicorn running Sluice with extra env; stopped at the end of the test."""
+    servers: list[Gunicorn] = []
+
+    def start(workers: int = 1, **env: str) -> Gunicorn:
+        server = Gunicorn(sluice_env(upstream, **env), workers=workers).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def sluice(upstream: FakeUpstream) -> Iterator[Gunicorn]:
+    """One Sluice server per test module, with the defaults of `sluice_env`."""
+    with Gunicorn(sluice_env(upstream)) as server:
+        yield server
