@@ -10,7 +10,7 @@ import ast
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,7 +35,7 @@ def get_time(args: dict[str, Any]) -> str:
     if not isinstance(name, str):
         raise ToolFailed("timezone must be a string such as 'Europe/Paris'")
     try:
-        tz = timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
+        tz = UTC if name.upper() == "UTC" else ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ToolFailed(f"unknown timezone {name!r}") from None
     return datetime.now(tz).isoformat(timespec="seconds")
@@ -55,8 +55,8 @@ MAX_EXPONENT = 1000
 
 
 def _eval(node: ast.AST) -> float | int:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value  # type: ignore[no-any-return]
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
         # A huge power would hold the worker's CPU (and every other stream on it) for minutes.

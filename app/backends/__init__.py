@@ -11,7 +11,8 @@ def build_backend(settings: Settings) -> Backend:
     if settings.redis_url:
         from app.backends.redis import RedisBackend
 
-        return RedisBackend(settings)
+        backend: Backend = RedisBackend(settings)
+        return backend
     from app.backends.memory import MemoryBackend
 
     return MemoryBackend(settings)

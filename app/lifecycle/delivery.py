@@ -8,15 +8,16 @@ write to fail (which, while the model is silent, would be never).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import gevent
-from gevent.socket import wait_read
 from gevent.event import Event
+from gevent.socket import wait_read
 
 from app import sse
 from app.backends.base import Feed
@@ -66,7 +67,7 @@ class Delivery:
         self.gone = Event()
         self._attached = attached
         self._watcher: gevent.Greenlet | None = None
-        self._gen: Iterator[bytes] | None = None
+        self._gen: Generator[bytes, None, None] | None = None
         self._closed = False
         if attached:
             metrics.subscriber_attached()
@@ -87,7 +88,7 @@ class Delivery:
                 self.sock.settimeout(self.send_timeout)
             self._watcher = gevent.spawn(_watch_for_eof, self.sock, self.gone)
 
-    def _run(self) -> Iterator[bytes]:
+    def _run(self) -> Generator[bytes, None, None]:
         self._attach()
         seq = self.after_seq
         batch = self.feed.wait_after(seq, 0)
@@ -125,10 +126,8 @@ class Delivery:
         if self._watcher is not None:
             self._watcher.kill(block=False)
         if self.sock is not None and self.send_timeout and not hasattr(self.sock, "getpeercert"):
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.settimeout(None)
-            except OSError:
-                pass
         if self._attached:
             self.feed.detach()
             metrics.subscriber_detached()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -32,7 +32,6 @@ from app.providers.base import (
     Finish,
     Message,
     Provider,
-    ProviderEvent,
     ProviderRequest,
     TextDelta,
     ToolCall,
@@ -323,9 +322,8 @@ class Generation:
                 for call in calls:
                     content, is_error = run_tool(call.name, call.arguments)
                     results.append(ToolResultPart(call.id, call.name, content, is_error))
-                    self.emit(
-                        {"type": "tool_result", "id": call.id, "name": call.name, "content": content, "is_error": is_error}
-                    )
+                    self.emit({"type": "tool_result", "id": call.id, "name": call.name,
+                               "content": content, "is_error": is_error})
                 messages.append(Message("assistant", text, tool_calls=tuple(calls)))
                 messages.append(Message("user", tool_results=tuple(results)))
                 continue
@@ -342,7 +340,7 @@ class Generation:
         text: list[str] = []
         stop = "end_turn"
         self._open_round(request)
-        events: Iterator[ProviderEvent] = provider.stream(request)
+        events = provider.stream(request)
         started = time.monotonic()
         got_first = False
         try:

@@ -9,9 +9,9 @@ Only `app/providers/*` imports a vendor SDK.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Union
+from typing import Any, Literal, Protocol
 
 # ---------------------------------------------------------------------------------------------
 # Provider-neutral conversation
@@ -105,7 +105,7 @@ class Finish:
     stop_reason: str
 
 
-ProviderEvent = Union[TextDelta, ToolCall, Usage, Finish]
+ProviderEvent = TextDelta | ToolCall | Usage | Finish
 
 
 class Provider(Protocol):
@@ -114,7 +114,7 @@ class Provider(Protocol):
     name: str
     default_model: str
 
-    def stream(self, request: ProviderRequest) -> Iterator[ProviderEvent]:
+    def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
         """Yield events for one upstream call; raise `UpstreamError` on failure.
 
         Must close its upstream connection when the generator is closed or the greenlet is

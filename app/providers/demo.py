@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from app.config import DEMO_MODEL
 from app.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta, ToolCall, Usage
@@ -37,7 +37,7 @@ class DemoProvider:
     def __init__(self, tokens_per_second: float = 40.0) -> None:
         self.delay = 1.0 / tokens_per_second
 
-    def stream(self, request: ProviderRequest) -> Iterator[ProviderEvent]:
+    def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
         """Yield the demo answer; calls `calculate` first when asked to and given arithmetic."""
         last = request.messages[-1]
         input_tokens = sum(_words(m.text) for m in request.messages) + _words(request.system or "")
