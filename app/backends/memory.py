@@ -23,7 +23,10 @@ class MemoryBackend:
         self._tombstones: dict[str, float] = {}
 
     def start(self, on_cancel: CancelHandler) -> None:
-        """Nothing to start."""
+        """Nothing to start; warn when several workers share nothing."""
+        from app.backends.workers import warn_if_unshared
+
+        warn_if_unshared()
 
     def close(self) -> None:
         """Nothing to close."""

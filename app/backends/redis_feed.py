@@ -1,0 +1,98 @@
+"""A generation that runs on another worker, followed through its Redis stream.
+
+Replay and live follow are one read: `XREAD BLOCK` from the entry id `0-<seq>` the client has
+seen. The block is cut into slices of at most a second, so a client that goes away (the
+`interrupt` event) is noticed without a pub/sub wake-up, and a blocked read never meets the
+client's `socket_timeout`.
+
+Redis failing mid-follow must not crash the response: the feed sets `interrupt` (the delivery's
+"client gone" event), which ends the response cleanly after what was sent; the browser
+reconnects with Last-Event-ID and resumes wherever it lands.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from gevent.event import Event
+from redis.exceptions import RedisError
+
+from app.backends.redis_keys import entry_id, seq_of, stream_key
+from app.lifecycle.log import DONE, Entry, make_entry
+
+if TYPE_CHECKING:
+    from app.backends.redis import RedisBackend
+
+log = logging.getLogger("sluice.redis")
+
+READ_COUNT = 500  # entries per read; Delivery asks again at once when there are more
+BLOCK_SLICE = 1.0  # seconds a single XREAD may block
+
+
+class RedisFeed:
+    """The `Feed` of a generation owned by another worker (see app.backends.base.Feed)."""
+
+    def __init__(self, backend: RedisBackend, stream_id: str, worker: str | None, closed: bool) -> None:
+        self.backend = backend
+        self.stream_id = stream_id
+        self.worker = worker
+        self._key = stream_key(stream_id, "events")
+        self._closed = closed
+        self._failed = False
+        self._member: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
+        """Entries after `seq`; blocks (in slices) up to `timeout` when there are none yet."""
+        if self._failed:
+            if interrupt is not None:
+                interrupt.set()
+            return []
+        try:
+            rows = self._read(seq, timeout, interrupt)
+        except (RedisError, OSError) as exc:
+            self._failed = True
+            self.backend.mark_down(exc)
+            log.warning("redis failed while following %s; ending this response (the client resumes)", self.stream_id)
+            if interrupt is not None:
+                interrupt.set()
+            return []
+        entries = [make_entry(self.stream_id, seq_of(rid), fields["d"]) for rid, fields in rows]
+        if entries and entries[-1].data == DONE:
+            self._closed = True
+        return entries
+
+    def _read(self, seq: int, timeout: float | None, interrupt: Event | None) -> list[tuple[str, dict[str, str]]]:
+        r = self.backend.client
+        if self._closed or timeout is None or timeout <= 0:
+            rows: list[tuple[str, dict[str, str]]] = r.xrange(self._key, min=f"({entry_id(seq)}", count=READ_COUNT)
+            return rows
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or (interrupt is not None and interrupt.is_set()):
+                return []
+            block_ms = max(1, int(min(left, BLOCK_SLICE) * 1000))
+            found: Any = r.xread({self._key: entry_id(seq)}, count=READ_COUNT, block=block_ms)
+            if found:
+                # RESP2: [[key, rows]]; RESP3: {key: [rows]}
+                if isinstance(found, dict):
+                    return list(next(iter(found.values()))[0])
+                return list(found[0][1])
+
+    # -- presence: the owner must not cancel for "disconnect" while we follow from here ---------
+
+    def attach(self) -> None:
+        self._member = f"{self.backend.worker_id}:{uuid.uuid4().hex[:12]}"
+        self.backend.presence_add(self.stream_id, self._member)
+
+    def detach(self) -> None:
+        if self._member is not None:
+            member, self._member = self._member, None
+            self.backend.presence_remove(self.stream_id, member, self.worker)

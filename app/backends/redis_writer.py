@@ -1,0 +1,192 @@
+"""The mirror writer: one greenlet per worker that copies local generations into Redis.
+
+    producer ──publish()──▶ mark dirty (a dict insert; never I/O, never blocks)
+                                   │
+                 writer greenlet ◀─┘ wakes, waits FLUSH_INTERVAL (or not at all for `[DONE]`
+                                     or FLUSH_AT queued events), then ONE pipeline:
+                                     XADD every new entry, HSET the status, EXPIREs
+
+Nothing is queued but a reference to the generation: the entries to write are the tail of its
+own log after the last seq written (`Mirror.written`). So a failed flush loses nothing and
+holds no extra memory — the mirror is marked unsynced and, once Redis answers again, the
+writer asks Redis for the last entry it has (`XREVRANGE + - COUNT 1`) and writes the rest,
+status and claim included. That also covers a Redis that restarted empty.
+
+Re-writing an entry that did make it (a pipeline cut half-way) fails alone with "ID equal or
+smaller than the target stream top item", which is expected and ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from gevent.event import Event
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.backends.redis_keys import client_key, entry_id, seq_of, stream_key
+from app.lifecycle.log import DONE
+
+if TYPE_CHECKING:
+    from app.backends.redis import RedisBackend
+    from app.lifecycle.generation import Generation
+
+log = logging.getLogger("sluice.redis")
+
+FLUSH_INTERVAL = 0.005  # seconds events may wait to share a round trip
+FLUSH_AT = 64  # queued events that trigger a flush at once
+
+
+class Mirror:
+    """What Redis holds of one local generation."""
+
+    __slots__ = ("gen", "written", "synced", "final")
+
+    def __init__(self, gen: Generation) -> None:
+        self.gen = gen
+        self.written = 0  # last seq known to be in the Redis stream
+        self.synced = False  # claim/meta written and `written` trustworthy
+        self.final = False  # terminal status written
+
+
+def meta_fields(gen: Generation, worker_id: str) -> dict[str, Any]:
+    """The whole status hash of a generation."""
+    return {
+        "worker": worker_id,
+        "owner": json.dumps(gen.owner),
+        "client": gen.client,
+        "state": gen.state,
+        "provider": gen.provider_name,
+        "model": gen.model,
+        "created_at": repr(gen.created_at),
+        "events": gen.log.last_seq,
+        "usage": json.dumps(gen.usage()),
+        "stop_reason": json.dumps(gen.stop_reason),
+    }
+
+
+class Writer:
+    """Batches the mirror writes of every local generation of this worker."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self.backend = backend
+        self.dirty: dict[str, Mirror] = {}
+        self._pending = 0
+        self._wake = Event()
+        self._urgent = Event()
+        self._greenlet: gevent.Greenlet | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._loop)
+
+    def mark(self, mirror: Mirror, urgent: bool = False) -> None:
+        """Queue a flush of `mirror` (cheap: called on every event)."""
+        self.dirty[mirror.gen.id] = mirror
+        self._pending += 1
+        if urgent or self._pending >= FLUSH_AT:
+            self._urgent.set()
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is left (best effort, bounded), then stop."""
+        self._closing = True
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=1.0)
+        if self.dirty and self.backend.usable():
+            with gevent.Timeout(timeout, False), contextlib.suppress(RedisError, OSError):
+                self.flush()
+
+    def _loop(self) -> None:
+        backoff = 0.1
+        while not self._closing:
+            self._wake.wait()
+            if not self._urgent.is_set():
+                self._urgent.wait(FLUSH_INTERVAL)
+            self._wake.clear()
+            self._urgent.clear()
+            self._pending = 0
+            if not self.dirty:
+                continue
+            try:
+                self.flush()
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                self.backend.mark_down(exc)
+                # Keep everything (it is in the generations' logs); retry when Redis is back.
+                self.backend.up.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+                self._wake.set()
+            except Exception:  # never let the writer die: local streams do not depend on it
+                log.exception("redis writer failed; retrying")
+                gevent.sleep(backoff)
+                self._wake.set()
+
+    def flush(self) -> None:
+        """One pipeline for everything dirty; on a connection failure everything stays dirty."""
+        batch, self.dirty = self.dirty, {}
+        try:
+            self._write(batch)
+        except BaseException:
+            for sid, mirror in batch.items():
+                mirror.synced = False
+                self.dirty.setdefault(sid, mirror)
+            raise
+
+    def _write(self, batch: dict[str, Mirror]) -> None:
+        b = self.backend
+        r = b.client
+        unsynced = [m for m in batch.values() if not m.synced]
+        if unsynced:
+            pipe = r.pipeline(transaction=False)
+            for m in unsynced:
+                pipe.xrevrange(stream_key(m.gen.id, "events"), "+", "-", count=1)
+            for m, rows in zip(unsynced, pipe.execute(), strict=True):
+                m.written = seq_of(rows[0][0]) if rows else 0
+        pipe = r.pipeline(transaction=False)
+        plan: list[tuple[Mirror, int, bool]] = []
+        for m in batch.values():
+            gen = m.gen
+            meta = stream_key(gen.id, "meta")
+            events = stream_key(gen.id, "events")
+            if not m.synced:
+                b.write_registration(pipe, gen)
+            new = gen.log.entries[m.written :]
+            for entry in new:
+                pipe.xadd(events, {"d": entry.data}, id=entry_id(entry.seq), maxlen=b.max_events, approximate=True)
+            if new and (m.written == 0 or not m.synced):
+                pipe.expire(events, b.ttl_for(gen))
+            last = new[-1].seq if new else m.written
+            final = not gen.running and gen.log.closed and not m.final and last == gen.log.last_seq
+            if final:
+                # After the XADDs in the same pipeline: a reader that sees the end state finds
+                # the terminal event and [DONE] in the stream.
+                pipe.hset(meta, mapping=meta_fields(gen, b.worker_id))
+                ttl = b.replay_ttl
+                for part in ("meta", "events", "claim", "subs"):
+                    pipe.expire(stream_key(gen.id, part), ttl)
+                pipe.zrem(client_key(gen.client), f"{b.worker_id}|{gen.id}")
+            elif new:
+                pipe.hset(meta, mapping={"events": last, "usage": json.dumps(gen.usage())})
+            plan.append((m, last, final))
+        results = pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, (RedisConnectionError, RedisTimeoutError)):
+                raise result
+            if isinstance(result, ResponseError) and "equal or smaller" not in str(result):
+                log.warning("redis refused a mirror write: %s", result)
+        for m, last, final in plan:
+            m.written = last
+            m.synced = True
+            m.final = m.final or final
+
+    @staticmethod
+    def is_terminal(data: str) -> bool:
+        """`[DONE]` is flushed at once (the terminal event just before it goes with it)."""
+        return data == DONE
