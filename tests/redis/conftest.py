@@ -1,0 +1,113 @@
+"""Fixtures for the Redis backend tests: a private redis-server per module, the fake upstream,
+and Sluice under real gunicorn (gevent workers) pointed at both.
+
+Never the system Redis on 6379: each module starts its own on a free port, with no persistence,
+and can stop and start it again on the same port (the fault tests).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from tests.fake_upstream import FakeUpstream
+from tests.support.servers import Gunicorn, base_env, free_port
+from tests.support.system import require_binary
+
+
+class RedisProcess:
+    """A private `redis-server` on a fixed port that can be stopped and started again."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> RedisProcess:
+        cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisProcess]:
+    server = RedisProcess(require_binary("redis-server", "/usr/bin/redis-server")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+def redis_env(fake: FakeUpstream, redis_url: str | None, **overrides: str) -> dict[str, str]:
+    """Sluice pointed at the fake upstream and (when given) at Redis; short timers."""
+    env = base_env(
+        SLUICE_PROVIDER="anthropic",
+        ANTHROPIC_API_KEY="test-key",
+        ANTHROPIC_BASE_URL=fake.anthropic_base_url,
+        SLUICE_DISCONNECT_GRACE_SECONDS="1",
+        SLUICE_HEARTBEAT_SECONDS="2",
+        SLUICE_MAX_STREAMS_PER_CLIENT="200",
+    )
+    if redis_url:
+        env["SLUICE_REDIS_URL"] = redis_url
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def start_sluice(fake: FakeUpstream) -> Iterator[Callable[..., Gunicorn]]:
+    """Start gunicorns (stopped at the end of the test): start(redis_url, workers=1, **env)."""
+    servers: list[Gunicorn] = []
+
+    def start(redis_url: str | None, workers: int = 1, **env: str) -> Gunicorn:
+        server = Gunicorn(redis_env(fake, redis_url, **env), workers=workers).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def quiet_fake(fake: FakeUpstream) -> FakeUpstream:
+    """The fake with no connection left open by an earlier test, and its counters reset."""
+    fake.wait_closed(5)
+    fake.reset()
+    return fake
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it is truthy or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
