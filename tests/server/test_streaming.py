@@ -269,3 +269,54 @@ def test_demo_provider_is_the_default_without_keys(start_sluice) -> None:  # typ
     assert "hello" in text_of(events) and types(events)[-2:] == ["done", "[DONE]"]
     resp = requests.get(f"{server.url}/stream", params={"prompt": "x", "provider": "anthropic"}, timeout=5)
     assert resp.status_code == 400 and resp.json()["error"]["field"] == "provider"
+
+
+def test_fallback_provider_takes_over_before_the_first_token(start_sluice, fresh: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
+    server = start_sluice(SLUICE_FALLBACK_PROVIDER="demo", SLUICE_DEMO_TOKENS_PER_SECOND="1000")
+    events = open_stream(f"{server.url}/stream", params={"prompt": "hello [fake status=529]"}).rest()
+    kinds = types(events)
+    assert kinds[:2] == ["start", "notice"] and kinds[-2:] == ["done", "[DONE]"]
+    assert events[1].json["code"] == "fallback"
+    assert "hello" in text_of(events)
+    assert fresh.request_count == 1
+    # After the first token there is no fallback: the error stands.
+    events = open_stream(f"{server.url}/stream", params={"prompt": "x [fake tokens=5 error_after=2]"}).rest()
+    assert types(events)[-2:] == ["error", "[DONE]"] and "notice" not in types(events)
+
+
+def test_coalescing_merges_close_deltas(start_sluice, fresh: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
+    server = start_sluice(SLUICE_COALESCE_MS="150")
+    events = open_stream(f"{server.url}/stream", params={"prompt": "x [fake tokens=30 pace=0.01]"}).rest()
+    texts = [e for e in events if e.type == "text"]
+    assert text_of(events) == expected_text(30)
+    assert 1 < len(texts) <= 6, len(texts)
+
+
+def test_one_json_log_line_per_generation_without_content(start_sluice, fresh: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import UPSTREAM_KEY
+
+    server = start_sluice()
+    secret_prompt = "my-secret-prompt-words [fake tokens=3]"
+    stream = open_stream(f"{server.url}/stream", params={"prompt": secret_prompt})
+    stream.rest()
+    cancelled = open_stream(f"{server.url}/stream", params={"prompt": "y [fake stall_after=1]"})
+    cancelled.until("text")
+    requests.post(f"{server.url}/cancel", json={"stream_id": cancelled.stream_id}, timeout=5)
+    cancelled.rest()
+    time.sleep(0.2)
+    log = server.log()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{") and "generation" in line]
+    by_id = {line["stream_id"]: line for line in lines if "stream_id" in line}
+    done, stopped = by_id[stream.stream_id], by_id[cancelled.stream_id]
+    assert done["outcome"] == "done" and done["output_tokens"] == 3 and done["provider"] == "anthropic"
+    assert {"model", "ttft_ms", "input_tokens", "duration_ms"} <= set(done)
+    assert stopped["outcome"] == "cancelled" and stopped["reason"] == "user"
+    assert "my-secret-prompt-words" not in log and "t0 t1" not in log
+    assert UPSTREAM_KEY not in log
+
+
+def test_log_content_when_turned_on(start_sluice, fresh: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
+    server = start_sluice(SLUICE_LOG_CONTENT="1")
+    open_stream(f"{server.url}/stream", params={"prompt": "visible-words [fake tokens=2]"}).rest()
+    time.sleep(0.2)
+    assert "visible-words" in server.log() and "t0 t1" in server.log()
