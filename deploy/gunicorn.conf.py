@@ -106,7 +106,8 @@ SHUTDOWN_MARGIN = 5
 #   forwarded_allow_ips - Who may tell gunicorn the scheme (X-Forwarded-Proto: https ->
 #       wsgi.url_scheme). Only nginx: loopback, or FORWARDED_ALLOW_IPS (comma-separated
 #       addresses or networks) when nginx runs on another machine. The client address
-#       (X-Forwarded-For) is handled by the app, and only with SLUICE_TRUST_PROXY=1.
+#       (X-Forwarded-For) is handled by the app, and only with SLUICE_PROXY_COUNT=1 (the
+#       number of proxies in front: werkzeug's ProxyFix).
 #
 
 limit_request_line = 4094
@@ -152,12 +153,16 @@ control_socket_disable = not os.environ.get("SLUICE_CONTROL_SOCKET")
 #   on_reload - After SIGHUP re-read this file: keep the shutdown deadline in step.
 #   when_ready - The sockets are bound: say what runs, and warn about a multi-worker
 #       setup without a shared backend.
-#   post_worker_init - In each worker, once the app is loaded: let the app know the moment
-#       a graceful stop begins.
+#   post_worker_init - In each worker, once the app is loaded: close idle keep-alive
+#       connections the moment the worker starts draining (see the function).
 #   worker_int - A worker got SIGINT or SIGQUIT (quick stop: streams are cut, no terminal
 #       event).
 #   worker_abort - A worker got SIGABRT: the master killed it for missing its heartbeat.
 #   child_exit - In the master, after a worker died: drop its live Prometheus gauges.
+#
+# No hook is needed for a graceful stop: the app chains the gevent worker's own SIGTERM
+# handler when it loads (app.lifecycle.shutdown.install) and starts its
+# SLUICE_SHUTDOWN_GRACE_SECONDS countdown from there.
 #
 
 _PROM_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -227,23 +232,56 @@ def when_ready(server):
 
 
 def post_worker_init(worker):
-    # The gevent worker's SIGTERM handler only stops accepting; open streams would run until
-    # graceful_timeout and then be cut without a terminal event. If the app offers a hook,
-    # call it as well: it starts the SLUICE_SHUTDOWN_GRACE_SECONDS countdown, then ends what
-    # is left with `cancelled` / `shutdown`. The app may also catch the signal itself, so the
-    # hook must be idempotent; without the hook this is a no-op.
-    try:
-        from app.lifecycle.shutdown import begin_shutdown
-    except ImportError:
-        return
-    previous = signal.getsignal(signal.SIGTERM)
+    # Trap: nginx keeps idle connections to gunicorn (upstream keepalive) and hands the next
+    # request to any of them. On a reload (HUP) the old workers stop accepting but keep their
+    # idle keep-alive connections open until gunicorn's keepalive expires; every request nginx
+    # sends down one of those lands on a draining worker, whose app answers 503 "restarting",
+    # and a browser's EventSource does not retry a 503. So: when a worker gets SIGTERM, end
+    # its keep-alive waits at once. nginx sees the close, drops the connection from its cache
+    # (or, for one it had just picked, retries on a new connection) and the request reaches a
+    # new worker. Streams in progress are not touched; when one of them ends, its connection
+    # is closed rather than kept for the next request.
+    import weakref
+    from contextlib import contextmanager
+
+    import gevent
+
+    keepalive_wait = worker.timeout_ctx  # gevent.Timeout(keepalive, False): silent on expiry
+    served = weakref.WeakKeyDictionary()  # connection greenlet -> requests waited for
+    idle = {}  # connection greenlet -> the Timeout of its keep-alive wait
+
+    @contextmanager
+    def timeout_ctx():
+        current = gevent.getcurrent()
+        served[current] = served.get(current, 0) + 1
+        between = served[current] > 1  # between two requests, not waiting for a first one
+        if between and not worker.alive:
+            # Draining, and a response (begun before SIGTERM, so kept alive) just ended.
+            timeout = gevent.Timeout(0.01, False)
+        else:
+            timeout = keepalive_wait()
+        if between:
+            idle[current] = timeout
+        try:
+            with timeout:
+                yield
+        finally:
+            idle.pop(current, None)
+
+    worker.timeout_ctx = timeout_ctx
+
+    def close_idle():
+        for glet, timeout in list(idle.items()):
+            # Raising the wait's own Timeout ends it as if keepalive had expired: the
+            # worker's loop sees no request and closes the socket, without an error page.
+            glet.kill(timeout, block=False)
+
+    previous = signal.getsignal(signal.SIGTERM)  # gunicorn's, possibly chained by the app
 
     def handle_term(sig, frame):
-        import gevent
-
-        gevent.spawn(begin_shutdown)
         if callable(previous):
             previous(sig, frame)
+        gevent.spawn(close_idle)
 
     signal.signal(signal.SIGTERM, handle_term)
     signal.siginterrupt(signal.SIGTERM, False)

@@ -61,7 +61,7 @@ def _build() -> _Metrics:
     if multiprocess_dir() and values.ValueClass.__name__ != "MmapedValue":
         # prometheus_client was imported (by someone) before the directory was set: its
         # module-level choice of storage is stale. Choose again, now that the env is final.
-        values.ValueClass = values.get_value_class()
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
     generations = Counter(
         "sluice_generations", "Generations that ended, by outcome.", ["outcome"]
@@ -184,7 +184,7 @@ def render() -> tuple[bytes, str]:
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=path)
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -195,4 +195,4 @@ def mark_process_dead(pid: int) -> None:
         return
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(pid, path)
+    multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
