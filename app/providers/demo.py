@@ -11,6 +11,7 @@ from collections.abc import Generator
 
 from app.config import DEMO_MODEL
 from app.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta, ToolCall, Usage
+from app.sse import dumps
 
 ANSWER = (
     "Sluice is streaming this answer to you token by token over Server-Sent Events. "
@@ -55,8 +56,6 @@ class DemoProvider:
             prompt = " ".join(last.text.split())
             text = ANSWER.format(prompt=prompt[:200] + ("\u2026" if len(prompt) > 200 else ""))
         if request.json_mode:
-            from app.sse import dumps
-
             text = dumps({"answer": text})
         sent = 0
         for token in _TOKENS.findall(text):

@@ -122,6 +122,9 @@ def _start(spec: GenerationSpec) -> Response:
 @bp.get("/stream")
 def stream_get() -> Response:
     """EventSource: start a generation from query parameters and stream it."""
+    if request.method == "HEAD":
+        # Flask answers HEAD with the GET view; a HEAD must not start (and bill) a generation.
+        return Response(status=200, headers=sse.HEADERS)
     resumed = _resume_from_header()
     if resumed is not None:
         return resumed

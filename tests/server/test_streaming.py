@@ -320,3 +320,10 @@ def test_log_content_when_turned_on(start_sluice, fresh: FakeUpstream) -> None: 
     open_stream(f"{server.url}/stream", params={"prompt": "visible-words [fake tokens=2]"}).rest()
     time.sleep(0.2)
     assert "visible-words" in server.log() and "t0 t1" in server.log()
+
+
+def test_head_starts_nothing(sluice: Gunicorn, fresh: FakeUpstream) -> None:
+    resp = requests.head(f"{sluice.url}/stream", params={"prompt": "x"}, timeout=5)
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    time.sleep(0.3)
+    assert fresh.request_count == 0
