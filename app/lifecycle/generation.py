@@ -13,7 +13,6 @@ works wherever it is blocked.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,8 +25,8 @@ from gevent.event import Event
 from app.config import Settings
 from app.errors import SluiceError, UpstreamError
 from app.lifecycle.log import DONE, Entry, EventLog
-from app.lifecycle.shaping import Chunker, parse_partial_json
-from app.observability import metrics
+from app.lifecycle.relay import TextRelay
+from app.lifecycle.usage import UsageMeter
 from app.providers.base import (
     Finish,
     Message,
@@ -97,7 +96,13 @@ class Generation:
         self._t0 = time.monotonic()
         self.ttft_ms: int | None = None
         self.duration_ms: int | None = None
-        self.answer_parts: list[str] = []
+        self.relay = TextRelay(
+            self.emit,
+            chunking=spec.chunking,
+            coalesce_ms=settings.coalesce_ms,
+            json_mode=spec.response_format == "json",
+            on_first=self._first_text,
+        )
         self.subscribers = 0
         self._on_entry = on_entry
         self._on_end = on_end
@@ -105,18 +110,7 @@ class Generation:
         self._running = False
         self._stop_reason = "shutdown"
         self._grace: Greenlet | None = None
-        self._flusher: Greenlet | None = None
-        # Usage: totals of finished rounds, plus what the current round has reported so far.
-        self._in_done = 0
-        self._out_done = 0
-        self._round_active = False
-        self._round_in: int | None = None
-        self._round_out: int | None = None
-        self._round_deltas = 0
-        self._round_chars = 0
-        self._estimated = False
-        self._pending_text = ""
-        self._json_last: Any = None
+        self.meter = UsageMeter()
 
     # -- events -------------------------------------------------------------------------------
 
@@ -208,39 +202,12 @@ class Generation:
         """Overridden by the shared backend: are clients attached through other workers?"""
         return False
 
-    # -- usage --------------------------------------------------------------------------------
-
-    def _open_round(self, request: ProviderRequest) -> None:
-        self._round_active = True
-        self._round_in = self._round_out = None
-        self._round_deltas = 0
-        self._round_chars = sum(len(m.text) for m in request.messages) + len(request.system or "")
-
-    def _round_usage(self) -> tuple[int, int, bool]:
-        """(input, output, estimated) of the round in progress."""
-        if not self._round_active:
-            return 0, 0, False
-        estimated = self._round_in is None or self._round_out is None
-        # About four characters a token: only used where the provider never said.
-        round_in = self._round_in if self._round_in is not None else self._round_chars // 4 + 1
-        round_out = self._round_out if self._round_out is not None else self._round_deltas
-        return round_in, round_out, estimated
-
-    def _close_round(self, discard: bool = False) -> None:
-        if not discard:
-            round_in, round_out, estimated = self._round_usage()
-            self._in_done += round_in
-            self._out_done += round_out
-            self._estimated = self._estimated or estimated
-        self._round_active = False
+    def _first_text(self) -> None:
+        self.ttft_ms = int((time.monotonic() - self._t0) * 1000)
 
     def usage(self) -> dict[str, Any]:
-        """Token usage so far, with `"estimated": true` where the provider never reported it."""
-        round_in, round_out, estimated = self._round_usage()
-        usage: dict[str, Any] = {"input_tokens": self._in_done + round_in, "output_tokens": self._out_done + round_out}
-        if estimated or self._estimated:
-            usage["estimated"] = True
-        return usage
+        """Token usage so far (see `UsageMeter`)."""
+        return self.meter.as_dict()
 
     # -- the producer -------------------------------------------------------------------------
 
@@ -286,7 +253,7 @@ class Generation:
             try:
                 text, calls, stop = self._round(self.providers(provider_name), request)
             except UpstreamError as exc:
-                partial = "".join(self.answer_parts)
+                partial = self.relay.answer
                 fallback = self.settings.fallback_provider
                 if self.ttft_ms is None and fallback and fallback != provider_name and not fell_back:
                     fell_back = True
@@ -298,7 +265,7 @@ class Generation:
                             "message": f"{self.provider_name} failed ({exc.type}); {fallback} is answering instead",
                         }
                     )
-                    self._close_round(discard=True)
+                    self.meter.close_round(discard=True)
                     continue
                 if exc.type == "connection" and partial and self.settings.midstream_recovery and not recovered:
                     recovered = True
@@ -309,7 +276,7 @@ class Generation:
                             "message": "The connection to the model dropped; the answer is being continued",
                         }
                     )
-                    self._close_round()
+                    self.meter.close_round()
                     messages = [*messages, Message("assistant", partial.rstrip())]
                     if provider_name != "anthropic":
                         # Only Anthropic continues a prefilled assistant turn by itself.
@@ -330,16 +297,15 @@ class Generation:
             self.stop_reason = stop
             break
         if spec.response_format == "json":
-            self._finish_json()
+            self.relay.finish_json()
         self._end_done()
 
     def _round(self, provider: Provider, request: ProviderRequest) -> tuple[str, list[ToolCallPart], str]:
         """One upstream call: relay its text and tool calls; return (text, calls, stop reason)."""
-        chunker = Chunker(self.spec.chunking)
         calls: list[ToolCallPart] = []
         text: list[str] = []
         stop = "end_turn"
-        self._open_round(request)
+        self.meter.open_round(sum(len(m.text) for m in request.messages) + len(request.system or ""))
         events = provider.stream(request)
         started = time.monotonic()
         got_first = False
@@ -361,71 +327,24 @@ class Generation:
                     if not event.text:
                         continue
                     got_first = True
-                    self._round_deltas += 1
+                    self.meter.round_deltas += 1
                     text.append(event.text)
-                    self._text(chunker.push(event.text))
+                    self.relay.push(event.text)
                 elif isinstance(event, ToolCall):
                     got_first = True
-                    self._text(chunker.flush())
+                    self.relay.flush()
                     calls.append(ToolCallPart(event.id, event.name, event.arguments))
                     self.emit({"type": "tool_call", "id": event.id, "name": event.name, "arguments": event.arguments})
                 elif isinstance(event, Usage):
-                    if event.input_tokens is not None:
-                        self._round_in = event.input_tokens
-                    if event.output_tokens is not None:
-                        self._round_out = event.output_tokens
+                    self.meter.reported(event.input_tokens, event.output_tokens)
                 elif isinstance(event, Finish):
                     stop = event.stop_reason
         finally:
             # Closing the provider's generator closes its upstream response (its `with`).
             events.close()
-        self._text(chunker.flush())
-        self._flush_coalesced()
-        self._close_round()
+        self.relay.flush()
+        self.meter.close_round()
         return "".join(text), calls, stop
-
-    # -- text relay (chunking and coalescing) --------------------------------------------------
-
-    def _text(self, text: str) -> None:
-        if not text:
-            return
-        if self.ttft_ms is None:
-            self.ttft_ms = int((time.monotonic() - self._t0) * 1000)
-        self.answer_parts.append(text)
-        window = self.settings.coalesce_ms / 1000.0
-        if window <= 0:
-            self._emit_text(text)
-            return
-        self._pending_text += text
-        if self._flusher is None:
-            self._flusher = gevent.spawn_later(window, self._flush_coalesced)
-
-    def _flush_coalesced(self) -> None:
-        if self._flusher is not None and self._flusher is not gevent.getcurrent():
-            self._flusher.kill(block=False)
-        self._flusher = None
-        text, self._pending_text = self._pending_text, ""
-        if text and self.running:
-            self._emit_text(text)
-
-    def _emit_text(self, text: str) -> None:
-        self.emit({"type": "text", "content": text})
-        metrics.tokens_relayed(1)
-        if self.spec.response_format == "json":
-            value = parse_partial_json("".join(self.answer_parts))
-            if value is not None and value != self._json_last:
-                self._json_last = value
-                self.emit({"type": "json", "value": value, "complete": False})
-
-    def _finish_json(self) -> None:
-        raw = "".join(self.answer_parts).strip()
-        if raw.startswith("```"):
-            raw = raw.strip("`").removeprefix("json").strip()
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            raise UpstreamError("upstream", "The model's answer is not valid JSON", retryable=True) from None
-        self.emit({"type": "json", "value": value, "complete": True})
 
     # -- endings: exactly one terminal event, then [DONE] --------------------------------------
 
@@ -436,15 +355,15 @@ class Generation:
     def _end(self, state: str, payload: dict[str, Any], reason: str | None) -> None:
         if not self.running:
             return
-        if self._pending_text and state == "done":
-            self._flush_coalesced()
+        if state == "done":
+            self.relay.flush()
         self.state = state
         self.outcome_reason = reason
         self.ended_at = time.time()
-        for g in (self._grace, self._flusher):
-            if g is not None and g is not gevent.getcurrent():
-                g.kill(block=False)
-        self._grace = self._flusher = None
+        self.relay.stop()
+        if self._grace is not None and self._grace is not gevent.getcurrent():
+            self._grace.kill(block=False)
+        self._grace = None
         self.emit(payload)
         self.emit(DONE)
         if self._on_end is not None:

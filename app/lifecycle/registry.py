@@ -113,7 +113,7 @@ class Registry:
         }
         if self.settings.log_content:
             fields["prompt"] = gen.spec.prompt_text
-            fields["answer"] = "".join(gen.answer_parts)
+            fields["answer"] = gen.relay.answer
         log_generation(fields)
         self.backend.finished(gen)
         gevent.spawn_later(self.settings.replay_ttl_seconds, self._forget, gen.id, gen)

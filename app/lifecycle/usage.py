@@ -1,0 +1,64 @@
+"""Token usage across a generation's upstream rounds, with honest estimates for early stops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class UsageMeter:
+    """Totals of finished rounds, plus what the round in progress has reported so far.
+
+    A provider reports input tokens at its first event (Anthropic) or only at the end (OpenAI),
+    and output tokens only at the end. A round cut short (cancel, timeout, drop) falls back to
+    estimates: about four characters a token for input, one token a text delta for output,
+    and the usage is then marked `"estimated": true`.
+    """
+
+    def __init__(self) -> None:
+        self._in_done = 0
+        self._out_done = 0
+        self._estimated = False
+        self._active = False
+        self._round_in: int | None = None
+        self._round_out: int | None = None
+        self._round_chars = 0
+        self.round_deltas = 0
+
+    def open_round(self, prompt_chars: int) -> None:
+        """An upstream call starts."""
+        self._active = True
+        self._round_in = self._round_out = None
+        self._round_chars = prompt_chars
+        self.round_deltas = 0
+
+    def reported(self, input_tokens: int | None, output_tokens: int | None) -> None:
+        """The provider said how many tokens (either may be None: not said yet)."""
+        if input_tokens is not None:
+            self._round_in = input_tokens
+        if output_tokens is not None:
+            self._round_out = output_tokens
+
+    def _round(self) -> tuple[int, int, bool]:
+        if not self._active:
+            return 0, 0, False
+        estimated = self._round_in is None or self._round_out is None
+        round_in = self._round_in if self._round_in is not None else self._round_chars // 4 + 1
+        round_out = self._round_out if self._round_out is not None else self.round_deltas
+        return round_in, round_out, estimated
+
+    def close_round(self, discard: bool = False) -> None:
+        """The upstream call ended; `discard` for one that produced nothing billable (a 529)."""
+        if not discard:
+            round_in, round_out, estimated = self._round()
+            self._in_done += round_in
+            self._out_done += round_out
+            self._estimated = self._estimated or estimated
+        self._active = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """`{"input_tokens", "output_tokens"}`, plus `"estimated": true` where guessed."""
+        round_in, round_out, estimated = self._round()
+        usage: dict[str, Any] = {"input_tokens": self._in_done + round_in, "output_tokens": self._out_done + round_out}
+        if estimated or self._estimated:
+            usage["estimated"] = True
+        return usage
