@@ -124,12 +124,20 @@ class Stream:
         self.parser = SSEParser()
         self.events: list[Event] = []
         self._iter = response.iter_content(chunk_size=None)
+        self._unread: list[Event] = []  # parsed from a chunk, not yet handed out
 
     def __iter__(self) -> Iterator[Event]:
-        for chunk in self._iter:
+        # Events parsed from one chunk wait in `_unread`, so that a loop that stops early
+        # (`until`) does not lose the rest of its chunk to the next loop.
+        while True:
+            while self._unread:
+                yield self._unread.pop(0)
+            chunk = next(self._iter, None)
+            if chunk is None:
+                return
             for ev in self.parser.feed(chunk):
                 self.events.append(ev)
-                yield ev
+                self._unread.append(ev)
 
     def until(self, predicate: Any) -> Event:
         """Read until an event matches `predicate` (a type string or a callable)."""
