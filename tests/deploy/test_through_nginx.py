@@ -66,6 +66,10 @@ def test_heartbeats_keep_a_silent_stream_past_nginx_read_timeout(make_stack, fak
     # nginx drops an upstream that sends nothing for proxy_read_timeout (1h shipped, 3s here);
     # the app's heartbeat (every 1s here) keeps it alive through 6s of upstream silence.
     stack = make_stack(workers=1, env=fake_env(fake, SLUICE_HEARTBEAT_SECONDS="1"), read_timeout="3s")
+    # Warm-up: the worker's first upstream call imports the provider SDK, which blocks its
+    # event loop (no heartbeat) for a second or more on a loaded machine; with the read
+    # timeout scaled down to 3 s that alone could trip nginx.
+    assert types(open_(stream_url(stack.url, "warm [fake tokens=1]")).rest())[-1] == "[DONE]"
     t0 = time.monotonic()
     stream = open_(stream_url(stack.url, "hi [fake tokens=5 first_delay=6]"))
     events = stream.rest()
