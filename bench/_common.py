@@ -173,13 +173,14 @@ class RawSSE:
         self._chunk_left = 0
         self._need_crlf = False
         self._body = b""
+        self._cursor = 0  # events[:_cursor] were looked at by until()
 
     # -- parsing ------------------------------------------------------------------------------
 
     def _dechunk(self) -> bytes:
         if not self._chunked:
-            out, self._raw = self._raw, b""
-            return out
+            plain, self._raw = self._raw, b""
+            return plain
         out: list[bytes] = []
         buf = self._raw
         while True:
@@ -260,12 +261,18 @@ class RawSSE:
         pred = (lambda e: e.type == predicate) if isinstance(predicate, str) else predicate
         deadline = time.monotonic() + timeout
         while True:
+            # Events already received (by an earlier recv) and not yet looked at come first.
+            while self._cursor < len(self.events):
+                ev = self.events[self._cursor]
+                self._cursor += 1
+                if pred(ev):
+                    return ev
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no matching event in {timeout}s; got {[e.data[:60] for e in self.events[-5:]]}")
-            for ev in self.recv(left):
-                if pred(ev):
-                    return ev
+            self.recv(left)
+            if any(pred(ev) for ev in self.events[self._cursor :]):
+                continue
             if self.eof:
                 raise EOFError(f"stream ended; status {self.status}; last {[e.data[:60] for e in self.events[-5:]]}")
 
@@ -369,7 +376,7 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
-def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
