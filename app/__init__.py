@@ -30,7 +30,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    registry = Registry(settings, build_backend(settings), ProviderPool(settings))
+    providers = ProviderPool(settings)
+    providers.warm()
+    registry = Registry(settings, build_backend(settings), providers)
     app.extensions["sluice"] = registry
     shutdown.install(registry, settings.shutdown_grace_seconds)
 

@@ -45,9 +45,10 @@ backlog = 2048
 #       open streams that mostly wait on the model. The app's wsgi.py patches the standard
 #       library first thing; the worker patches it too.
 #
-#   workers - Processes. SLUICE_WORKERS, else WEB_CONCURRENCY (Heroku-style), else the
-#       number of CPUs. More than one needs SLUICE_REDIS_URL for cancel and resume to reach
-#       the generation wherever it runs (see when_ready below).
+#   workers - Processes. SLUICE_WORKERS, else WEB_CONCURRENCY (Heroku-style), else: the
+#       number of CPUs when SLUICE_REDIS_URL is set, and 1 when it is not. More than one
+#       needs Redis for cancel and resume to reach the generation wherever it runs (see
+#       when_ready below), so without it the default stays on the one setup that works.
 #
 #   worker_connections - Connections one worker holds at once. Above SLUICE_MAX_STREAMS, so
 #       that the stream after the last allowed one is answered 503 + Retry-After by the app
@@ -84,7 +85,8 @@ backlog = 2048
 #
 
 worker_class = "gevent"
-workers = _env_int("SLUICE_WORKERS", _env_int("WEB_CONCURRENCY", os.cpu_count() or 1))
+_shared = bool(os.environ.get("SLUICE_REDIS_URL", "").strip())
+workers = _env_int("SLUICE_WORKERS", _env_int("WEB_CONCURRENCY", (os.cpu_count() or 1) if _shared else 1))
 worker_connections = _env_int("SLUICE_WORKER_CONNECTIONS", _env_int("SLUICE_MAX_STREAMS", 1000) + 100)
 timeout = 30
 graceful_timeout = _env_int("SLUICE_GRACEFUL_TIMEOUT", _env_int("SLUICE_MAX_DURATION", 600) + 10)

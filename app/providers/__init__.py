@@ -13,6 +13,18 @@ class ProviderPool:
         self.settings = settings
         self._providers: dict[str, Provider] = {}
 
+    def warm(self) -> None:
+        """Import the SDKs of the configured providers now, in the worker, before any request.
+
+        Importing `anthropic` or `openai` takes about a second of CPU; done lazily on the first
+        request it would freeze every other stream of the worker (heartbeats included) for that
+        long. An import opens no connection and creates no client.
+        """
+        if self.settings.anthropic_configured:
+            import app.providers.anthropic  # noqa: F401
+        if self.settings.openai_configured:
+            import app.providers.openai  # noqa: F401
+
     def __call__(self, name: str) -> Provider:
         provider = self._providers.get(name)
         if provider is None:
