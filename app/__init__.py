@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from flask import Flask
@@ -44,6 +45,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
     _trust_proxy(app)
+    # The SDKs leave ~200k long-lived objects; a full collection walking them pauses every
+    # stream of the worker for 100+ ms (docs/benchmarks.md). Freeze what exists now.
+    gc.collect()
+    gc.freeze()
     return app
 
 
