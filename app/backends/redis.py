@@ -38,7 +38,15 @@ from redis.retry import Retry
 
 from app.backends.base import CancelHandler, Feed
 from app.backends.redis_feed import RedisFeed
-from app.backends.redis_keys import client_key, redacted_url, stream_key, worker_channel, worker_inbox
+from app.backends.redis_keys import (
+    client_key,
+    entry_id,
+    redacted_url,
+    seq_of,
+    stream_key,
+    worker_channel,
+    worker_inbox,
+)
 from app.backends.redis_writer import Mirror, Writer, meta_fields
 from app.config import Settings
 from app.lifecycle.log import DONE, Entry
@@ -292,16 +300,25 @@ class RedisBackend:
             self._send(worker, {"op": "cancel", "sid": stream_id, "reason": reason, "owner": owner}, inbox=True)
             if not meta:
                 return "unknown"
-            # Like the local path, answer once the terminal event is in the shared log.
-            deadline = time.monotonic() + CANCEL_WAIT
-            while time.monotonic() < deadline:
-                gevent.sleep(0.005)
-                if r.hget(stream_key(stream_id, "meta"), "state") != "running":
-                    break
+            self._await_end(stream_id, int(meta.get("events") or 0))
             return "cancelled"
         except (RedisError, OSError) as exc:
             self.mark_down(exc)
             return "unknown"
+
+    def _await_end(self, stream_id: str, after: int) -> None:
+        """Like the local path (which joins the greenlet), return once the generation's
+        terminal event is in the shared log, or after CANCEL_WAIT: a blocking read, no polling."""
+        key = stream_key(stream_id, "events")
+        deadline = time.monotonic() + CANCEL_WAIT
+        while (left := deadline - time.monotonic()) > 0:
+            found = self.client.xread({key: entry_id(after)}, count=100, block=max(1, int(min(left, 1.0) * 1000)))
+            rows = (list(found.values())[0][0] if isinstance(found, dict) else found[0][1]) if found else []
+            for rid, fields in rows:
+                after = seq_of(rid)
+                data = fields.get("d", "")
+                if data == DONE or json.loads(data).get("type") in ("done", "error", "cancelled"):
+                    return
 
     def _send(self, worker: str, message: dict[str, Any], *, inbox: bool = False) -> None:
         """Publish to `worker`; with `inbox`, also keep it until handled (a missed message)."""

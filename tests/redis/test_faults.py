@@ -26,7 +26,9 @@ def test_redis_stops_mid_stream_and_returns(redis_server, start_sluice, quiet_fa
     b = start_sluice(redis_server.url, workers=1)
     assert readyz(a.url) == 200
     tokens = 80
-    local = [open_stream(a.url + "/stream", params={"prompt": f"s{i} [fake tokens={tokens} pace=0.03]"}) for i in range(3)]
+    local = [
+        open_stream(a.url + "/stream", params={"prompt": f"s{i} [fake tokens={tokens} pace=0.03]"}) for i in range(3)
+    ]
     for s in local:
         s.until("text")
     remote = open_stream(b.url + f"/streams/{local[0].stream_id}/events")
@@ -87,7 +89,10 @@ def test_redis_unreachable_at_start_streams_locally(start_sluice, quiet_fake: Fa
     assert requests.get(server.url + f"/streams/{sid}", timeout=5).json()["state"] == "done"
     s = open_stream(server.url + "/stream", params={"prompt": "x [fake stall_after=1]"})
     s.until("text")
-    assert requests.post(server.url + "/cancel", json={"stream_id": s.stream_id}, timeout=5).json()["status"] == "cancelled"
+    assert (
+        requests.post(server.url + "/cancel", json={"stream_id": s.stream_id}, timeout=5).json()["status"]
+        == "cancelled"
+    )
     assert requests.post(server.url + "/cancel", json={"stream_id": "x" * 22}, timeout=5).status_code == 202
     assert readyz(server.url) == 503
     server.stop()
