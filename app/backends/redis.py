@@ -432,16 +432,10 @@ class RedisBackend:
         if message.get("op") == "cancel":
             if gen.running and (gen.owner is None or gen.owner == message.get("owner")) and self._on_cancel:
                 self._on_cancel(sid, str(message.get("reason") or "user"))
-        elif message.get("op") == "idle" and gen.running and gen.subscribers == 0:
-            self._regrace(gen)
+        elif message.get("op") == "idle":
+            # When the grace expires, the generation checks remote presence again.
+            gen.recheck_attached()
         return True
-
-    @staticmethod
-    def _regrace(gen: Generation) -> None:
-        # attach + detach with nobody attached arms the generation's disconnect grace; when it
-        # expires, the generation checks remote presence again before cancelling.
-        gen.attach()
-        gen.detach()
 
     def _tick(self) -> None:
         r = self.client
@@ -462,14 +456,10 @@ class RedisBackend:
             pipe.zadd(stream_key(sid, "subs"), {member: expires})
         # A generation nobody follows here, and whose remote followers vanished without a word
         # (their worker died): arm its grace, so it does not run on for nobody.
-        orphans = [
-            m.gen
-            for m in self.mirrors.values()
-            if m.gen.running and m.gen.subscribers == 0 and getattr(m.gen, "_grace", None) is None
-        ]
+        orphans = [m.gen for m in self.mirrors.values() if m.gen.unattended]
         for gen in orphans:
             pipe.zcount(stream_key(gen.id, "subs"), time.time(), "+inf")
         results = pipe.execute()
         for gen, count in zip(orphans, results[len(results) - len(orphans) :], strict=True):
-            if not count and gen.running and gen.subscribers == 0:
-                self._regrace(gen)
+            if not count:
+                gen.recheck_attached()

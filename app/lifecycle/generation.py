@@ -188,6 +188,16 @@ class Generation:
         if self.subscribers == 0 and self.running:
             self._arm_grace(self.settings.disconnect_grace_seconds)
 
+    @property
+    def unattended(self) -> bool:
+        """Running, with no subscriber here and no disconnect grace counting down."""
+        return self.running and self.subscribers == 0 and self._grace is None
+
+    def recheck_attached(self) -> None:
+        """Remote followers left (or vanished): start the grace if nobody follows here either."""
+        if self.unattended:
+            self._arm_grace(self.settings.disconnect_grace_seconds)
+
     def _arm_grace(self, seconds: float) -> None:
         if self._grace is not None:
             self._grace.kill(block=False)
