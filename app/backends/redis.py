@@ -44,6 +44,7 @@ from app.backends.redis_keys import (
     redacted_url,
     seq_of,
     stream_key,
+    worker_alive,
     worker_channel,
     worker_inbox,
 )
@@ -65,6 +66,7 @@ PRESENCE_REFRESH = 5.0
 INBOX_TTL = 120  # seconds an unhandled cancel message is kept
 CANCEL_WAIT = 1.0  # how long POST /cancel waits for the owner's terminal event
 RECONNECT_MAX = 5.0
+ALIVE_TTL = 10  # seconds a worker counts as alive after its last tick
 
 
 class RedisBackend:
@@ -440,6 +442,7 @@ class RedisBackend:
     def _tick(self) -> None:
         r = self.client
         inbox = worker_inbox(self.worker_id)
+        r.set(worker_alive(self.worker_id), "1", ex=ALIVE_TTL)
         pending = r.hgetall(inbox)
         if self._state != "up":
             self._mark_up()

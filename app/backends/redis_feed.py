@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from gevent.event import Event
 from redis.exceptions import RedisError
 
-from app.backends.redis_keys import entry_id, seq_of, stream_key
+from app import sse
+from app.backends.redis_keys import entry_id, seq_of, stream_key, worker_alive
 from app.lifecycle.log import DONE, Entry, make_entry
 
 if TYPE_CHECKING:
@@ -30,6 +31,16 @@ log = logging.getLogger("sluice.redis")
 
 READ_COUNT = 500  # entries per read; Delivery asks again at once when there are more
 BLOCK_SLICE = 1.0  # seconds a single XREAD may block
+OWNER_CHECK = 3.0  # seconds between checks that the owning worker is still alive
+OWNER_GONE = {
+    "type": "error",
+    "error": {
+        "type": "internal",
+        "message": "The server that was writing this answer stopped; please ask again",
+        "retryable": True,
+        "status": None,
+    },
+}
 
 
 class RedisFeed:
@@ -43,6 +54,7 @@ class RedisFeed:
         self._closed = closed
         self._failed = False
         self._member: str | None = None
+        self._next_owner_check = time.monotonic() + OWNER_CHECK
 
     @property
     def closed(self) -> bool:
@@ -85,6 +97,32 @@ class RedisFeed:
                 if isinstance(found, dict):
                     return list(next(iter(found.values()))[0])
                 return list(found[0][1])
+            if time.monotonic() >= self._next_owner_check:
+                self._next_owner_check = time.monotonic() + OWNER_CHECK
+                self._end_if_owner_died()
+
+    def _end_if_owner_died(self) -> None:
+        """The owner was killed outright (SIGKILL, OOM): write the terminal event it never will.
+
+        Explicit entry ids make this safe against a race with another follower (or a slow but
+        living owner): XADD of an id that already exists fails, and the stream keeps one ending.
+        """
+        r = self.backend.client
+        if not self.worker or r.exists(worker_alive(self.worker)):
+            return
+        last = r.xrevrange(self._key, "+", "-", count=1)
+        if not last or last[0][1].get("d") == DONE:
+            return
+        seq = seq_of(last[0][0])
+        log.warning("worker %s stopped without ending %s; ending it for its followers", self.worker, self.stream_id)
+        try:
+            pipe = r.pipeline(transaction=True)
+            pipe.xadd(self._key, {"d": sse.dumps(OWNER_GONE)}, id=entry_id(seq + 1))
+            pipe.xadd(self._key, {"d": DONE}, id=entry_id(seq + 2))
+            pipe.hset(stream_key(self.stream_id, "meta"), mapping={"state": "error"})
+            pipe.execute()
+        except RedisError:
+            pass  # someone else ended it first
 
     # -- presence: the owner must not cancel for "disconnect" while we follow from here ---------
 

@@ -14,6 +14,7 @@ Per worker (hash tag `{w:<worker id>}`) and per client (`{c:<digest>}`):
     sluice:worker:<wid>       pub/sub channel: cancel / idle messages for that worker's generations
     sluice:{w:<wid>}:inbox    hash    the same cancel messages, kept until handled (a missed
                                       pub/sub message is still honoured on the next tick)
+    sluice:{w:<wid>}:alive    string  set every tick with a short TTL: the worker is alive
     sluice:{c:<digest>}:active zset   "<wid>|<id>" of a client's running generations, score = expiry
 """
 
@@ -38,6 +39,11 @@ def worker_channel(worker_id: str) -> str:
 def worker_inbox(worker_id: str) -> str:
     """The hash of cancel messages addressed to a worker, kept until it handles them."""
     return f"{PREFIX}:{{w:{worker_id}}}:inbox"
+
+
+def worker_alive(worker_id: str) -> str:
+    """Present while the worker ticks; gone soon after it dies (even by SIGKILL)."""
+    return f"{PREFIX}:{{w:{worker_id}}}:alive"
 
 
 def client_key(client: str) -> str:

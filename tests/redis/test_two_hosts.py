@@ -128,3 +128,47 @@ def test_client_chosen_id_is_not_started_twice_across_hosts(hosts, quiet_fake: F
     assert_continuous(second.rest(), 20)
     first.rest()
     assert quiet_fake.request_count == 1
+
+
+def test_follower_on_b_gets_a_terminal_event_when_a_is_killed(redis_server, fake: FakeUpstream) -> None:
+    """A worker killed outright (SIGKILL, OOM) never writes its ending: a follower elsewhere does."""
+    import os
+    import signal
+
+    from .conftest import redis_env
+
+    a = Gunicorn(redis_env(fake, redis_server.url), workers=1).start()
+    b = Gunicorn(redis_env(fake, redis_server.url), workers=1).start()
+    try:
+        s = open_stream(a.url + "/stream", params={"prompt": "x [fake stall_after=2]"})
+        s.until("text")
+        follower = open_stream(f"{b.url}/streams/{s.stream_id}/events", timeout=30)
+        follower.until("text")
+        assert a.proc is not None
+        # The master and its worker, with no chance to clean up.
+        for pid in (a.proc.pid, *_children(a.proc.pid)):
+            os.kill(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        events = follower.rest()
+        assert [e.type for e in events[-2:]] == ["error", "[DONE]"]
+        assert events[-2].json["error"]["retryable"] is True
+        assert time.monotonic() - t0 < 20
+        status = requests.get(f"{b.url}/streams/{s.stream_id}", timeout=5).json()
+        assert status["state"] == "error"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
