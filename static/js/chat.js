@@ -1,0 +1,212 @@
+/*
+ * The chat page: one conversation, sent whole with each turn (POST /streams, then EventSource).
+ * Model output only ever reaches the page through textContent / text nodes.
+ */
+(function () {
+  "use strict";
+
+  var $ = function (id) { return document.getElementById(id); };
+  var form = $("chat-form"), promptBox = $("prompt"), sendBtn = $("send"), cancelBtn = $("cancel");
+  var newBtn = $("new"), providerBox = $("provider"), modelBox = $("model");
+  var statusEl = $("status"), answerEl = $("answer"), historyEl = $("history");
+  var turnEl = $("turn"), turnPromptEl = $("turn-prompt"), toolsEl = $("tools"), jsonEl = $("json");
+  var noticeEl = $("notice"), errorEl = $("error"), statsEl = $("stats");
+
+  var STATE_WORDS = {
+    idle: "Ready",
+    streaming: "Answering…",
+    reconnecting: "Connection lost — reconnecting…",
+    done: "Done",
+    cancelled: "Cancelled",
+    error: "Error"
+  };
+
+  var messages = [];      // the conversation so far: {role, content}
+  var current = null;     // the running Sluice stream
+  var currentPrompt = "";
+  var toolItems = {};     // tool call id -> its <li>
+
+  function setState(state) {
+    statusEl.setAttribute("data-state", state);
+    statusEl.textContent = STATE_WORDS[state] || state;
+    var running = state === "streaming" || state === "reconnecting";
+    cancelBtn.disabled = !running;
+    answerEl.setAttribute("aria-busy", running ? "true" : "false");
+    document.body.setAttribute("data-chat-state", state);
+  }
+
+  function show(el, text) {
+    el.textContent = text;
+    el.hidden = !text;
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  /** Move the finished turn (prompt and answer) into the history list. */
+  function archiveTurn() {
+    if (!currentPrompt) return;
+    var li = el("li", "history-turn");
+    li.appendChild(el("p", "bubble bubble-user", currentPrompt));
+    if (!toolsEl.hidden) li.appendChild(toolsEl.cloneNode(true)).removeAttribute("id");
+    var answer = el("div", "bubble bubble-assistant", answerEl.textContent);
+    li.appendChild(answer);
+    if (!statsEl.hidden) li.appendChild(el("p", "stats", statsEl.textContent));
+    historyEl.appendChild(li);
+    currentPrompt = "";
+  }
+
+  function resetTurn() {
+    answerEl.textContent = "";
+    toolsEl.textContent = "";
+    toolsEl.hidden = true;
+    toolItems = {};
+    show(jsonEl, "");
+    show(noticeEl, "");
+    show(errorEl, "");
+    show(statsEl, "");
+    turnEl.hidden = true;
+  }
+
+  function formatStats(ev) {
+    var usage = ev.usage || {}, metrics = ev.metrics || {}, parts = [];
+    if (usage.input_tokens != null) parts.push(usage.input_tokens + " tokens in");
+    if (usage.output_tokens != null) parts.push(usage.output_tokens + " tokens out");
+    if (metrics.ttft_ms != null) parts.push("first token after " + Math.round(metrics.ttft_ms) + " ms");
+    if (usage.output_tokens && metrics.duration_ms) {
+      // Generation speed: output tokens over the time after the first token.
+      var ms = metrics.duration_ms - (metrics.ttft_ms || 0);
+      if (ms <= 0) ms = metrics.duration_ms;
+      parts.push((usage.output_tokens / (ms / 1000)).toFixed(1) + " tokens/s");
+    }
+    if (usage.estimated) parts.push("(estimated)");
+    return parts.join(" · ");
+  }
+
+  function onToolCall(ev) {
+    var li = el("li", "tool");
+    li.appendChild(el("span", "tool-name", ev.name));
+    li.appendChild(el("code", "tool-args", JSON.stringify(ev.arguments)));
+    li.appendChild(el("span", "tool-result", "running…"));
+    toolItems[ev.id] = li;
+    toolsEl.appendChild(li);
+    toolsEl.hidden = false;
+  }
+
+  function onToolResult(ev) {
+    var li = toolItems[ev.id];
+    if (!li) { onToolCall({ id: ev.id, name: ev.name, arguments: {} }); li = toolItems[ev.id]; }
+    var result = li.querySelector(".tool-result");
+    result.textContent = (ev.is_error ? "error: " : "→ ") + ev.content;
+    if (ev.is_error) li.className += " tool-error";
+  }
+
+  function send() {
+    var text = promptBox.value.trim();
+    if (!text || current) return;
+    archiveTurn();
+    resetTurn();
+    currentPrompt = text;
+    turnPromptEl.textContent = text;
+    turnEl.hidden = false;
+    promptBox.value = "";
+
+    var provider = providerBox.value;
+    var option = providerBox.options[providerBox.selectedIndex];
+    var defaultModel = option ? option.getAttribute("data-default-model") : "";
+    var model = modelBox.value.trim();
+    var turnMessages = messages.concat([{ role: "user", content: text }]);
+
+    current = Sluice.stream({
+      messages: turnMessages,
+      provider: provider,
+      // Only name a model the user picked: the provider's default needs no allow-list entry.
+      model: model && model !== defaultModel ? model : undefined,
+      method: "post",
+      onState: setState,
+      onText: function (chunk) { answerEl.appendChild(document.createTextNode(chunk)); },
+      onToolCall: onToolCall,
+      onToolResult: onToolResult,
+      onJson: function (value) { show(jsonEl, JSON.stringify(value, null, 2)); },
+      onNotice: function (ev) { show(noticeEl, ev.message || ev.code); },
+      onDone: function (ev) {
+        show(statsEl, formatStats(ev));
+        show(noticeEl, "");
+        finishTurn(turnMessages, true);
+      },
+      onCancelled: function (ev) {
+        var stats = ev.usage ? formatStats({ usage: ev.usage }) : "";
+        show(statsEl, "Cancelled" + (stats ? " · " + stats : ""));
+        finishTurn(turnMessages, answerEl.textContent !== "");
+      },
+      onError: function (err, sentence) {
+        show(errorEl, sentence);
+        // The turn did not happen: give the prompt back for another try.
+        if (!promptBox.value) promptBox.value = text;
+        finishTurn(turnMessages, false);
+      }
+    });
+  }
+
+  function finishTurn(turnMessages, keep) {
+    if (keep) {
+      messages = turnMessages.concat([{ role: "assistant", content: answerEl.textContent }]);
+    } else {
+      messages = turnMessages.slice(0, -1);
+    }
+    current = null;
+    sendBtn.disabled = false;
+  }
+
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    send();
+  });
+
+  promptBox.addEventListener("keydown", function (e) {
+    if (e.key !== "Enter" || e.isComposing || e.shiftKey || e.altKey) return;
+    e.preventDefault();
+    send();
+  });
+
+  document.addEventListener("keydown", function (e) {
+    if (e.key === "Escape" && current) { e.preventDefault(); current.cancel(); }
+  });
+
+  cancelBtn.addEventListener("click", function () {
+    if (current) current.cancel();
+  });
+
+  newBtn.addEventListener("click", function () {
+    if (current) current.cancel();
+    messages = [];
+    currentPrompt = "";
+    historyEl.textContent = "";
+    resetTurn();
+    if (!current) setState("idle");
+    promptBox.focus();
+  });
+
+  providerBox.addEventListener("change", function () {
+    var previous = modelBox.getAttribute("data-default-model") || "";
+    var option = providerBox.options[providerBox.selectedIndex];
+    var next = option.getAttribute("data-default-model") || "";
+    if (!modelBox.value || modelBox.value === previous) modelBox.value = next;
+    modelBox.setAttribute("data-default-model", next);
+  });
+  (function () {
+    var option = providerBox.options[providerBox.selectedIndex];
+    if (option) modelBox.setAttribute("data-default-model", option.getAttribute("data-default-model") || "");
+  })();
+
+  window.addEventListener("pagehide", function () {
+    // Leaving the page: stop listening; the server stops the generation after its grace period.
+    if (current) current.close();
+  });
+
+  setState("idle");
+})();
