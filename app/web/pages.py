@@ -11,6 +11,8 @@ import secrets
 
 from flask import Blueprint, Response, current_app, render_template
 
+from app.tools import TOOLS
+
 bp = Blueprint("pages", __name__)
 
 # Everything but the script source is the same strict policy as on `/`.
@@ -31,7 +33,7 @@ def index() -> Response:
     for name in [model for _, model in providers] + list(settings.allowed_models):
         if name != "*" and name not in models:
             models.append(name)
-    html = render_template("index.html", providers=providers, models=models)
+    html = render_template("index.html", providers=providers, models=models, tools=sorted(TOOLS))
     return Response(html, mimetype="text/html")
 
 

@@ -120,12 +120,16 @@
     var defaultModel = option ? option.getAttribute("data-default-model") : "";
     var model = modelBox.value.trim();
     var turnMessages = messages.concat([{ role: "user", content: text }]);
+    var tools = [];
+    var boxes = document.querySelectorAll('input[name="tools"]');
+    for (var i = 0; i < boxes.length; i++) if (boxes[i].checked) tools.push(boxes[i].value);
 
     current = Sluice.stream({
       messages: turnMessages,
       provider: provider,
       // Only name a model the user picked: the provider's default needs no allow-list entry.
       model: model && model !== defaultModel ? model : undefined,
+      tools: tools.length ? tools : undefined,
       method: "post",
       onState: setState,
       onText: function (chunk) { answerEl.appendChild(document.createTextNode(chunk)); },

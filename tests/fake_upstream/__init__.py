@@ -23,6 +23,8 @@ Each request's behaviour comes from a directive in the last user message that ha
 ``tool=NAME``       without a tool result in the messages: a tool call to NAME (stop tool_use);
 ``args=JSON``       its arguments (no spaces). With a tool result: "result: <content> " + tokens
 ``json=1``          a JSON object text {"answer": "t0 t1 ...", "n": N} in 4-character pieces
+``say=TEXT``        answer with this text instead (percent-encoded, e.g. ``say=%3Cb%3Ehi%3C%2Fb%3E``),
+                    in 5-character pieces
 ``stop=REASON``     stop reason (max_tokens, stop_sequence, content_filter; OpenAI names work too)
 ==================  ==============================================================================
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import unquote
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ class Script:
     args: dict[str, Any] | None = None
     json: bool = False
     stop: str | None = None
+    say: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> Script:
@@ -57,6 +59,8 @@ class Script:
                 script.args = json.loads(value)
             elif key == "json":
                 script.json = value not in ("0", "false", "")
+            elif key == "say":
+                script.say = unquote(value)  # percent-encoded: a directive has no spaces
             elif key == "stop":
                 script.stop = _STOP_ALIASES.get(value, value)
             else:
@@ -91,6 +95,8 @@ def plan_answer(script: Script, tool_result: str | None, max_tokens: int | None)
         words = " ".join(f"t{i}" for i in range(script.tokens))
         text = json.dumps({"answer": words, "n": script.tokens})
         pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
+    elif script.say is not None:
+        pieces = [script.say[i : i + 5] for i in range(0, len(script.say), 5)]
     else:
         pieces = answer_tokens(script.tokens)
     if tool_result is not None:
