@@ -228,3 +228,28 @@ def test_tool_calls_and_results_are_shown(web: Gunicorn, fresh: FakeUpstream, pa
     assert "calculate" in tools and "6*7" in tools and "42" in tools
     assert page.text_content("#answer") == "result: 42 t0 "
     assert [t["name"] for t in fresh.requests[0].json["tools"]] == ["calculate"]
+
+
+@pytest.mark.parametrize("method", ["get", "post", "fetch"])
+def test_sluice_js_modes_stream_and_cancel(web: Gunicorn, fresh: FakeUpstream, page: Any, method: str) -> None:
+    page.goto(web.url + "/")
+    run = """([method, prompt]) => new Promise(function (resolve) {
+        var out = {text: "", states: [], end: null};
+        window.__s = Sluice.stream({prompt: prompt, method: method,
+          onText: function (t) { out.text += t; },
+          onState: function (s) { out.states.push(s); },
+          onDone: function (ev) { out.end = ev.type; resolve(out); },
+          onCancelled: function (ev) { out.end = ev.type + ":" + ev.reason; resolve(out); },
+          onError: function (err) { out.end = "error"; resolve(out); }});
+        window.__out = out;
+      })"""
+    out = page.evaluate(run, [method, "x [fake tokens=12 pace=0.01]"])
+    assert out["text"] == expected(12) and out["end"] == "done" and out["states"][-1] == "done"
+    # cancel() mid-stream, in the same mode
+    page.evaluate("([method, prompt]) => { window.__p = (" + run + ")([method, prompt]); }",
+                  [method, "x [fake stall_after=2]"])
+    page.wait_for_timeout(500)
+    page.evaluate("window.__s.cancel()")
+    out = page.evaluate("window.__p")
+    assert out["end"] == "cancelled:user" and out["text"] == expected(2)
+    assert fresh.wait_closed(1)
