@@ -10,6 +10,7 @@ from typing import Any
 import anthropic
 import httpx2
 
+from app.config import DEFAULT_ANTHROPIC_MODEL
 from app.errors import UpstreamError
 from app.providers import _sdk_errors as errs
 from app.providers.base import (
@@ -25,7 +26,7 @@ from app.providers.base import (
 
 NAME = "Anthropic"
 KEY_ENV = "ANTHROPIC_API_KEY"
-DEFAULT_MODEL = "claude-haiku-4-5"
+DEFAULT_MODEL = DEFAULT_ANTHROPIC_MODEL
 
 # Connect fast, but never cut a slow answer: Sluice enforces first-token / idle timeouts itself.
 DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)

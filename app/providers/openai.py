@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import httpx2
 import openai
 
+from app.config import DEFAULT_OPENAI_MODEL
 from app.errors import UpstreamError
 from app.providers import _sdk_errors as errs
 from app.providers.base import (
@@ -26,7 +27,7 @@ from app.providers.base import (
 
 NAME = "OpenAI"
 KEY_ENV = "OPENAI_API_KEY"
-DEFAULT_MODEL = "gpt-5-mini"
+DEFAULT_MODEL = DEFAULT_OPENAI_MODEL
 
 # Connect fast, but never cut a slow answer: Sluice enforces first-token / idle timeouts itself.
 DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
