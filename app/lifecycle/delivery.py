@@ -81,6 +81,8 @@ class Delivery:
             self._attached = True
             self.feed.attach()
             metrics.subscriber_attached()
+        # A TLS socket (gunicorn serving https itself) cannot be peeked: no EOF watch there;
+        # behind nginx the socket is plain TCP.
         if self.sock is not None and not hasattr(self.sock, "getpeercert"):
             if self.send_timeout:
                 # A client that stops reading makes gunicorn's blocking write time out, and the

@@ -58,10 +58,7 @@ def _sse_response(feed: Feed, after_seq: int, *, attached: bool = False, status:
         send_timeout=cfg.send_timeout,
         attached=attached,
     )
-    response = Response(body, status=status, headers=sse.HEADERS)
-    # Not a direct passthrough: Flask would buffer nothing anyway, but say so for proxies.
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    return Response(body, status=status, headers=sse.HEADERS)
 
 
 def _last_event_id() -> str | None:
