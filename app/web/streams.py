@@ -193,12 +193,12 @@ def stream_status(stream_id: str) -> Response:
 def cancel() -> tuple[Response, int]:
     """Stop a generation wherever it runs; `stream_id` from JSON, a form field or the query."""
     stream_id = None
-    if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if isinstance(body, dict):
-            stream_id = body.get("stream_id")
-        elif body is None and request.get_data():
-            raise bad("The body is not valid JSON")
+    if request.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data") and request.get_data():
+        # JSON, also when sent as text/plain (a `fetch` or `sendBeacon` that avoids a preflight).
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            raise bad("The body must be a JSON object with stream_id")
+        stream_id = body.get("stream_id")
     if stream_id is None:
         stream_id = request.form.get("stream_id") or request.args.get("stream_id")
     if stream_id is None:

@@ -267,3 +267,35 @@ def test_raw_wire_bytes_start_at_once(sluice: Gunicorn, fresh: FakeUpstream) -> 
     assert b"transfer-encoding: chunked" in head.lower() and b"content-length" not in head.lower()
     # The first chunk carries retry and the start event together.
     assert b"retry: 3000\nid: " in body and b'"type":"start"' in body
+
+
+def test_cancel_body_sent_as_text_plain(sluice: Gunicorn, fresh: FakeUpstream) -> None:
+    stream = open_stream(f"{sluice.url}/stream", params={"prompt": "x [fake stall_after=1]"})
+    stream.until("text")
+    resp = requests.post(f"{sluice.url}/cancel", data=f'{{"stream_id": "{stream.stream_id}"}}',
+                         headers={"Content-Type": "text/plain"}, timeout=5)
+    assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
+    assert types(stream.rest())[-2:] == ["cancelled", "[DONE]"]
+    assert requests.post(f"{sluice.url}/cancel", data="not json", headers={"Content-Type": "text/plain"},
+                         timeout=5).status_code == 400
+
+
+def test_a_client_that_stops_reading_is_dropped(start_sluice: Callable[..., Gunicorn], fresh: FakeUpstream) -> None:
+    import os
+
+    send_timeout = os.environ.get("SLUICE_TEST_SEND_TIMEOUT", "1")  # set it high to see this test fail
+    server = start_sluice(SLUICE_SEND_TIMEOUT=send_timeout, SLUICE_DISCONNECT_GRACE_SECONDS="0.5",
+                          SLUICE_MAX_TOKENS="100000")
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    # ~5 MB of events, more than the socket buffers hold, then an upstream that stays open.
+    sock.sendall(b"GET /stream?max_tokens=100000&prompt=x+%5Bfake+tokens%3D70000+stall_after%3D60000%5D HTTP/1.1"
+                 b"\r\nHost: x\r\n\r\n")
+    assert fresh.wait_open(1, 3)
+    # Never read: the server's writes block, time out, and the generation is cancelled.
+    try:
+        assert fresh.wait_closed(20), "a client that stopped reading must not keep the model running"
+    finally:
+        sock.close()
