@@ -15,9 +15,11 @@ own sentence, and only an invalid-request message from upstream is quoted, scrub
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from app.errors import UpstreamError, upstream_type_for_body, upstream_type_for_status
 
@@ -104,3 +106,14 @@ def connection_error(name: str, mid_stream: bool) -> UpstreamError:
 def missing_key_error(name: str, key_env: str) -> UpstreamError:
     """No API key configured: the SDK would fail before sending anything."""
     return UpstreamError("authentication", f"No {name} API key is configured (set {key_env}).", retryable=False)
+
+
+def tool_arguments(name: str, text: str) -> dict[str, Any]:
+    """A tool call's streamed JSON arguments, parsed; malformed ones are an upstream error."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise UpstreamError("upstream", f"{name} sent a tool call with malformed arguments.", retryable=True)
+    return value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -117,7 +116,7 @@ def _translate(stream: Any) -> Iterator[ProviderEvent]:
                 tools[event.index][2].append(delta.partial_json)
         elif kind == "content_block_stop" and event.index in tools:
             call_id, name, parts = tools.pop(event.index)
-            yield ToolCall(call_id, name, _parse_arguments("".join(parts)))
+            yield ToolCall(call_id, name, errs.tool_arguments(NAME, "".join(parts)))
         elif kind == "message_delta":
             stop_reason = event.delta.stop_reason
             yield Usage(output_tokens=event.usage.output_tokens)
@@ -126,16 +125,6 @@ def _translate(stream: Any) -> Iterator[ProviderEvent]:
             return
     # A clean end of body without message_stop: the answer was cut short.
     raise errs.connection_error(NAME, mid_stream=True)
-
-
-def _parse_arguments(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text.strip() else {}
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise UpstreamError("upstream", f"{NAME} sent a tool call with malformed arguments.", retryable=True)
-    return value
 
 
 def build_params(request: ProviderRequest) -> dict[str, Any]:

@@ -137,22 +137,12 @@ def _translate(stream: Any) -> Iterator[ProviderEvent]:
                 finish = choice.finish_reason
                 for index in sorted(calls):
                     call = calls[index]
-                    yield ToolCall(call.id, call.name, _parse_arguments("".join(call.arguments)))
+                    yield ToolCall(call.id, call.name, errs.tool_arguments(NAME, "".join(call.arguments)))
                 calls.clear()
     if finish is None:
         # The body ended cleanly but without a finish_reason: the answer was cut short.
         raise errs.connection_error(NAME, mid_stream=True)
     yield Finish(_STOP_REASONS.get(finish, "end_turn"))
-
-
-def _parse_arguments(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text.strip() else {}
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise UpstreamError("upstream", f"{NAME} sent a tool call with malformed arguments.", retryable=True)
-    return value
 
 
 def build_params(request: ProviderRequest, max_tokens_param: str = "max_tokens") -> dict[str, Any]:
