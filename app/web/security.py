@@ -46,6 +46,8 @@ def check_api_key() -> None:
             headers={"WWW-Authenticate": 'Bearer realm="sluice"'},
         )
     g.owner = owner_of(key)
+    if request.args.get("api_key") == key and request.cookies.get(KEY_COOKIE) != key:
+        g.set_key_cookie = key
 
 
 def _origin_of(url: str) -> str | None:
@@ -100,6 +102,11 @@ def add_headers(response: Response) -> Response:
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, Last-Event-ID, X-API-Key"
             response.headers["Access-Control-Max-Age"] = "600"
+    key = g.get("set_key_cookie")
+    if key:
+        # A page opened with ?api_key=... keeps working: its EventSource and fetch calls, which
+        # cannot carry an Authorization header, send this cookie (same site only, never to JS).
+        response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="Strict", secure=request.is_secure)
     if response.mimetype == "text/html":
         response.headers.setdefault("Content-Security-Policy", STRICT_CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -134,3 +134,14 @@ def test_pages_carry_a_strict_csp(sluice: Gunicorn) -> None:
     assert resp.status_code == 200
     csp = resp.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+
+def test_a_page_opened_with_a_key_keeps_it_in_a_cookie(locked: Gunicorn, fresh: FakeUpstream) -> None:
+    session = requests.Session()
+    page = session.get(f"{locked.url}/", params={"api_key": KEY_A}, timeout=5)
+    assert page.status_code == 200
+    cookie = page.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    # The page's own EventSource and fetch calls carry only the cookie.
+    resp = session.post(f"{locked.url}/streams", json={"prompt": "x [fake tokens=1]"}, timeout=5)
+    assert resp.status_code == 201
