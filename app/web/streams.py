@@ -15,7 +15,7 @@ from app.backends.base import Feed
 from app.errors import RequestError
 from app.lifecycle.delivery import Delivery
 from app.lifecycle.registry import Registry
-from app.validation import QUERY_EXTRAS, GenerationSpec, bad, check_stream_id, parse_spec
+from app.validation import QUERY_EXTRAS, STREAM_ID_RE, GenerationSpec, bad, check_stream_id, parse_spec
 from app.web.security import client_key, settings
 
 bp = Blueprint("streams", __name__)
@@ -77,6 +77,11 @@ def _split_event_id(value: str) -> tuple[str, int] | None:
     except RequestError:
         return None
     return stream_id, int(seq)
+
+
+def _unknown_stream() -> RequestError:
+    # A malformed id in a path names no resource: 404, like any unknown id.
+    return RequestError(404, "No such stream (it never existed, or its replay has expired)", type="not_found")
 
 
 def _no_content() -> Response:
@@ -164,7 +169,6 @@ def streams_create() -> tuple[Response, int, dict[str, str]]:
 @bp.get("/streams/<stream_id>/events")
 def stream_events(stream_id: str) -> Response:
     """Attach to a generation, live or finished: replay from Last-Event-ID (or the start), follow."""
-    check_stream_id(stream_id)
     seq = 0
     value = _last_event_id()
     if value is not None:
@@ -172,20 +176,19 @@ def stream_events(stream_id: str) -> Response:
         if parsed is None or parsed[0] != stream_id:
             return _no_content()
         seq = parsed[1]
-    if registry().feed(stream_id) is None:
+    if not STREAM_ID_RE.match(stream_id) or registry().feed(stream_id) is None:
         if value is not None:
             return _no_content()
-        raise RequestError(404, "No such stream (it never existed, or its replay has expired)", type="not_found")
+        raise _unknown_stream()
     return _resume(stream_id, seq)
 
 
 @bp.get("/streams/<stream_id>")
 def stream_status(stream_id: str) -> Response:
     """JSON status of a generation."""
-    check_stream_id(stream_id)
-    status = registry().status(stream_id)
+    status = registry().status(stream_id) if STREAM_ID_RE.match(stream_id) else None
     if status is None:
-        raise RequestError(404, "No such stream (it never existed, or its replay has expired)", type="not_found")
+        raise _unknown_stream()
     return jsonify(status)
 
 

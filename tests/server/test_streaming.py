@@ -327,3 +327,9 @@ def test_head_starts_nothing(sluice: Gunicorn, fresh: FakeUpstream) -> None:
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
     time.sleep(0.3)
     assert fresh.request_count == 0
+
+
+def test_unknown_or_malformed_stream_paths_are_404(sluice: Gunicorn) -> None:
+    for path in ("/streams/" + "A" * 22, "/streams/" + "A" * 22 + "/events", "/streams/nope", "/streams/nope/events"):
+        resp = requests.get(sluice.url + path, timeout=5)
+        assert resp.status_code == 404 and resp.json()["error"]["type"] == "not_found", path
