@@ -299,3 +299,15 @@ def test_a_client_that_stops_reading_is_dropped(start_sluice: Callable[..., Guni
         assert fresh.wait_closed(20), "a client that stopped reading must not keep the model running"
     finally:
         sock.close()
+
+
+def test_finished_generations_expire_after_the_replay_ttl(start_sluice: Callable[..., Gunicorn],
+                                                          fresh: FakeUpstream) -> None:
+    server = start_sluice(SLUICE_REPLAY_TTL_SECONDS="1")
+    stream = open_stream(f"{server.url}/stream", params={"prompt": "x [fake tokens=2]"})
+    events = stream.rest()
+    assert requests.get(f"{server.url}/streams/{stream.stream_id}", timeout=5).status_code == 200
+    time.sleep(1.5)
+    assert requests.get(f"{server.url}/streams/{stream.stream_id}", timeout=5).status_code == 404
+    resp = requests.get(f"{server.url}/stream?prompt=x", headers={"Last-Event-ID": events[1].id}, timeout=5)
+    assert resp.status_code == 204
