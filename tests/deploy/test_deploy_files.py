@@ -102,7 +102,9 @@ def test_proxy_headers_reach_the_app(make_stack) -> None:  # type: ignore[no-unt
     h = echo["headers"]
     assert h["x-forwarded-for"] == "127.0.0.1", "a client's own X-Forwarded-For must be replaced"
     assert h["x-forwarded-proto"] == "https"
-    assert h["x-forwarded-host"] == "127.0.0.1"
+    # The host as the browser named it, port included (the same-site check compares it to Origin).
+    assert h["x-forwarded-host"] == stack.url.removeprefix("https://")
+    assert h["host"] == stack.url.removeprefix("https://")
     assert echo["scheme"] == "https", "gunicorn trusts X-Forwarded-Proto from nginx"
     assert h.get("connection", "") != "close", "upstream keep-alive needs an empty Connection header"
 

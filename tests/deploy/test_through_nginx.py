@@ -94,7 +94,9 @@ def test_cancel_through_nginx(make_stack, fake) -> None:  # type: ignore[no-unty
     stack = make_stack(workers=1, env=fake_env(fake))
     stream = open_(stream_url(stack.url, "hi [fake tokens=200 pace=0.1]"))
     stream.until("text")
-    r = requests.post(stack.url + "/cancel", json={"stream_id": stream.stream_id}, verify=False, timeout=5)
+    # As the page sends it: same origin, port included (nginx must pass the port in Host).
+    r = requests.post(stack.url + "/cancel", json={"stream_id": stream.stream_id}, verify=False, timeout=5,
+                      headers={"Origin": stack.url})
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "cancelled"
     events = stream.rest()
