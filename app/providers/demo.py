@@ -22,11 +22,23 @@ ANSWER = (
     "Set ANTHROPIC_API_KEY or OPENAI_API_KEY to talk to a real model."
 )
 _TOKENS = re.compile(r"\S+\s*|\s+")
+_TIME = re.compile(r"\b(time|clock|date)\b", re.IGNORECASE)
+_TIMEZONE = re.compile(r"\b[A-Z][a-z]+/[A-Z][A-Za-z_]+\b")
 _ARITHMETIC = re.compile(r"[-+*/%()\d.\s]*\d\s*[-+*/%]+\s*[-+*/%()\d.\s]*\d[-+*/%()\d.\s]*")
 
 
 def _words(text: str) -> int:
     return len(text.split())
+
+
+def _tool_call(prompt: str, tools: set[str]) -> ToolCall | None:
+    match = _ARITHMETIC.search(prompt)
+    if "calculate" in tools and match:
+        return ToolCall("toolu_demo_calc", "calculate", {"expression": match.group().strip()})
+    zone = _TIMEZONE.search(prompt)
+    if "get_time" in tools and _TIME.search(prompt):
+        return ToolCall("toolu_demo_time", "get_time", {"timezone": zone.group() if zone else "UTC"})
+    return None
 
 
 class DemoProvider:
@@ -39,14 +51,14 @@ class DemoProvider:
         self.delay = 1.0 / tokens_per_second
 
     def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
-        """Yield the demo answer; calls `calculate` first when asked to and given arithmetic."""
+        """Yield the demo answer. Offered tools, it calls `calculate` for arithmetic in the prompt
+        and `get_time` when the prompt asks for the time, then answers with their results."""
         last = request.messages[-1]
         input_tokens = sum(_words(m.text) for m in request.messages) + _words(request.system or "")
         yield Usage(input_tokens=input_tokens)
-        tool_names = {t.name for t in request.tools}
-        match = _ARITHMETIC.search(last.text)
-        if "calculate" in tool_names and match and not last.tool_results:
-            yield ToolCall("toolu_demo_1", "calculate", {"expression": match.group().strip()})
+        call = None if last.tool_results else _tool_call(last.text, {t.name for t in request.tools})
+        if call is not None:
+            yield call
             yield Usage(output_tokens=1)
             yield Finish("tool_use")
             return

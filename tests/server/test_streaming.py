@@ -333,3 +333,17 @@ def test_unknown_or_malformed_stream_paths_are_404(sluice: Gunicorn) -> None:
     for path in ("/streams/" + "A" * 22, "/streams/" + "A" * 22 + "/events", "/streams/nope", "/streams/nope/events"):
         resp = requests.get(sluice.url + path, timeout=5)
         assert resp.status_code == 404 and resp.json()["error"]["type"] == "not_found", path
+
+
+@pytest.mark.parametrize(("prompt", "tool", "check"), [
+    ("What is 6*7?", "calculate", lambda content: content == "42"),
+    ("What time is it in Europe/Paris?", "get_time", lambda content: "T" in content and content[-6] in "+-"),
+])
+def test_demo_model_uses_the_builtin_tools(start_sluice, prompt: str, tool: str, check) -> None:  # type: ignore[no-untyped-def]
+    server = start_sluice(SLUICE_PROVIDER="demo", SLUICE_DEMO_TOKENS_PER_SECOND="1000")
+    events = open_stream(f"{server.url}/stream", params={"prompt": prompt, "tools": "calculate,get_time"}).rest()
+    assert types(events)[:3] == ["start", "tool_call", "tool_result"] and types(events)[-2:] == ["done", "[DONE]"]
+    result = events[2].json
+    assert events[1].json["name"] == result["name"] == tool and result["is_error"] is False
+    assert check(result["content"]), result
+    assert result["content"] in text_of(events)
