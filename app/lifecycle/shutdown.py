@@ -40,8 +40,3 @@ def install(registry: Registry, grace: float) -> bool:
 
     signal.signal(signal.SIGTERM, on_term)
     return True
-
-
-def begin_shutdown(registry: Registry, grace: float) -> None:
-    """Start draining now (for hooks and tests)."""
-    gevent.spawn(registry.drain, grace)

@@ -15,7 +15,6 @@ from app.providers import _sdk_errors as errs
 from app.providers.base import (
     Finish,
     Message,
-    ProviderConfig,
     ProviderEvent,
     ProviderRequest,
     TextDelta,
@@ -58,10 +57,6 @@ class AnthropicProvider:
         self.default_model = default_model or os.environ.get("SLUICE_ANTHROPIC_MODEL") or DEFAULT_MODEL
         self._client = client
         self._timeout = timeout
-
-    @classmethod
-    def from_config(cls, config: ProviderConfig) -> AnthropicProvider:
-        return cls(config.default_model or None, **config.options)
 
     def _get_client(self) -> anthropic.Anthropic:
         if self._client is None:

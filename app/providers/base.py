@@ -10,7 +10,7 @@ Only `app/providers/*` imports a vendor SDK.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 # ---------------------------------------------------------------------------------------------
@@ -121,12 +121,3 @@ class Provider(Protocol):
         killed (use `with` around the SDK stream).
         """
         ...
-
-
-@dataclass
-class ProviderConfig:
-    """What a provider is built from (API keys and base URLs come from the environment)."""
-
-    name: str
-    default_model: str
-    options: dict[str, Any] = field(default_factory=dict)

@@ -17,7 +17,6 @@ from app.providers import _sdk_errors as errs
 from app.providers.base import (
     Finish,
     Message,
-    ProviderConfig,
     ProviderEvent,
     ProviderRequest,
     TextDelta,
@@ -63,10 +62,6 @@ class OpenAIProvider:
         self._client = client
         self._timeout = timeout
         self._max_tokens_param = max_tokens_param
-
-    @classmethod
-    def from_config(cls, config: ProviderConfig) -> OpenAIProvider:
-        return cls(config.default_model or None, **config.options)
 
     def _get_client(self) -> openai.OpenAI:
         if self._client is None:
