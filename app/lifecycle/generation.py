@@ -111,6 +111,7 @@ class Generation:
         self._stop_reason = "shutdown"
         self._grace: Greenlet | None = None
         self.meter = UsageMeter()
+        self._round_text: list[str] = []
 
     # -- events -------------------------------------------------------------------------------
 
@@ -263,7 +264,7 @@ class Generation:
             try:
                 text, calls, stop = self._round(self.providers(provider_name), request)
             except UpstreamError as exc:
-                partial = self.relay.answer
+                partial = "".join(self._round_text).rstrip()
                 fallback = self.settings.fallback_provider
                 if self.ttft_ms is None and fallback and fallback != provider_name and not fell_back:
                     fell_back = True
@@ -287,7 +288,7 @@ class Generation:
                         }
                     )
                     self.meter.close_round()
-                    messages = [*messages, Message("assistant", partial.rstrip())]
+                    messages = [*messages, Message("assistant", partial)]
                     if provider_name != "anthropic":
                         # Only Anthropic continues a prefilled assistant turn by itself.
                         messages.append(Message("user", "Continue exactly where you stopped, without repeating."))
@@ -313,7 +314,9 @@ class Generation:
     def _round(self, provider: Provider, request: ProviderRequest) -> tuple[str, list[ToolCallPart], str]:
         """One upstream call: relay its text and tool calls; return (text, calls, stop reason)."""
         calls: list[ToolCallPart] = []
-        text: list[str] = []
+        # Kept on self: if the upstream drops mid-answer, `_produce` continues from this text.
+        self._round_text = []
+        text = self._round_text
         stop = "end_turn"
         self.meter.open_round(sum(len(m.text) for m in request.messages) + len(request.system or ""))
         events = provider.stream(request)
