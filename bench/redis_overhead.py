@@ -31,8 +31,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import sluice_env  # noqa: E402
 from tests.fake_upstream import FakeUpstream  # noqa: E402
-from tests.support.servers import Gunicorn, base_env, free_port  # noqa: E402
+from tests.support.servers import Gunicorn, free_port  # noqa: E402
 from tests.support.sse import open_stream  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -117,13 +118,7 @@ def run_cancels(url: str, count: int) -> tuple[list[float], int]:
 
 def measure(backend: str, workers: int, fake: FakeUpstream, args: argparse.Namespace) -> dict[str, object]:
     redis_proc = None
-    env = base_env(
-        SLUICE_PROVIDER="anthropic",
-        ANTHROPIC_API_KEY="test-key",
-        ANTHROPIC_BASE_URL=fake.anthropic_base_url,
-        SLUICE_MAX_STREAMS_PER_CLIENT="1000",
-        SLUICE_DISCONNECT_GRACE_SECONDS="0.5",
-    )
+    env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="1000", SLUICE_DISCONNECT_GRACE_SECONDS="0.5")
     if backend == "redis":
         redis_proc, env["SLUICE_REDIS_URL"] = start_redis()
     server = Gunicorn(env, workers=workers).start()

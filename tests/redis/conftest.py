@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from tests.conftest import sluice_env
 from tests.fake_upstream import FakeUpstream
-from tests.support.servers import Gunicorn, base_env, free_port
+from tests.support.servers import Gunicorn, free_port
 from tests.support.system import require_binary
 
 
@@ -66,18 +67,9 @@ def fake() -> Iterator[FakeUpstream]:
 
 def redis_env(fake: FakeUpstream, redis_url: str | None, **overrides: str) -> dict[str, str]:
     """Sluice pointed at the fake upstream and (when given) at Redis; short timers."""
-    env = base_env(
-        SLUICE_PROVIDER="anthropic",
-        ANTHROPIC_API_KEY="test-key",
-        ANTHROPIC_BASE_URL=fake.anthropic_base_url,
-        SLUICE_DISCONNECT_GRACE_SECONDS="1",
-        SLUICE_HEARTBEAT_SECONDS="2",
-        SLUICE_MAX_STREAMS_PER_CLIENT="200",
-    )
     if redis_url:
-        env["SLUICE_REDIS_URL"] = redis_url
-    env.update(overrides)
-    return env
+        overrides = {"SLUICE_REDIS_URL": redis_url, **overrides}
+    return sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="200", **overrides)
 
 
 @pytest.fixture
