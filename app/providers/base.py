@@ -38,6 +38,14 @@ class ToolResultPart:
 
 
 @dataclass(frozen=True)
+class OpaqueBlock:
+    """A provider's own record of part of an assistant turn, returned to it verbatim."""
+
+    provider: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Message:
     """One turn. `text` is the plain text; tool rounds add `tool_calls` / `tool_results`."""
 
@@ -45,6 +53,10 @@ class Message:
     text: str = ""
     tool_calls: tuple[ToolCallPart, ...] = ()
     tool_results: tuple[ToolResultPart, ...] = ()
+    # Opaque provider blocks of an assistant turn that must go back to the model unchanged in
+    # the next tool round (Anthropic `thinking` / `redacted_thinking` blocks with their
+    # signatures, Responses API reasoning items). Only the provider that made them reads them.
+    opaque: tuple[OpaqueBlock, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,9 @@ class ProviderRequest:
     temperature: float | None = None
     tools: tuple[ToolSpec, ...] = ()
     json_mode: bool = False
+    # "off" | "low" | "medium" | "high". `max_tokens` is the answer's budget: a provider that
+    # thinks adds its thinking budget on top of it when it asks the upstream.
+    reasoning: str = "off"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,6 +97,21 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningDelta:
+    """A fragment of the model's visible thinking or reasoning summary (never answer text)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStart:
+    """A tool call began (its arguments are still streaming): a drop now is not prose."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class ToolCall:
     """A complete tool call (arguments fully received and parsed)."""
 
@@ -94,18 +124,34 @@ class ToolCall:
 class Usage:
     """Token counts as the provider reported them; None where not (yet) reported."""
 
+    # Every input token the bill counts, cache reads and writes included (providers that report
+    # cached tokens apart, as Anthropic does, sum them here).
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    # A part of output_tokens.
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True)
 class Finish:
-    """The provider's own end of message: normalised stop reason."""
+    """The provider's own end of message: normalised stop reason.
+
+    One of end_turn, max_tokens, stop_sequence, tool_use, refusal, content_filter.
+    """
 
     stop_reason: str
 
 
-ProviderEvent = TextDelta | ToolCall | Usage | Finish
+@dataclass(frozen=True)
+class Opaque:
+    """An opaque block of this turn (see `Message.opaque`), yielded when it is complete."""
+
+    block: OpaqueBlock
+
+
+ProviderEvent = TextDelta | ReasoningDelta | ToolCallStart | ToolCall | Usage | Finish | Opaque
 
 
 class Provider(Protocol):
