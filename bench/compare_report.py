@@ -1,0 +1,168 @@
+"""The Markdown that `bench.compare` prints and writes into docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench._common import machine_line, md_table
+
+TARGET_N = 750
+
+
+def _ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def _num(value: float | None, fmt: str = "{:.0f}") -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def _step(server: dict[str, Any], n: int) -> dict[str, Any] | None:
+    return next((s for s in server["steps"] if s["n"] == n), None)
+
+
+def _held(server: dict[str, Any]) -> dict[str, Any] | None:
+    held = [s for s in server["steps"] if s["holds"]]
+    return max(held, key=lambda s: s["n"]) if held else None
+
+
+def _cpu(server: dict[str, Any] | None, n: int) -> float | None:
+    step = _step(server, n) if server else None
+    return step["cpu_us_per_token"] if step else None
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or not b else f"{a / b:.2f}×"
+
+
+def summary(run: dict[str, Any]) -> str:
+    ref = run["config"]["reference"]
+    by_key = {s["key"]: s for s in run["servers"]}
+    fastapi, floor = by_key.get("fastapi"), by_key.get("floor")
+    rows = []
+    for server in run["servers"]:
+        step, held = _step(server, ref), _held(server)
+        cpu = _cpu(server, ref)
+        rows.append([
+            server["label"],
+            _num(cpu),
+            _ratio(cpu, _cpu(fastapi, ref)),
+            _ratio(cpu, _cpu(floor, ref)),
+            held["n"] if held else "none",
+            _num(held["delivered_tps"]) if held else "—",
+            _num(step["kb_per_stream"]) if step else "—",
+            f"{_ms(step['ttft_added']['p50'])} / {_ms(step['ttft_added']['p99'])}" if step else "—",
+            _ms(step["cancel"]["p99"]) if step and server["key"] == "sluice" else "—",
+            sum(s["errors"] for s in server["steps"]),
+        ])
+    return md_table(
+        ["server", f"CPU µs/token (N={ref})", "× FastAPI", "× floor", "largest N held", "tokens/s at it",
+         f"KB per open stream (N={ref})", f"TTFT added p50 / p99 ms (N={ref})", f"cancel p99 ms (N={ref})",
+         "errors (all steps)"],
+        rows,
+    )
+
+
+def targets(run: dict[str, Any]) -> str:
+    """Sluice against the issue's targets: figures, not assertions."""
+    by_key = {s["key"]: s for s in run["servers"]}
+    sluice = by_key.get("sluice")
+    if sluice is None or not sluice["steps"]:
+        return "(Sluice was not measured in this run.)"
+    ref = run["config"]["reference"]
+    fastapi, floor = _cpu(by_key.get("fastapi"), ref), _cpu(by_key.get("floor"), ref)
+    cpu = _cpu(sluice, ref)
+    step, held = _step(sluice, ref), _held(sluice)
+    load = _step(sluice, TARGET_N) or sluice["steps"][-1]
+
+    def met(ok: bool | None) -> str:
+        return "—" if ok is None else ("**met**" if ok else "not met")
+
+    kb = step["kb_per_stream"] if step else None
+    ttft50 = step["ttft_added"]["p50"] if step else None
+    cancel = load["cancel"]["p99"]
+    rows = [
+        [f"CPU per token ≤ ⅓ of the FastAPI peer's (N={ref})", f"{_num(cpu)} µs vs {_num(fastapi)} µs / 3",
+         met(None if cpu is None or fastapi is None else cpu <= fastapi / 3)],
+        [f"CPU per token ≤ 2× the minimal relay's (N={ref})", f"{_num(cpu)} µs vs 2 × {_num(floor)} µs",
+         met(None if cpu is None or floor is None else cpu <= 2 * floor)],
+        [f"{TARGET_N} streams: relay p99 < 50 ms, TTFT p99 < 500 ms, no errors",
+         f"largest N held: {held['n'] if held else 'none'}", met(held is not None and held["n"] >= TARGET_N)],
+        [f"memory per open stream ≤ 64 KB (N={ref})", f"{_num(kb)} KB", met(None if kb is None else kb <= 64)],
+        [f"TTFT added p50 < 2 ms (N={ref})", f"{_ms(ttft50)} ms", met(None if ttft50 is None else ttft50 < 0.002)],
+        [f"cancel p99 < 50 ms (N={load['n']})", f"{_ms(cancel)} ms (n={load['cancel']['n']})",
+         met(None if cancel is None else cancel < 0.050)],
+    ]
+    return md_table(["target (issue 10)", "measured", "result"], rows)
+
+
+def steps(run: dict[str, Any]) -> str:
+    rows = []
+    for server in run["servers"]:
+        for s in server["steps"]:
+            lat = s["latency"]
+            rows.append([
+                server["key"], s["n"], _num(s["offered_tps"]), _num(s["delivered_tps"]),
+                f"{_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['max'])}",
+                _ms(s["ttft"]["p99"]),
+                f"{_ms(s['ttft_added']['p50'])} / {_ms(s['ttft_added']['p99'])}",
+                _num(100 * s["server_cpu_s"] / s["window_s"]),
+                _num(s["cpu_us_per_token"]),
+                _num(s["rss"] / 2**20),
+                _num(s["kb_per_stream"]),
+                _ms(s["cancel"]["p99"]) if server["key"] == "sluice" else "—",
+                s["errors"],
+                _num(100 * s["load_core_cpu"]) + (" (saturated)" if s["load_core_cpu"] > 0.9 else ""),
+                "yes" if s["holds"] else "**no**",
+            ])
+    return md_table(
+        ["server", "N", "offered tok/s", "delivered tok/s", "relay p50 / p99 / max ms", "TTFT p99 ms",
+         "TTFT added p50 / p99 ms", "server CPU %", "CPU µs/token", "RSS MB", "KB/stream", "cancel p99 ms",
+         "errors", "load core CPU %", "holds"],
+        rows,
+    )
+
+
+def error_notes(run: dict[str, Any]) -> list[str]:
+    notes = []
+    for server in run["servers"]:
+        for s in server["steps"]:
+            if s["error_kinds"]:
+                kinds = ", ".join(f"{k} ×{v}" for k, v in sorted(s["error_kinds"].items()))
+                notes.append(f"- {server['key']} N={s['n']}: {kinds}")
+    return notes
+
+
+def render(run: dict[str, Any]) -> str:
+    cfg = run["config"]
+    before, after = run["loadavg_before"], run["loadavg_after"]
+    loaded = before[0] > 1.0 or after[0] > 2.5
+    lines = [
+        f"Command: `{run['command']}` ({run['seconds'] / 60:.1f} minutes)",
+        "",
+        "Machine: " + machine_line(run["machine"]),
+        "",
+        f"Load average (1 min) before / after the run: {before[0]:.1f} / {after[0]:.1f}"
+        + (" — **measured while other jobs ran on this machine**: the figures are pessimistic and noisy."
+           if loaded else "."),
+        "",
+        f"Load: steps of N = {', '.join(map(str, cfg['steps']))} concurrent streams × {cfg['tokens']} tokens at "
+        f"20 tokens/s (each user reopens a stream as soon as one ends); streams start over {cfg['ramp']:g} s, "
+        f"then {cfg['window']:g} s are measured. Each server alone on core 0; the fake upstream and the load "
+        f"generator on core 1. A step holds when relay p99 < 50 ms, TTFT p99 < 500 ms and no errors; stepping "
+        f"stops after the first step past N={cfg['reference']} that does not hold.",
+        "",
+        summary(run),
+        "",
+        "Sluice against the targets of issue 10:",
+        "",
+        targets(run),
+        "",
+        "Every step:",
+        "",
+        steps(run),
+    ]
+    notes = error_notes(run)
+    if notes:
+        lines += ["", "Errors:", "", *notes]
+    return "\n".join(lines)
