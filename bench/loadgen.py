@@ -17,7 +17,8 @@ stamps, so the client costs little next to the servers it measures.
   i.e. everything the server and one extra loopback hop add.
 - cancel probes (`--cancels K`, Sluice's `POST /cancel`): K extra streams spread over the
   window, each cancelled on its first token; time from sending the cancel to receiving the
-  `cancelled` event. Their tokens are not counted in the other figures.
+  `cancelled` event (a probe still waiting at the window's end is waited for). Their tokens
+  are not counted in the other figures.
 """
 
 from __future__ import annotations
@@ -240,14 +241,22 @@ class Load:
         args, starts = self.args, self.starts
         cpu0: os.times_result | None = None
         next_check = self.t0 + 1.0
+        cpu1: os.times_result | None = None
+        open_at_end = 0
         now = time.monotonic()
-        while now < self.w1:
+        # After the window, only cancel probes still waiting for their answer keep the loop going
+        # (up to `stall` seconds); the other streams run on meanwhile, and no new one starts.
+        while now < self.w1 or (now < self.w1 + args.stall and any(c.kind != "stream" for c in self.conns)):
             while starts and starts[0][0] <= now:
                 _, user, probe = heapq.heappop(starts)
-                self.start_stream(user, now, probe)
+                if now < self.w1 or probe:
+                    self.start_stream(user, now, probe)
             if cpu0 is None and now >= self.w0:
                 cpu0 = os.times()
-            wake = min(starts[0][0] if starts else self.w1, self.w1, now + 0.05)
+            if cpu1 is None and now >= self.w1:
+                cpu1 = os.times()
+                open_at_end = sum(1 for c in self.conns if c.kind == "stream")
+            wake = min(starts[0][0] if starts else self.w1 + args.stall, now + 0.05)
             for key, mask in self.sel.select(max(wake - now, 0)):
                 self.on_event(key.data, mask, time.monotonic())
             now = time.monotonic()
@@ -255,9 +264,12 @@ class Load:
                 next_check = now + 1.0
                 for conn in [c for c in self.conns if now - c.t_last > args.stall]:
                     self.end(conn, now, f"silent for {args.stall:g} s")
-        cpu1 = os.times()
-        open_at_end = sum(1 for c in self.conns if c.kind == "stream")
+        if cpu1 is None:
+            cpu1 = os.times()
+            open_at_end = sum(1 for c in self.conns if c.kind == "stream")
         for conn in list(self.conns):  # the step is over: streams still running are not errors
+            if conn.kind != "stream":
+                self.errors[f"{conn.kind}: no answer {args.stall:g} s after the window"] += 1
             self.sel.unregister(conn.sock)
             conn.sock.close()
         cpu = (cpu1.user - cpu0.user + cpu1.system - cpu0.system) if cpu0 else 0.0
