@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m bench.lifecycle`, `python -m bench.throughput` (see bench/README.md)."""
+"""Benchmarks: `python -m bench.compare`, `bench.lifecycle`, `bench.throughput` (see bench/README.md)."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from bench.chunked import Dechunker
 from tests.fake_upstream import FakeUpstream
 from tests.fake_upstream.server import RecordedRequest
 
@@ -168,46 +169,11 @@ class RawSSE:
         self.eof = False
         self.bytes = 0
         self._head = b""
-        self._raw = b""
-        self._chunked = False
-        self._chunk_left = 0
-        self._need_crlf = False
+        self._dechunker: Dechunker | None = None  # when the response is chunked
         self._body = b""
         self._cursor = 0  # events[:_cursor] were looked at by until()
 
     # -- parsing ------------------------------------------------------------------------------
-
-    def _dechunk(self) -> bytes:
-        if not self._chunked:
-            plain, self._raw = self._raw, b""
-            return plain
-        out: list[bytes] = []
-        buf = self._raw
-        while True:
-            if self._chunk_left:
-                take = buf[: self._chunk_left]
-                out.append(take)
-                buf = buf[len(take) :]
-                self._chunk_left -= len(take)
-                if self._chunk_left:
-                    break
-                self._need_crlf = True
-            if self._need_crlf:
-                if len(buf) < 2:
-                    break
-                buf = buf[2:]
-                self._need_crlf = False
-            end = buf.find(b"\r\n")
-            if end < 0:
-                break
-            size = int(buf[:end].split(b";")[0], 16)
-            buf = buf[end + 2 :]
-            if size == 0:
-                self.eof = True
-                break
-            self._chunk_left = size
-        self._raw = buf
-        return b"".join(out)
 
     def _feed(self, data: bytes, at: float) -> list[Ev]:
         self.bytes += len(data)
@@ -222,9 +188,13 @@ class RawSSE:
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 self.headers[name.strip().lower()] = value.strip()
-            self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
-        self._raw += data
-        self._body += self._dechunk()
+            if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                self._dechunker = Dechunker()
+        if self._dechunker is not None:
+            self._body += self._dechunker.feed(data)
+            self.eof = self._dechunker.eof
+        else:
+            self._body += data
         out: list[Ev] = []
         while True:
             end = self._body.find(b"\n\n")

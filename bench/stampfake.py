@@ -24,7 +24,7 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 from tests.fake_upstream import FakeUpstream  # noqa: E402
-from tests.fake_upstream.server import _Handler, _Server  # noqa: E402
+from tests.fake_upstream.server import _Handler  # noqa: E402
 
 _TOKEN = re.compile(rb'"text":"t(\d+) "')
 
@@ -58,28 +58,15 @@ class _StampHandler(_Handler):
 class StampFake(FakeUpstream):
     """`FakeUpstream` serving with `_StampHandler`."""
 
-    def start(self) -> "StampFake":
-        handler: Any = type("Handler", (_StampHandler,), {"fake": self})
-        server = _Server((self.host, self.port), handler)
-        self._server = server
-        self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, name="fake-upstream", daemon=True)
-        self._thread.start()
-        return self
+    handler_class = _StampHandler
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.stampfake", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
-    fake = StampFake("127.0.0.1", args.port).start()
+    fake = StampFake("127.0.0.1", parser.parse_args().port).start()
     print(fake.url, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    threading.Event().wait()  # until killed: bench.compare ends this process when it is done
 
 
 if __name__ == "__main__":

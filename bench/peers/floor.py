@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit  # noqa: E402
 import jiter  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
+from bench.chunked import Dechunker  # noqa: E402
 from bench.peers import MAX_TOKENS, MODEL  # noqa: E402
 
 _BASE = urlsplit(os.environ.get("ANTHROPIC_BASE_URL", "http://127.0.0.1:80"))
@@ -46,43 +47,6 @@ def _sse(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-class _Chunked:
-    """Incremental decoder of a chunked body (`feed` returns the payload bytes it completed)."""
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.left = 0  # payload bytes of the current chunk still to come
-        self.crlf = False  # the CRLF after a chunk's payload is still to come
-        self.eof = False
-
-    def feed(self, data: bytes) -> bytes:
-        buf, out = self.buf + data, []
-        while True:
-            if self.left:
-                take = buf[: self.left]
-                out.append(take)
-                buf = buf[len(take) :]
-                self.left -= len(take)
-                if self.left:
-                    break
-                self.crlf = True
-            if self.crlf:
-                if len(buf) < 2:
-                    break
-                buf, self.crlf = buf[2:], False
-            end = buf.find(b"\r\n")
-            if end < 0:
-                break
-            size = int(buf[:end].split(b";")[0], 16)
-            buf = buf[end + 2 :]
-            if size == 0:
-                self.eof = True
-                break
-            self.left = size
-        self.buf = buf
-        return b"".join(out)
-
-
 def relay(prompt: str, model: str, max_tokens: int) -> Iterator[bytes]:
     """The upstream's answer as Sluice-format SSE bytes, one piece per upstream read."""
     sock = socket.create_connection((_BASE.hostname, _BASE.port or 80))
@@ -101,9 +65,9 @@ def relay(prompt: str, model: str, max_tokens: int) -> Iterator[bytes]:
         if status != 200:
             yield _sse({"type": "error", "error": {"type": "upstream", "status": status}}) + _DONE
             return
-        chunked, body, stop = _Chunked(), b"", None
+        chunked, body, stop, done = Dechunker(), b"", None, False
         data = rest
-        while True:
+        while not done:
             body += chunked.feed(data)
             out = []
             *events, body = body.split(b"\n\n")
@@ -119,15 +83,15 @@ def relay(prompt: str, model: str, max_tokens: int) -> Iterator[bytes]:
                     stop = ev["delta"].get("stop_reason")
                 elif kind == "message_stop":
                     out.append(_sse({"type": "done", "stop_reason": stop}) + _DONE)
-                    chunked.eof = True
+                    done = True
                 elif kind == "error":
                     out.append(_sse({"type": "error", "error": ev["error"]}) + _DONE)
-                    chunked.eof = True
+                    done = True
             if out:
                 yield b"".join(out)
-            if chunked.eof:
+            if done:
                 return
-            data = sock.recv(65536)
+            data = b"" if chunked.eof else sock.recv(65536)
             if not data:
                 yield _sse({"type": "error", "error": {"type": "connection", "message": "upstream closed"}}) + _DONE
                 return

@@ -57,6 +57,8 @@ class _Server(ThreadingHTTPServer):
 class FakeUpstream:
     """The fake: `with FakeUpstream() as fake: ...` or `fake.start()` / `fake.stop()`."""
 
+    handler_class: type[BaseHTTPRequestHandler] | None = None  # a subclass of _Handler (the benchmark's)
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, valid_keys: set[str] | None = None) -> None:
         self.host = host
         self.port = port
@@ -71,7 +73,7 @@ class FakeUpstream:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> Self:
-        handler = type("Handler", (_Handler,), {"fake": self})
+        handler = type("Handler", (self.handler_class or _Handler,), {"fake": self})
         server = _Server((self.host, self.port), handler)
         self._server = server
         self.port = server.server_address[1]
