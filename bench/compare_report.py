@@ -18,17 +18,18 @@ def _num(value: float | None, fmt: str = "{:.0f}") -> str:
 
 
 def _step(server: dict[str, Any], n: int) -> dict[str, Any] | None:
-    return next((s for s in server["steps"] if s["n"] == n), None)
+    steps: list[dict[str, Any]] = server["steps"]
+    return next((s for s in steps if s["n"] == n), None)
 
 
 def _held(server: dict[str, Any]) -> dict[str, Any] | None:
-    held = [s for s in server["steps"] if s["holds"]]
-    return max(held, key=lambda s: s["n"]) if held else None
+    held: list[dict[str, Any]] = [s for s in server["steps"] if s["holds"]]
+    return max(held, key=lambda s: int(s["n"])) if held else None
 
 
 def _cpu(server: dict[str, Any] | None, n: int) -> float | None:
     step = _step(server, n) if server else None
-    return step["cpu_us_per_token"] if step else None
+    return float(step["cpu_us_per_token"]) if step and step["cpu_us_per_token"] is not None else None
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -149,8 +150,8 @@ def render(run: dict[str, Any]) -> str:
         f"Load: steps of N = {', '.join(map(str, cfg['steps']))} concurrent streams × {cfg['tokens']} tokens at "
         f"20 tokens/s (each user reopens a stream as soon as one ends); streams start over {cfg['ramp']:g} s, "
         f"then {cfg['window']:g} s are measured. Each server alone on core 0; the fake upstream and the load "
-        f"generator on core 1. A step holds when relay p99 < 50 ms, TTFT p99 < 500 ms and no errors; stepping "
-        f"stops after the first step past N={cfg['reference']} that does not hold.",
+        f"generator on core 1. A step holds when relay p99 < 50 ms, TTFT p99 < 500 ms and no errors; past "
+        f"N={cfg['reference']}, stepping stops at a clear failure or at a second failure in a row.",
         "",
         summary(run),
         "",

@@ -151,7 +151,11 @@ class Load:
             if err:
                 self.end(conn, now, f"connect: {errno.errorcode.get(err, err)}")
                 return
-            conn.sock.send(conn.request)  # small: fits the fresh socket's buffer
+            try:
+                conn.sock.send(conn.request)  # small: fits the fresh socket's buffer
+            except OSError as exc:
+                self.end(conn, now, f"send: {exc.__class__.__name__}")
+                return
             self.epoll.modify(conn.sock.fileno(), select.EPOLLIN)
             return
         try:
