@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from pathlib import Path
 from typing import Any
 
 from bench._common import ROOT, cpu_seconds, machine, update_doc_section
@@ -91,7 +92,18 @@ def sleep_until(t: float) -> None:
     time.sleep(max(t - time.monotonic(), 0))
 
 
-def run_step(server: Running, fake: Fake, n: int, cfg: dict[str, Any], core: int | None,
+def core_busy_seconds(core: int | None) -> float:
+    """CPU time spent on `core` by every process (/proc/stat; 0 without pinning)."""
+    if core is None:
+        return 0.0
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, line.split()[1:9])
+            return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def run_step(server: Running, fake: Fake, n: int, cfg: dict[str, Any], cores: tuple[int | None, int | None],
              idle_rss: int) -> dict[str, Any]:
     """One step of N streams; the load generator's figures plus the server-side ones."""
     if not fake.wait_idle():
@@ -101,13 +113,13 @@ def run_step(server: Running, fake: Fake, n: int, cfg: dict[str, Any], core: int
     argv = [sys.executable, "-m", "bench.loadgen", "--url", server.url, "--streams", str(n), "--start", repr(t0),
             "--ramp", str(cfg["ramp"]), "--window", str(cfg["window"]), "--tokens", str(cfg["tokens"]),
             "--cancels", str(cfg["cancels"] if server.spec.cancels else 0)]
-    gen = subprocess.Popen(pinned(core, argv), cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    gen = subprocess.Popen(pinned(cores[1], argv), cwd=ROOT, stdout=subprocess.PIPE, text=True,
                            preexec_fn=raise_fd_limit)
     sleep_until(w0)
     rss = rss_bytes(server.pid)  # N streams open, none finished yet (each lasts ~ the ramp)
-    cpu0, fake0 = cpu_seconds(server.pid), cpu_seconds(fake.proc.pid)
+    cpu0, fake0, core0 = cpu_seconds(server.pid), cpu_seconds(fake.proc.pid), core_busy_seconds(cores[0])
     sleep_until(w1)
-    cpu1, fake1 = cpu_seconds(server.pid), cpu_seconds(fake.proc.pid)
+    cpu1, fake1, core1 = cpu_seconds(server.pid), cpu_seconds(fake.proc.pid), core_busy_seconds(cores[0])
     out, _ = gen.communicate(timeout=cfg["window"] + 60)
     result: dict[str, Any] = json.loads(out)
     tokens = result["tokens_window"]
@@ -119,6 +131,8 @@ def run_step(server: Running, fake: Fake, n: int, cfg: dict[str, Any], core: int
         idle_rss=idle_rss,
         kb_per_stream=(rss - idle_rss) / n / 1024,
         load_core_cpu=(fake1 - fake0 + result["loadgen_cpu_s"]) / cfg["window"],
+        # what other processes (other jobs on the machine) took of the server's core meanwhile
+        others_on_server_core=max(core1 - core0 - (cpu1 - cpu0), 0.0) / cfg["window"] if cores[0] is not None else None,
     )
     lat, ttft = result["latency"]["p99"], result["ttft"]["p99"]
     result["holds"] = bool(
@@ -144,14 +158,14 @@ def measure(key: str, fake: Fake, cfg: dict[str, Any], cores: tuple[int | None, 
     try:
         server.wait_ready()
         warm = {**cfg, "ramp": 0.5, "window": 1.5, "tokens": 20, "cancels": 2}
-        run_step(server, fake, 10, warm, cores[1], 0)  # imports, pools, first-request paths
+        run_step(server, fake, 10, warm, cores, 0)  # imports, pools, first-request paths
         fake.wait_idle()
         time.sleep(1.0)
         idle = rss_bytes(server.pid)
         failed = 0
         for n in cfg["steps"]:
             print(f"[bench] {key}: {n} streams ...", file=sys.stderr, flush=True)
-            step = run_step(server, fake, n, cfg, cores[1], idle)
+            step = run_step(server, fake, n, cfg, cores, idle)
             step["n"] = n
             steps.append(step)
             p99 = step["latency"]["p99"]

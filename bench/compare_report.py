@@ -114,12 +114,13 @@ def steps(run: dict[str, Any]) -> str:
                 _ms(s["cancel"]["p99"]) if server["key"] == "sluice" else "—",
                 s["errors"],
                 _num(100 * s["load_core_cpu"]) + (" (saturated)" if s["load_core_cpu"] > 0.9 else ""),
+                _num(None if s.get("others_on_server_core") is None else 100 * s["others_on_server_core"]),
                 "yes" if s["holds"] else "**no**",
             ])
     return md_table(
         ["server", "N", "offered tok/s", "delivered tok/s", "relay p50 / p99 / max ms", "TTFT p99 ms",
          "TTFT added p50 / p99 ms", "server CPU %", "CPU µs/token", "RSS MB", "KB/stream", "cancel p99 ms",
-         "errors", "load core CPU %", "holds"],
+         "errors", "load core CPU %", "others on server core %", "holds"],
         rows,
     )
 
@@ -137,15 +138,18 @@ def error_notes(run: dict[str, Any]) -> list[str]:
 def render(run: dict[str, Any]) -> str:
     cfg = run["config"]
     before, after = run["loadavg_before"], run["loadavg_after"]
-    loaded = before[0] > 1.0 or after[0] > 2.5
+    others = [s["others_on_server_core"] for v in run["servers"] for s in v["steps"]
+              if s.get("others_on_server_core") is not None]
+    worst = max(others, default=0.0)
     lines = [
         f"Command: `{run['command']}` ({run['seconds'] / 60:.1f} minutes)",
         "",
         "Machine: " + machine_line(run["machine"]),
         "",
-        f"Load average (1 min) before / after the run: {before[0]:.1f} / {after[0]:.1f}"
-        + (" — **measured while other jobs ran on this machine**: the figures are pessimistic and noisy."
-           if loaded else "."),
+        f"Load average (1 min) before / after the run: {before[0]:.1f} / {after[0]:.1f}; other processes took up "
+        f"to {100 * worst:.0f} % of the server's core during a measured window"
+        + (" — **measured while other jobs ran on this machine**: each server had only a share of its core, "
+           "so the figures are pessimistic and noisy." if worst > 0.1 else "."),
         "",
         f"Load: steps of N = {', '.join(map(str, cfg['steps']))} concurrent streams × {cfg['tokens']} tokens at "
         f"20 tokens/s (each user reopens a stream as soon as one ends); streams start over {cfg['ramp']:g} s, "
