@@ -371,6 +371,12 @@ def machine() -> dict[str, str]:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
         ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True,
+            check=False,
+        ).stdout.strip()
+        if commit and changed:
+            commit += " + uncommitted changes"
     except OSError:
         commit = "?"
     return {
