@@ -30,7 +30,7 @@ from typing import Any
 
 from bench._common import ROOT, cpu_seconds, machine, update_doc_section
 from bench.compare_report import render
-from bench.servers import SPECS, Running, healthy, pinned, raise_fd_limit, rss_bytes
+from bench.servers import SPECS, Running, healthy, pinned, raise_fd_limit, rss_bytes, sluice_settings
 
 SERVER_CORE, LOAD_CORE = 0, 1
 FULL = {"steps": [100, 300, 500, 750, 1000], "ramp": 10.0, "window": 10.0, "cancels": 20}
@@ -226,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         fake.stop()
     run = {
-        "command": command, "machine": info, "config": cfg, "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(), "seconds": time.monotonic() - started, "servers": results,
+        "command": command, "machine": info, "config": cfg, "sluice_env": sluice_settings(),
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "seconds": time.monotonic() - started,
+        "servers": results,
     }
     text = render(run)
     print(text)

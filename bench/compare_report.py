@@ -157,6 +157,9 @@ def render(run: dict[str, Any]) -> str:
         f"generator on core 1. A step holds when relay p99 < 50 ms, TTFT p99 < 500 ms and no errors; past "
         f"N={cfg['reference']}, stepping stops at a clear failure or at a second failure in a row.",
         "",
+        "Sluice: `gunicorn -c deploy/gunicorn.conf.py` with "
+        + ", ".join(f"`{k}={v}`" for k, v in run.get("sluice_env", {}).items()) + ".",
+        "",
         summary(run),
         "",
         "Sluice against the targets of issue 10:",

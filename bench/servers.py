@@ -100,6 +100,12 @@ def _env(spec: Spec, upstream_url: str) -> dict[str, str]:
     return env
 
 
+def sluice_settings() -> dict[str, str]:
+    """The SLUICE_* environment Sluice runs with here (for the report)."""
+    env = _env(SPECS["sluice"], "http://127.0.0.1:1")
+    return {k: v for k, v in sorted(env.items()) if k.startswith("SLUICE_")}
+
+
 class Running:
     """One server process (group), started pinned; `stop()` ends it."""
 
