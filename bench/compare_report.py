@@ -57,7 +57,7 @@ def summary(run: dict[str, Any]) -> str:
             sum(s["errors"] for s in server["steps"]),
         ])
     return md_table(
-        ["server", f"CPU µs/token (N={ref})", "× FastAPI", "× floor", "largest N held", "tokens/s at it",
+        ["server", f"CPU µs/token (N={ref})", "× FastAPI", "× floor", "largest N held", "max sustained tokens/s",
          f"KB per open stream (N={ref})", f"TTFT added p50 / p99 ms (N={ref})", f"cancel p99 ms (N={ref})",
          "errors (all steps)"],
         rows,
