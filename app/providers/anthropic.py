@@ -149,6 +149,14 @@ def _body(response: httpx2.Response) -> Iterator[bytes]:
 
 def translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]:
     """The API's SSE events -> provider events. Ends with Finish, or raises `UpstreamError`."""
+    try:
+        yield from _translate(events)
+    except (KeyError, TypeError, AttributeError):
+        # An event without the fields its type always has (the SDK would fail as badly).
+        raise errs.malformed_event_error(NAME) from None
+
+
+def _translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]:
     blocks: dict[int, _Block] = {}
     stop_reason: str | None = None
     for name, data in events:

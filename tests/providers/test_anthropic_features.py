@@ -210,10 +210,33 @@ def test_prefill_is_accepted_by_default(upstream_env: FakeUpstream) -> None:
 # -- the parser on recorded wire data (what the fake cannot send) ----------------------------------
 
 
-def test_malformed_event_data_is_an_upstream_error() -> None:
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        (b"message_start", b"{not json"),
+        (b"content_block_delta", b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta"}}'),
+        (b"content_block_start", b'{"type":"content_block_start","index":0}'),
+        (b"message_start", b"[1, 2]"),
+    ],
+)
+def test_malformed_event_is_an_upstream_error(name: bytes, data: bytes) -> None:
     with pytest.raises(UpstreamError) as info:
-        list(translate([(b"message_start", b"{not json")]))
+        list(translate([(name, data)]))
     assert (info.value.type, info.value.retryable) == ("upstream", True)
+    assert "malformed" in info.value.message
+
+
+def test_error_event_after_text() -> None:
+    wire = [
+        (b"content_block_delta", b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}'),
+        (b"error", b'{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}'),
+    ]
+    events: list[ProviderEvent] = []
+    with pytest.raises(UpstreamError) as info:
+        for event in translate(wire):
+            events.append(event)  # noqa: PERF402 -- keeps what arrived before the raise
+    assert events == [TextDelta("a")]
+    assert (info.value.type, info.value.status, info.value.retryable) == ("rate_limit", None, True)
 
 
 def test_unknown_events_and_blocks_are_ignored() -> None:
