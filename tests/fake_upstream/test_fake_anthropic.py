@@ -142,3 +142,10 @@ def test_thinking_request_rules(fake: FakeUpstream, extra: dict[str, Any], fragm
     body = anthropic_body("x [fake tokens=1]", **{"max_tokens": 4000, "thinking": THINKING, **extra})
     resp = post(fake, body)
     assert resp.status_code == 400 and fragment in resp.json()["error"]["message"]
+
+
+def test_prefill_with_thinking_on_must_open_with_thinking(fake: FakeUpstream) -> None:
+    messages = [{"role": "user", "content": "q [fake tokens=1]"}, {"role": "assistant", "content": "partial"}]
+    resp = post(fake, anthropic_body("", messages=messages, max_tokens=2000, thinking=THINKING))
+    assert resp.status_code == 400 and "must start with a thinking block" in resp.json()["error"]["message"]
+    assert post(fake, anthropic_body("", messages=messages, max_tokens=2000)).status_code == 200
