@@ -22,6 +22,7 @@ from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import anthropic
+import anthropic.resources.messages.messages as _sdk_messages
 import httpx2
 from jiter import from_json
 
@@ -64,6 +65,9 @@ _STOP_REASONS = {
 # Extended thinking budget per reasoning effort, in tokens (the API's minimum is 1024). It is
 # added to the answer's max_tokens: the API counts thinking inside max_tokens.
 THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+
+# Where the SDK warns that `thinking.type=enabled` is deprecated in favour of `adaptive`.
+_ADAPTIVE_THINKING_MODELS = frozenset[str](getattr(_sdk_messages, "MODELS_TO_WARN_WITH_THINKING_ENABLED", ()))
 
 JSON_INSTRUCTION = "Answer with one JSON object and nothing else: no prose, no code fences."
 
@@ -272,7 +276,15 @@ def build_params(request: ProviderRequest) -> dict[str, Any]:
         params["system"] = system
     budget = THINKING_BUDGETS.get(request.reasoning)
     if budget is not None:
-        params["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        # display "summarized": newer models default to "omitted" (empty thinking text, which
+        # would show the client no reasoning at all).
+        if request.model in _ADAPTIVE_THINKING_MODELS:
+            # Models on which the SDK deprecates budgeted thinking: the model decides how much
+            # to think, at this effort. The budget still bounds the answer's max_tokens.
+            params["thinking"] = {"type": "adaptive", "display": "summarized"}
+            params["output_config"] = {"effort": request.reasoning}
+        else:
+            params["thinking"] = {"type": "enabled", "budget_tokens": budget, "display": "summarized"}
         params["max_tokens"] = request.max_tokens + budget
         # No temperature: the API rejects any temperature but 1 with thinking on.
     elif request.temperature is not None:

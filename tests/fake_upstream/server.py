@@ -267,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
         counter = [0]
         model = str(body.get("model", "fake-model"))
         if wire is anthropic_wire:
-            thinking = (body.get("thinking") or {}).get("type") == "enabled"
+            thinking = (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
             events = anthropic_wire.events(plan, model, input_tokens, counter, script, thinking)
         else:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

@@ -3,6 +3,8 @@ and its signed blocks in the tool loop, cached-token usage, refusals, and the pr
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from app.errors import UpstreamError
@@ -50,11 +52,23 @@ def test_reasoning_effort_turns_on_extended_thinking(upstream_env: FakeUpstream,
     events = list(AnthropicProvider().stream(req))
     body = upstream_env.last_request.json
     budget = THINKING_BUDGETS[effort]
-    assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": budget, "display": "summarized"}
     assert body["max_tokens"] == 500 + budget  # the answer keeps its own 500
     assert "temperature" not in body  # the API allows none but 1 with thinking on
     assert text_of(events) == "".join(answer_tokens(3))
     assert events[-1] == Finish("end_turn")
+
+
+def test_adaptive_thinking_where_the_sdk_deprecates_budgets(upstream_env: FakeUpstream) -> None:
+    req = make_request("x [fake tokens=2 think=2]", reasoning="high", max_tokens=300, model="claude-opus-4-6")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the SDK's deprecation warning must not fire
+        events = list(AnthropicProvider().stream(req))
+    body = upstream_env.last_request.json
+    assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert body["output_config"] == {"effort": "high"}
+    assert body["max_tokens"] == 300 + THINKING_BUDGETS["high"]
+    assert reasoning_of(events) == "r0 r1 " and text_of(events) == "t0 t1 "
 
 
 def test_budgets_grow_with_effort() -> None:
