@@ -18,6 +18,7 @@ worker's CPU under load went there). The wire format it reads, as the API sends 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
@@ -66,8 +67,12 @@ _STOP_REASONS = {
 # added to the answer's max_tokens: the API counts thinking inside max_tokens.
 THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
 
-# Where the SDK warns that `thinking.type=enabled` is deprecated in favour of `adaptive`.
+# Budgeted thinking (`type: enabled`) is deprecated from the 4.6 models on (the SDK warns) and
+# refused by later ones; they think `adaptive`ly, at an effort. Older models know only budgets.
+_ADAPTIVE_FROM = (4, 6)
 _ADAPTIVE_THINKING_MODELS = frozenset[str](getattr(_sdk_messages, "MODELS_TO_WARN_WITH_THINKING_ENABLED", ()))
+# "claude-opus-4-7", "claude-sonnet-4-5-20250929", "claude-3-7-sonnet-...", "us.anthropic.claude-fable-5"
+_MODEL_VERSION = re.compile(r"claude-(?:[a-z]+-)?(\d+)(?:-(\d{1,2})(?!\d))?")
 
 JSON_INSTRUCTION = "Answer with one JSON object and nothing else: no prose, no code fences."
 
@@ -278,9 +283,9 @@ def build_params(request: ProviderRequest) -> dict[str, Any]:
     if budget is not None:
         # display "summarized": newer models default to "omitted" (empty thinking text, which
         # would show the client no reasoning at all).
-        if request.model in _ADAPTIVE_THINKING_MODELS:
-            # Models on which the SDK deprecates budgeted thinking: the model decides how much
-            # to think, at this effort. The budget still bounds the answer's max_tokens.
+        if adaptive_thinking(request.model):
+            # The model decides how much to think, at this effort; the budget still raises
+            # max_tokens, so thinking does not eat the answer's own budget.
             params["thinking"] = {"type": "adaptive", "display": "summarized"}
             params["output_config"] = {"effort": request.reasoning}
         else:
@@ -295,6 +300,14 @@ def build_params(request: ProviderRequest) -> dict[str, Any]:
             {"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in request.tools
         ]
     return params
+
+
+def adaptive_thinking(model: str) -> bool:
+    """Whether `model` takes adaptive thinking (Claude 4.6 and later) rather than a budget."""
+    if model in _ADAPTIVE_THINKING_MODELS:
+        return True
+    found = _MODEL_VERSION.search(model)
+    return found is not None and (int(found[1]), int(found[2] or 0)) >= _ADAPTIVE_FROM
 
 
 def convert_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from app.errors import UpstreamError
-from app.providers.anthropic import THINKING_BUDGETS, AnthropicProvider, translate
+from app.providers.anthropic import THINKING_BUDGETS, AnthropicProvider, build_params, translate
 from app.providers.base import (
     Finish,
     Message,
@@ -69,6 +69,29 @@ def test_adaptive_thinking_where_the_sdk_deprecates_budgets(upstream_env: FakeUp
     assert body["output_config"] == {"effort": "high"}
     assert body["max_tokens"] == 300 + THINKING_BUDGETS["high"]
     assert reasoning_of(events) == "r0 r1 " and text_of(events) == "t0 t1 "
+
+
+@pytest.mark.parametrize(
+    ("model", "adaptive"),
+    [
+        ("claude-haiku-4-5", False),
+        ("claude-sonnet-4-5-20250929", False),
+        ("claude-opus-4-20250514", False),
+        ("claude-opus-4-1", False),
+        ("claude-3-7-sonnet-20250219", False),
+        ("claude-opus-4-6", True),
+        ("claude-sonnet-4-6", True),
+        ("claude-opus-4-7", True),
+        ("claude-sonnet-5", True),
+        ("us.anthropic.claude-fable-5-v1:0", True),
+        ("claude-mythos-preview", True),
+        ("test-model", False),
+    ],
+)
+def test_thinking_kind_per_model(model: str, adaptive: bool) -> None:
+    thinking = build_params(make_request("x", reasoning="low", model=model))["thinking"]
+    assert thinking["type"] == ("adaptive" if adaptive else "enabled")
+    assert thinking["display"] == "summarized"
 
 
 def test_budgets_grow_with_effort() -> None:
