@@ -3,10 +3,11 @@
 What the SDKs raise (anthropic 2.x / openai 3.x, both on httpx2), and where it lands:
 
     status >= 400 before the stream   SDK APIStatusError subclass     by status
-    Anthropic `event: error` mid-stream  anthropic.APIStatusError, status_code 200   by body type
+    Anthropic `event: error` mid-stream  (parsed by anthropic.translate: stream_error)  by body type
     OpenAI `data: {"error": ...}` mid-stream  openai.APIError (no status)        by body type
     connect refused / reset / timeout  SDK APIConnectionError / APITimeoutError   connection
     Anthropic connection lost mid-stream  RAW httpx2.RemoteProtocolError / ReadError  connection
+    Anthropic body ends without message_stop  (anthropic.translate)                  connection
     OpenAI connection lost mid-stream  openai.APIConnectionError (httpx2 error as cause)  connection
 
 SDK messages embed the whole response body, so they are never passed on: each type gets its
@@ -101,6 +102,11 @@ def connection_error(name: str, mid_stream: bool) -> UpstreamError:
     else:
         message = f"Could not connect to {name}."
     return UpstreamError("connection", message, status=None, retryable=True)
+
+
+def malformed_event_error(name: str) -> UpstreamError:
+    """A streamed event whose data is not the JSON the API always sends."""
+    return UpstreamError("upstream", f"{name} sent a malformed event in the middle of the answer.", retryable=True)
 
 
 def missing_key_error(name: str, key_env: str) -> UpstreamError:

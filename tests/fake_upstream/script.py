@@ -37,6 +37,17 @@ class Script:
     json: bool = False
     stop: str | None = None
     say: str | None = None
+    # Failing only the first N requests with this directive (status / hangup), then answering.
+    times: int | None = None
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    hangup: bool = False
+    # Anthropic: 400 to a request ending with an assistant turn ("reject"), as current models do.
+    prefill: str = "accept"
+    think: int = 3
+    redacted: bool = False
+    cache_read: int = 0
+    cache_write: int = 0
 
     @classmethod
     def parse(cls, text: str) -> Script:
@@ -63,6 +74,12 @@ class Script:
                 script.say = unquote(value)  # percent-encoded: a directive has no spaces
             elif key == "stop":
                 script.stop = _STOP_ALIASES.get(value, value)
+            elif key in ("times", "think", "cache_read", "cache_write"):
+                setattr(script, key, int(value))
+            elif key in ("retry_after", "retry_after_ms", "prefill"):
+                setattr(script, key, value)
+            elif key in ("hangup", "redacted"):
+                setattr(script, key, value not in ("0", "false", ""))
             else:
                 raise ValueError(f"unknown fake directive key: {key!r}")
         return script
