@@ -1,4 +1,4 @@
-"""A wire-level fake of the Anthropic Messages API and the OpenAI Chat Completions API.
+"""A wire-level fake of the Anthropic Messages API and the OpenAI Chat Completions and Responses APIs.
 
 A real loopback HTTP/1.1 server, so the real SDKs (pointed at it with `base_url`) parse it::
 
@@ -25,10 +25,18 @@ Each request's behaviour comes from a directive in the last user message that ha
 ``json=1``          a JSON object text {"answer": "t0 t1 ...", "n": N} in 4-character pieces
 ``say=TEXT``        answer with this text instead (percent-encoded, e.g. ``say=%3Cb%3Ehi%3C%2Fb%3E``),
                     in 5-character pieces
-``stop=REASON``     stop reason (max_tokens, stop_sequence, content_filter; OpenAI names work too)
+``stop=REASON``     stop reason (max_tokens, stop_sequence, content_filter; OpenAI names work too);
+                    ``stop=refusal``: OpenAI streams the answer as ``delta.refusal`` / ``refusal.delta``
+``think=N``         OpenAI: N reasoning pieces "r0 ", "r1 "... before the answer (counted as output)
+``think_as=F``      Chat: ``reasoning_content`` (default), ``reasoning`` or ``tags`` (inline
+                    ``<think>...</think>`` content); Responses: summary (default) or ``reasoning_text``
+``cached=N``        OpenAI: N of the input tokens reported as cached
+``calls=N``         OpenAI: with ``tool=``, N parallel calls of it
+``error_as=failed`` Responses: the mid-stream failure is ``response.failed``, not an ``error`` event
 ==================  ==============================================================================
 
-The request's ``max_tokens`` (or ``max_completion_tokens``) cuts the answer short with
+``POST /v1/responses`` speaks the Responses API event sequence (see ``responses_wire``).
+The request's ``max_tokens`` (or ``max_completion_tokens``, ``max_output_tokens``) cuts the answer short with
 max_tokens / length. Input tokens = words across all messages and system; output tokens =
 tokens sent. ``GET /_fake/stats`` -> ``{"open_connections", "requests"}``; ``POST
 /_fake/reset``. ``python -m tests.fake_upstream --port N`` runs it alone.
