@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import requests
 
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
@@ -32,6 +33,34 @@ def test_tool_round_over_the_responses_api(start_sluice: Callable[..., Gunicorn]
     output = next(i for i in second if i.get("type") == "function_call_output")
     assert output == {"type": "function_call_output", "call_id": call["id"], "output": "42"}
     assert any(i.get("type") == "function_call" and i["call_id"] == call["id"] for i in second)
+
+
+def test_cancel_timeout_and_resume_over_the_responses_api(
+    start_sluice: Callable[..., Gunicorn], fresh: FakeUpstream
+) -> None:
+    server = start_sluice(SLUICE_PROVIDER="openai", SLUICE_OPENAI_API="responses", SLUICE_IDLE_TIMEOUT="1")
+    # Cancel while the upstream is silent: the upstream connection is closed.
+    stream = open_stream(f"{server.url}/stream", params={"prompt": "x [fake tokens=9 stall_after=2]"})
+    stream.until(lambda e: e.type == "text" and e.json["content"] == "t1 ")
+    resp = requests.post(f"{server.url}/cancel", json={"stream_id": stream.stream_id}, timeout=5)
+    assert resp.json()["status"] == "cancelled"
+    assert types(stream.rest())[-2:] == ["cancelled", "[DONE]"]
+    assert fresh.wait_closed(2)
+
+    # A silent upstream past SLUICE_IDLE_TIMEOUT: a timeout error, and the upstream is closed.
+    events = open_stream(f"{server.url}/stream", params={"prompt": "x [fake tokens=9 stall_after=3]"}).rest()
+    assert types(events)[-2:] == ["error", "[DONE]"] and events[-2].json["error"]["type"] == "timeout"
+    assert fresh.wait_closed(2)
+
+    # A reconnect with Last-Event-ID resumes the same generation: no second upstream call.
+    fresh.reset()
+    stream = open_stream(f"{server.url}/stream", params={"prompt": "x [fake tokens=20 pace=0.05]"})
+    stream.until(lambda e: e.type == "text" and e.json["content"] == "t4 ")
+    last = stream.events[-1].id
+    stream.close()
+    resumed = open_stream(f"{server.url}/stream", params={"prompt": "x"}, headers={"Last-Event-ID": last}).rest()
+    assert text_of(stream.events + resumed) == "".join(f"t{i} " for i in range(20))
+    assert fresh.request_count == 1
 
 
 def test_the_default_is_chat_completions(start_sluice: Callable[..., Gunicorn], fresh: FakeUpstream) -> None:
