@@ -27,10 +27,24 @@ Each request's behaviour comes from a directive in the last user message that ha
                     in 5-character pieces
 ``stop=REASON``     stop reason (max_tokens, stop_sequence, content_filter; OpenAI names work too);
                     ``stop=refusal``: OpenAI streams the answer as ``delta.refusal`` / ``refusal.delta``
-``think=N``         OpenAI: N reasoning pieces "r0 ", "r1 "... before the answer (counted as output)
-``think_as=F``      Chat: ``reasoning_content`` (default), ``reasoning`` or ``tags`` (inline
+``times=N``         ``status`` / ``hangup`` only for the first N requests carrying this directive
+                    since the last reset (e.g. ``status=529 times=1``: one 529, then an answer)
+``retry_after=S``   the ``retry-after`` header of a ``status`` answer (429 sends ``1`` by default);
+``retry_after_ms=``  ``retry-after-ms`` likewise
+``hangup=1``        close the connection with a reset after reading the request, without answering
+``prefill=reject``  Anthropic: 400 (the API's message) if the last message is an assistant turn, as
+                    current models do; so does any model whose name contains ``no-prefill``
+``think=N``         Anthropic, with ``thinking`` enabled in the request: a signed thinking block of N
+                    pieces "r0 ", "r1 ", ... (default 3) before the answer; ``redacted=1`` adds a
+                    redacted_thinking block after it. Thinking blocks sent back must be unchanged
+                    (signature checked), and with thinking on, an assistant tool-use turn must start
+                    with them: else a 400, as the API answers.
+                    OpenAI (whatever the request asks): N reasoning pieces before the answer
+                    (counted as output tokens); none without ``think``
+``think_as=F``      OpenAI Chat: ``reasoning_content`` (default), ``reasoning`` or ``tags`` (inline
                     ``<think>...</think>`` content); Responses: summary (default) or ``reasoning_text``
-``cached=N``        OpenAI: N of the input tokens reported as cached
+``cache_read=N``    usage: Anthropic ``cache_read_input_tokens`` (``cache_write=N``: ..._creation_...);
+                    OpenAI: N of the input tokens reported as cached (``cached_tokens``)
 ``calls=N``         OpenAI: with ``tool=``, N parallel calls of it
 ``error_as=failed`` Responses: the mid-stream failure is ``response.failed``, not an ``error`` event
 ==================  ==============================================================================

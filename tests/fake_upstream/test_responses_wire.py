@@ -59,7 +59,7 @@ def test_text_sequence(fake: FakeUpstream) -> None:
 
 
 def test_reasoning_summary_then_text(fake: FakeUpstream) -> None:
-    events = responses(fake, "[fake tokens=1 think=2 cached=1]", reasoning={"effort": "low", "summary": "auto"})
+    events = responses(fake, "[fake tokens=1 think=2 cache_read=1]", reasoning={"effort": "low", "summary": "auto"})
     assert kinds(events)[2:9] == [
         "output_item.added", "reasoning_summary_part.added", "reasoning_summary_text.delta",
         "reasoning_summary_text.delta", "reasoning_summary_text.done", "reasoning_summary_part.done",
@@ -111,7 +111,7 @@ def test_output_without_its_call_is_a_400(fake: FakeUpstream) -> None:
     [("think=2", "reasoning_content"), ("think=2 think_as=reasoning", "reasoning"), ("stop=refusal", "refusal")],
 )
 def test_chat_chunks_with_2026_fields(fake: FakeUpstream, directive: str, field: str) -> None:
-    body = openai_body(f"[fake tokens=2 cached=1 {directive}]", stream_options={"include_usage": True})
+    body = openai_body(f"[fake tokens=2 cache_read=1 {directive}]", stream_options={"include_usage": True})
     resp = requests.post(fake.url + "/v1/chat/completions", json=body, headers=O_HEADERS, timeout=5)
     chunks = [json.loads(d) for _, d in sse_events(resp.text)[:-1]]
     for chunk in chunks:

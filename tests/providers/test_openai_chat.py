@@ -58,7 +58,8 @@ def test_think_tags_are_text_unless_configured(upstream_env: FakeUpstream) -> No
 
 
 def test_usage_with_cached_and_reasoning_tokens(upstream_env: FakeUpstream) -> None:
-    events = list(OpenAIProvider().stream(make_request("one two three [fake tokens=3 think=2 cached=3]")))  # 7 words
+    prompt = "one two three [fake tokens=3 think=2 cache_read=3]"  # 7 words
+    events = list(OpenAIProvider().stream(make_request(prompt)))
     usage = [e for e in events if isinstance(e, Usage)]
     # prompt_tokens already includes the cached ones; reasoning tokens are part of the output.
     assert usage == [Usage(input_tokens=7, output_tokens=5, cache_read_input_tokens=3, reasoning_tokens=2)]

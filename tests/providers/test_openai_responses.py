@@ -38,7 +38,8 @@ def run(prompt: str = "", **kwargs: object) -> list[ProviderEvent]:
 
 
 def test_text_usage_and_request_shape(upstream_env: FakeUpstream) -> None:
-    events = run("one two [fake tokens=4 cached=2]", system="Be terse.", temperature=0.2, model="gpt-x", max_tokens=50)
+    prompt = "one two [fake tokens=4 cache_read=2]"
+    events = run(prompt, system="Be terse.", temperature=0.2, model="gpt-x", max_tokens=50)
     assert text_of(events) == "".join(answer_tokens(4))
     assert events[-2:] == [
         Usage(input_tokens=7, output_tokens=4, cache_read_input_tokens=2, reasoning_tokens=0),  # 5 + 2 words
@@ -47,7 +48,7 @@ def test_text_usage_and_request_shape(upstream_env: FakeUpstream) -> None:
     request = upstream_env.last_request
     assert request.path == "/v1/responses"
     body = request.json
-    assert body["input"] == [{"role": "user", "content": "one two [fake tokens=4 cached=2]"}]
+    assert body["input"] == [{"role": "user", "content": prompt}]
     assert (body["model"], body["instructions"], body["temperature"], body["max_output_tokens"]) == (
         "gpt-x", "Be terse.", 0.2, 50
     )

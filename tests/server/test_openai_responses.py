@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_tool_round_over_the_responses_api(start_sluice: Callable[..., Gunicorn], fresh: FakeUpstream) -> None:
     server = start_sluice(SLUICE_PROVIDER="openai", SLUICE_OPENAI_API="responses")
-    prompt = 'what is 6*7 [fake tool=calculate args={"expression":"6*7"} tokens=2 think=2 cached=1]'
+    prompt = 'what is 6*7 [fake tool=calculate args={"expression":"6*7"} tokens=2 think=2 cache_read=1]'
     events = open_stream(f"{server.url}/stream", params={"prompt": prompt, "tools": "calculate"}).rest()
     kinds = [k for k in types(events) if k != "reasoning"]
     assert kinds == ["start", "tool_call", "tool_result", "text", "text", "text", "done", "[DONE]"]
