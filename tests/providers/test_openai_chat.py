@@ -106,6 +106,14 @@ def test_reasoning_off_sends_no_effort(upstream_env: FakeUpstream) -> None:
 
 
 @pytest.mark.parametrize("cls", [OpenAIProvider, OpenAIResponsesProvider])
+@pytest.mark.parametrize("failure", ["status=429 retry_after=0", "status=500", "status=503", "hangup=1"])
+def test_one_transient_failure_then_the_answer(upstream_env: FakeUpstream, cls: type, failure: str) -> None:
+    events = list(cls(retry=FAST_RETRY).stream(make_request(f"x [fake tokens=3 {failure} times=1]")))
+    assert text_of(events) == "t0 t1 t2 " and events[-1] == Finish("end_turn")
+    assert upstream_env.request_count == 2
+
+
+@pytest.mark.parametrize("cls", [OpenAIProvider, OpenAIResponsesProvider])
 def test_transient_status_is_retried_then_reported(upstream_env: FakeUpstream, cls: type) -> None:
     with pytest.raises(UpstreamError) as info:
         list(cls(retry=FAST_RETRY).stream(make_request("x [fake status=503]")))
