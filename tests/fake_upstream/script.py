@@ -81,6 +81,8 @@ class Script:
                 script.stop = _STOP_ALIASES.get(value, value)
             elif key in ("times", "think", "cache_read", "cache_write"):
                 setattr(script, key, int(value))
+            elif key == "cached":
+                script.cache_read = int(value)  # the OpenAI name of cache_read (both are accepted)
             elif key in ("retry_after", "retry_after_ms", "prefill"):
                 setattr(script, key, value)
             elif key in ("hangup", "redacted"):
