@@ -105,7 +105,7 @@ def signature(thinking: str) -> str:
 
 def think_pieces(script: Script) -> list[str]:
     """The thinking text a thinking answer streams: "r0 ", "r1 ", ..."""
-    return [f"r{i} " for i in range(script.think)]
+    return [f"r{i} " for i in range(3 if script.think is None else script.think)]
 
 
 def check_body(body: dict[str, Any], script: Script) -> tuple[int, dict[str, Any]] | None:
