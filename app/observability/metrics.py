@@ -114,7 +114,7 @@ def _build() -> _Metrics:
         ),
         ttft=Histogram(
             "sluice_time_to_first_token_seconds",
-            "Seconds from a generation's start to its first text from the model.",
+            "Seconds from a generation's start to its first output (text, reasoning, a tool call).",
             buckets=TTFT_BUCKETS,
         ),
         duration=Histogram(
