@@ -51,6 +51,7 @@ class _Metrics:
     tokens_relayed: Counter
     tokens: Counter
     upstream_errors: Counter
+    upstream_retries: Counter
     rejected: Counter
     ttft: Histogram
     duration: Histogram
@@ -106,6 +107,11 @@ def _build() -> _Metrics:
         ),
         upstream_errors=Counter(
             "sluice_upstream_errors", "Errors from upstream providers, by error type.", ["type"]
+        ),
+        upstream_retries=Counter(
+            "sluice_upstream_retries",
+            "Upstream calls retried after a transient failure before their first token, by provider.",
+            ["provider"],
         ),
         rejected=Counter(
             "sluice_rejected_requests",
@@ -186,6 +192,11 @@ def subscriber_detached() -> None:
 def upstream_error(error_type: str) -> None:
     """An upstream provider failed with `error_type` (the contract's error types)."""
     _m().upstream_errors.labels(type=error_type).inc()
+
+
+def upstream_retry(provider: str) -> None:
+    """A provider call is retried after a transient failure (before anything was streamed)."""
+    _m().upstream_retries.labels(provider=provider).inc()
 
 
 def request_rejected(status: int) -> None:

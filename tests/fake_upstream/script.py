@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from urllib.parse import unquote
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 _DIRECTIVE = re.compile(r"\[fake\b([^\]]*)\]")
@@ -37,6 +37,12 @@ class Script:
     json: bool = False
     stop: str | None = None
     say: str | None = None
+    # OpenAI wires (Chat Completions, Responses): reasoning, cache usage, parallel calls.
+    think: int = 0
+    think_as: str = "reasoning_content"
+    cached: int = 0
+    calls: int = 1
+    error_as: str = "error"
 
     @classmethod
     def parse(cls, text: str) -> Script:
@@ -47,11 +53,11 @@ class Script:
             return script
         for item in found[-1].split():
             key, _, value = item.partition("=")
-            if key in ("tokens", "status", "error_after", "drop_after", "stall_after"):
+            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "think", "cached", "calls"):
                 setattr(script, key, int(value))
             elif key in ("pace", "first_delay", "ping_every"):
                 setattr(script, key, float(value))
-            elif key in ("tool", "error_type"):
+            elif key in ("tool", "error_type", "think_as", "error_as"):
                 setattr(script, key, value)
             elif key == "drop":
                 script.drop_mode = value  # "fin" (default) or "rst"
@@ -76,6 +82,10 @@ class Plan:
     stop_reason: str
     tool_name: str | None = None
     tool_args: dict[str, Any] | None = None
+    reasoning: list[str] = field(default_factory=list)
+    tool_count: int = 1
+    think_as: str = "reasoning_content"
+    cached: int = 0
 
     @property
     def is_tool_call(self) -> bool:
@@ -89,8 +99,12 @@ def answer_tokens(n: int) -> list[str]:
 
 def plan_answer(script: Script, tool_result: str | None, max_tokens: int | None) -> Plan:
     """Decide the answer for one request, given the latest tool result (None if none yet)."""
+    reasoning = [f"r{i} " for i in range(script.think)]
     if script.tool and tool_result is None:
-        return Plan([], "tool_use", tool_name=script.tool, tool_args=script.args or {})
+        return Plan(
+            [], "tool_use", tool_name=script.tool, tool_args=script.args or {}, reasoning=reasoning,
+            tool_count=script.calls, think_as=script.think_as, cached=script.cached,
+        )
     if script.json:
         words = " ".join(f"t{i}" for i in range(script.tokens))
         text = json.dumps({"answer": words, "n": script.tokens})
@@ -105,7 +119,7 @@ def plan_answer(script: Script, tool_result: str | None, max_tokens: int | None)
     if max_tokens is not None and len(pieces) > max_tokens:
         pieces = pieces[:max_tokens]
         stop = "max_tokens"
-    return Plan(pieces, stop)
+    return Plan(pieces, stop, reasoning=reasoning, think_as=script.think_as, cached=script.cached)
 
 
 def split_json(args: dict[str, Any], size: int = 5) -> list[str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from . import anthropic_wire, openai_wire
+from . import anthropic_wire, openai_wire, responses_wire
 from .script import Script, plan_answer
 
 _SECRET_HEADERS = ("x-api-key", "authorization", "api-key")
@@ -219,15 +219,18 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         headers = {k.lower(): ("REDACTED" if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()}
         path = self.path.split("?", 1)[0]
-        if path not in (anthropic_wire.PATH, openai_wire.PATH):
+        wires = {w.PATH: w for w in (anthropic_wire, openai_wire, responses_wire)}
+        if path not in wires:
             self._send_json(404, {"error": {"message": f"Unknown path {path}", "type": "not_found_error"}})
             return
         self.fake._record(RecordedRequest("POST", path, headers, body))
-        wire: Any = anthropic_wire if path == anthropic_wire.PATH else openai_wire
+        wire: Any = wires[path]
         real_headers = {k.lower(): v for k, v in self.headers.items()}
         rejected = wire.check_headers(real_headers, self.fake.valid_keys)
         if rejected is None and not isinstance(body, dict):
             rejected = 400, wire.error_body(400, "The request body is not valid JSON.")
+        if rejected is None and wire is responses_wire and (problem := responses_wire.check_input(body)):
+            rejected = 400, wire.error_body(400, problem)
         if rejected is not None:
             self._send_json(*rejected)
             return
@@ -242,10 +245,15 @@ class _Handler(BaseHTTPRequestHandler):
             extra["request-id" if wire is anthropic_wire else "x-request-id"] = "req_" + uuid.uuid4().hex[:24]
             self._send_json(script.status, wire.error_body(script.status), extra)
             return
-        max_tokens = body.get("max_tokens") if wire is anthropic_wire else openai_wire.max_tokens_of(body)
+        max_tokens = body.get("max_tokens") if wire is anthropic_wire else wire.max_tokens_of(body)
         plan = plan_answer(script, tool_result, max_tokens)
         counter = [0]
         model = str(body.get("model", "fake-model"))
+        if wire is responses_wire:
+            # The response object stands in for the wire: its error event needs the sequence.
+            stream = responses_wire.ResponseStream(plan, model, input_tokens, counter, body)
+            self._stream(stream, script, iter(stream), counter)
+            return
         if wire is anthropic_wire:
             events = anthropic_wire.events(plan, model, input_tokens, counter)
         else:
