@@ -26,6 +26,23 @@ Each request's behaviour comes from a directive in the last user message that ha
 ``say=TEXT``        answer with this text instead (percent-encoded, e.g. ``say=%3Cb%3Ehi%3C%2Fb%3E``),
                     in 5-character pieces
 ``stop=REASON``     stop reason (max_tokens, stop_sequence, content_filter; OpenAI names work too)
+``times=N``         ``status`` / ``hangup`` only for the first N requests carrying this directive
+                    since the last reset (e.g. ``status=529 times=1``: one 529, then an answer)
+``retry_after=S``   the ``retry-after`` header of a ``status`` answer (429 sends ``1`` by default);
+``retry_after_ms=``  ``retry-after-ms`` likewise
+``hangup=1``        close the connection with a reset after reading the request, without answering
+``prefill=reject``  Anthropic: 400 (the API's message) if the last message is an assistant turn, as
+                    current models do; so does any model whose name contains ``no-prefill``
+``think=N``         Anthropic, with ``thinking`` enabled in the request: a signed thinking block of N
+                    pieces "r0 ", "r1 ", ... (default 3) before the answer; ``redacted=1`` adds a
+                    redacted_thinking block after it. Thinking blocks sent back must be unchanged
+                    (signature checked), and with thinking on, an assistant tool-use turn must start
+                    with them: else a 400, as the API answers
+``think=N`` (OpenAI) N reasoning pieces "r0 ", ... whether asked or not, as ``think_as=`` says:
+                    ``reasoning_content`` (default), ``reasoning``, ``tags`` (``<think>`` in content);
+                    Responses API: summary deltas, or ``reasoning_text``. ``cached=N``: cached input
+                    tokens; ``calls=N``: parallel tool calls; ``error_as=failed``: response.failed
+``cache_read=N``    Anthropic usage: ``cache_read_input_tokens`` (``cache_write=N``: ..._creation_...)
 ==================  ==============================================================================
 
 The request's ``max_tokens`` (or ``max_completion_tokens``) cuts the answer short with

@@ -38,11 +38,23 @@ class Script:
     stop: str | None = None
     say: str | None = None
     # OpenAI wires (Chat Completions, Responses): reasoning, cache usage, parallel calls.
-    think: int = 0
+    # `think`: None means "as the wire's default" (OpenAI: no reasoning; Anthropic with thinking
+    # on: 3 pieces) -- merged from p1 (Anthropic) and p2 (OpenAI), which both use the key.
+    think: int | None = None
     think_as: str = "reasoning_content"
     cached: int = 0
     calls: int = 1
     error_as: str = "error"
+    # Failing only the first N requests with this directive (status / hangup), then answering.
+    times: int | None = None
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    hangup: bool = False
+    # Anthropic: 400 to a request ending with an assistant turn ("reject"), as current models do.
+    prefill: str = "accept"
+    redacted: bool = False
+    cache_read: int = 0
+    cache_write: int = 0
 
     @classmethod
     def parse(cls, text: str) -> Script:
@@ -69,6 +81,12 @@ class Script:
                 script.say = unquote(value)  # percent-encoded: a directive has no spaces
             elif key == "stop":
                 script.stop = _STOP_ALIASES.get(value, value)
+            elif key in ("times", "think", "cache_read", "cache_write"):
+                setattr(script, key, int(value))
+            elif key in ("retry_after", "retry_after_ms", "prefill"):
+                setattr(script, key, value)
+            elif key in ("hangup", "redacted"):
+                setattr(script, key, value not in ("0", "false", ""))
             else:
                 raise ValueError(f"unknown fake directive key: {key!r}")
         return script
@@ -99,7 +117,7 @@ def answer_tokens(n: int) -> list[str]:
 
 def plan_answer(script: Script, tool_result: str | None, max_tokens: int | None) -> Plan:
     """Decide the answer for one request, given the latest tool result (None if none yet)."""
-    reasoning = [f"r{i} " for i in range(script.think)]
+    reasoning = [f"r{i} " for i in range(script.think or 0)]
     if script.tool and tool_result is None:
         return Plan(
             [], "tool_use", tool_name=script.tool, tool_args=script.args or {}, reasoning=reasoning,

@@ -45,7 +45,7 @@ def test_usage_reported(provider: Provider) -> None:
 def test_anthropic_yields_input_usage_before_any_text(upstream_env: FakeUpstream) -> None:
     gen = AnthropicProvider().stream(make_request("a b [fake tokens=3]"))
     first = next(gen)
-    assert first == Usage(input_tokens=4)
+    assert first == Usage(input_tokens=4, cache_read_input_tokens=0, cache_creation_input_tokens=0)
     assert Finish("end_turn") in list(gen)
 
 
@@ -58,7 +58,8 @@ def test_paced_tokens_arrive_one_by_one(provider: Provider) -> None:
 def test_stop_reason_is_normalised(provider: Provider, reason: str) -> None:
     # The fake sends "length" / "content_filter" to OpenAI clients, "max_tokens" / "refusal" to Anthropic ones.
     events = list(provider.stream(make_request(f"x [fake tokens=3 stop={reason}]")))
-    assert events[-1] == Finish(reason)
+    anthropic_refusal = isinstance(provider, AnthropicProvider) and reason == "content_filter"
+    assert events[-1] == Finish("refusal" if anthropic_refusal else reason)
 
 
 def test_anthropic_stop_sequence(upstream_env: FakeUpstream) -> None:
