@@ -12,7 +12,7 @@ import requests
 from tests.conftest import sluice_env
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
-from tests.support.sse import open_stream, text_of, types
+from tests.support.sse import open_stream, reasoning_of, text_of, types
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,9 +22,6 @@ def server(upstream: FakeUpstream) -> Iterator[Gunicorn]:
     with Gunicorn(sluice_env(upstream, SLUICE_DEMO_TOKENS_PER_SECOND="2000")) as server:
         yield server
 
-
-def reasoning_of(events: list) -> str:  # type: ignore[type-arg]
-    return "".join(e.json["content"] for e in events if e.type == "reasoning")
 
 
 def test_demo_reasons_before_it_answers_when_asked(server: Gunicorn) -> None:

@@ -11,13 +11,10 @@ import pytest
 from tests.conftest import sluice_env
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
-from tests.support.sse import Event, open_stream, text_of, types
+from tests.support.sse import open_stream, reasoning_of, text_of, types
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def reasoning_of(events: list[Event]) -> str:
-    return "".join(e.json["content"] for e in events if e.type == "reasoning")
 
 
 @pytest.fixture
@@ -55,7 +52,8 @@ def test_thinking_streams_in_every_tool_round_and_goes_back_signed(shared: Gunic
 
 
 def test_cache_tokens_are_part_of_input_and_reported_apart(shared: Gunicorn, fresh: FakeUpstream) -> None:
-    events = open_stream(f"{shared.url}/stream", params={"prompt": "x [fake tokens=2 cache_read=50 cache_write=7]"}).rest()
+    prompt = "x [fake tokens=2 cache_read=50 cache_write=7]"
+    events = open_stream(f"{shared.url}/stream", params={"prompt": prompt}).rest()
     usage = events[-2].json["usage"]
     assert usage["cache_read_input_tokens"] == 50 and usage["cache_creation_input_tokens"] == 7
     assert usage["input_tokens"] >= 57 + 2  # the prompt's own words on top

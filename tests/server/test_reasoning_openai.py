@@ -11,13 +11,10 @@ import pytest
 from tests.conftest import sluice_env
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
-from tests.support.sse import Event, open_stream, text_of, types
+from tests.support.sse import open_stream, reasoning_of, text_of, types
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def reasoning_of(events: list[Event]) -> str:
-    return "".join(e.json["content"] for e in events if e.type == "reasoning")
 
 
 @pytest.fixture(scope="module")
