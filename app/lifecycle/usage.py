@@ -19,7 +19,7 @@ class UsageMeter:
     and output tokens only at the end. A round cut short (cancel, timeout, drop) falls back to
     estimates: about four characters a token for input, one token a text or reasoning delta for
     output, and the usage is then marked `"estimated": true`. The breakdown (cache, reasoning)
-    is never estimated: it appears once some round reported it.
+    is never estimated: it appears once some round reported a non-zero count.
     """
 
     def __init__(self) -> None:
@@ -79,8 +79,11 @@ class UsageMeter:
         round_in, round_out, estimated = self._round()
         usage: dict[str, Any] = {"input_tokens": self._in_done + round_in, "output_tokens": self._out_done + round_out}
         for name in BREAKDOWN:
-            if name in self._parts_done or name in self._round_parts:
-                usage[name] = self._parts_done.get(name, 0) + self._round_parts.get(name, 0)
+            total = self._parts_done.get(name, 0) + self._round_parts.get(name, 0)
+            # Providers report these as 0 on every answer (no cache hit, no thinking): a zero is
+            # left out, so a plain answer's usage stays {input_tokens, output_tokens}.
+            if total:
+                usage[name] = total
         if estimated or self._estimated:
             usage["estimated"] = True
         return usage

@@ -169,10 +169,18 @@ def test_usage_breakdown_sums_over_rounds_and_appears_only_when_reported() -> No
          Usage(None, 3), Finish("end_turn")],
     )
     events, gen = run(provider, {"tools": ["calculate"]})
+    # cache_creation was 0 in one round and 10 in the other; reasoning_tokens never reported.
     expected = {"input_tokens": 220, "output_tokens": 10, "cache_read_input_tokens": 180,
                 "cache_creation_input_tokens": 10}
     assert events[-1]["usage"] == expected
     assert gen.status()["usage"] == expected
+
+
+def test_zero_cache_and_reasoning_counts_are_left_out() -> None:
+    provider = Scripted("openai", [TextDelta("hi"), Usage(5, 1, cache_read_input_tokens=0, reasoning_tokens=0),
+                                   Finish("end_turn")])
+    events, _ = run(provider)
+    assert events[-1]["usage"] == {"input_tokens": 5, "output_tokens": 1}
 
 
 @pytest.mark.parametrize("reason", ["refusal", "content_filter", "max_tokens", "stop_sequence"])
