@@ -1,7 +1,7 @@
 """OpenAI Chat Completions provider (also any OpenAI-compatible server: vLLM, Ollama, llama.cpp).
 
 The SDK builds the request, authenticates, picks the base URL and raises its typed errors for
-an answer that fails before the stream starts. The streaming body is read here: p1's SSE
+an answer that fails before the stream starts. The streaming body is read here: `_sse`'s
 splitter over large reads and `jiter` per chunk, no SDK object per chunk (the SDK's typed
 chunks were half of a worker's CPU under load).
 

@@ -190,7 +190,8 @@ class ResponseStream:
         item = {"id": item_id, "type": "message", "status": "in_progress", "content": [], "role": "assistant"}
         yield "head", self.event("response.output_item.added", output_index=index, item=item)
         where = {"item_id": item_id, "output_index": index, "content_index": 0}
-        empty = {"type": "refusal", "refusal": ""} if refusal else {"type": "output_text", "annotations": [], "text": ""}
+        text_part = {"type": "output_text", "annotations": [], "text": ""}
+        empty = {"type": "refusal", "refusal": ""} if refusal else text_part
         yield "head", self.event("response.content_part.added", **where, part=empty)
         for piece in self.plan.pieces:
             if refusal:

@@ -37,14 +37,6 @@ class Script:
     json: bool = False
     stop: str | None = None
     say: str | None = None
-    # OpenAI wires (Chat Completions, Responses): reasoning, cache usage, parallel calls.
-    # `think`: None means "as the wire's default" (OpenAI: no reasoning; Anthropic with thinking
-    # on: 3 pieces) -- merged from p1 (Anthropic) and p2 (OpenAI), which both use the key.
-    think: int | None = None
-    think_as: str = "reasoning_content"
-    cached: int = 0
-    calls: int = 1
-    error_as: str = "error"
     # Failing only the first N requests with this directive (status / hangup), then answering.
     times: int | None = None
     retry_after: str | None = None
@@ -52,9 +44,15 @@ class Script:
     hangup: bool = False
     # Anthropic: 400 to a request ending with an assistant turn ("reject"), as current models do.
     prefill: str = "accept"
+    # Reasoning pieces: Anthropic (when thinking is on) 3 unless given; OpenAI only when given.
+    think: int | None = None
     redacted: bool = False
     cache_read: int = 0
     cache_write: int = 0
+    # OpenAI wires (Chat Completions, Responses): how reasoning travels, parallel calls, failure.
+    think_as: str = "reasoning_content"
+    calls: int = 1
+    error_as: str = "error"
 
     @classmethod
     def parse(cls, text: str) -> Script:
@@ -65,7 +63,7 @@ class Script:
             return script
         for item in found[-1].split():
             key, _, value = item.partition("=")
-            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "think", "cached", "calls"):
+            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "calls"):
                 setattr(script, key, int(value))
             elif key in ("pace", "first_delay", "ping_every"):
                 setattr(script, key, float(value))
@@ -83,6 +81,8 @@ class Script:
                 script.stop = _STOP_ALIASES.get(value, value)
             elif key in ("times", "think", "cache_read", "cache_write"):
                 setattr(script, key, int(value))
+            elif key == "cached":
+                script.cache_read = int(value)  # the OpenAI name of cache_read (both are accepted)
             elif key in ("retry_after", "retry_after_ms", "prefill"):
                 setattr(script, key, value)
             elif key in ("hangup", "redacted"):
@@ -117,11 +117,11 @@ def answer_tokens(n: int) -> list[str]:
 
 def plan_answer(script: Script, tool_result: str | None, max_tokens: int | None) -> Plan:
     """Decide the answer for one request, given the latest tool result (None if none yet)."""
-    reasoning = [f"r{i} " for i in range(script.think or 0)]
+    reasoning = [f"r{i} " for i in range(script.think or 0)]  # OpenAI's; Anthropic's are its wire's
     if script.tool and tool_result is None:
         return Plan(
             [], "tool_use", tool_name=script.tool, tool_args=script.args or {}, reasoning=reasoning,
-            tool_count=script.calls, think_as=script.think_as, cached=script.cached,
+            tool_count=script.calls, think_as=script.think_as, cached=script.cache_read,
         )
     if script.json:
         words = " ".join(f"t{i}" for i in range(script.tokens))
@@ -137,7 +137,7 @@ def plan_answer(script: Script, tool_result: str | None, max_tokens: int | None)
     if max_tokens is not None and len(pieces) > max_tokens:
         pieces = pieces[:max_tokens]
         stop = "max_tokens"
-    return Plan(pieces, stop, reasoning=reasoning, think_as=script.think_as, cached=script.cached)
+    return Plan(pieces, stop, reasoning=reasoning, think_as=script.think_as, cached=script.cache_read)
 
 
 def split_json(args: dict[str, Any], size: int = 5) -> list[str]:

@@ -18,6 +18,7 @@ from app.providers.base import (
     Usage,
 )
 from app.providers.openai import OpenAIProvider
+from app.providers.openai_responses import OpenAIResponsesProvider
 from tests.fake_upstream import FakeUpstream, answer_tokens
 from tests.providers.conftest import make_request, text_of
 
@@ -72,7 +73,7 @@ def test_max_tokens_cuts_the_answer(provider: Provider, upstream_env: FakeUpstre
     assert text_of(events) == "".join(answer_tokens(5))
     assert events[-1] == Finish("max_tokens")
     body = upstream_env.last_request.json
-    assert body.get("max_tokens", body.get("max_completion_tokens")) == 5
+    assert body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens"))) == 5
 
 
 def test_system_temperature_model_pass_through(upstream_env: FakeUpstream) -> None:
@@ -180,5 +181,7 @@ def test_json_mode(provider: Provider, upstream_env: FakeUpstream) -> None:
     body = upstream_env.last_request.json
     if isinstance(provider, OpenAIProvider):
         assert body["response_format"] == {"type": "json_object"}
+    elif isinstance(provider, OpenAIResponsesProvider):
+        assert body["text"] == {"format": {"type": "json_object"}}
     else:
         assert "JSON" in body["system"]
