@@ -273,3 +273,27 @@ def test_fallback_only_before_anything_was_relayed() -> None:
     provider = Scripted("openai", [ReasoningDelta("thinking..."), UpstreamError("overloaded", "busy")])
     events, _ = run(provider, SLUICE_FALLBACK_PROVIDER="demo")
     assert kinds(events)[-1] == "error" and "notice" not in kinds(events)
+
+
+def test_a_cancel_reports_the_breakdown_so_far_with_estimates() -> None:
+    import gevent
+
+    class Slow(Scripted):
+        def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
+            yield Usage(40, None, cache_read_input_tokens=30)
+            yield ReasoningDelta("thinking")
+            yield TextDelta("a")
+            gevent.sleep(30)  # the model goes on; the user cancels
+
+    settings = Settings.from_env({"SLUICE_PROVIDER": "demo", "OPENAI_API_KEY": "k", "SLUICE_ALLOWED_MODELS": "*"})
+    gen = Generation("c" * 22, parse_spec({"prompt": "hi", "provider": "openai"}, settings), settings,
+                     lambda name: Slow("openai"))
+    gen.attach()
+    gen.start()
+    while not any('"text"' in e.data for e in gen.log.entries):
+        gevent.sleep(0.01)
+    gen.cancel("user")
+    gen.join(5)
+    last = json.loads(gen.log.entries[-2].data)
+    assert last["type"] == "cancelled"
+    assert last["usage"] == {"input_tokens": 40, "output_tokens": 2, "cache_read_input_tokens": 30, "estimated": True}
