@@ -3,10 +3,11 @@
 What the SDKs raise (anthropic 2.x / openai 3.x, both on httpx2), and where it lands:
 
     status >= 400 before the stream   SDK APIStatusError subclass     by status
-    Anthropic `event: error` mid-stream  anthropic.APIStatusError, status_code 200   by body type
+    Anthropic `event: error` mid-stream  (parsed by anthropic.translate: stream_error)  by body type
     OpenAI `data: {"error": ...}` mid-stream  openai.APIError (no status)        by body type
     connect refused / reset / timeout  SDK APIConnectionError / APITimeoutError   connection
     Anthropic connection lost mid-stream  RAW httpx2.RemoteProtocolError / ReadError  connection
+    Anthropic body ends without message_stop  (anthropic.translate)                  connection
     OpenAI connection lost mid-stream  openai.APIConnectionError (httpx2 error as cause)  connection
 
 SDK messages embed the whole response body, so they are never passed on: each type gets its

@@ -18,10 +18,12 @@ worker's CPU under load went there). The wire format it reads, as the API sends 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import anthropic
+import anthropic.resources.messages.messages as _sdk_messages
 import httpx2
 from jiter import from_json
 
@@ -64,6 +66,13 @@ _STOP_REASONS = {
 # Extended thinking budget per reasoning effort, in tokens (the API's minimum is 1024). It is
 # added to the answer's max_tokens: the API counts thinking inside max_tokens.
 THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+
+# Budgeted thinking (`type: enabled`) is deprecated from the 4.6 models on (the SDK warns) and
+# refused by later ones; they think `adaptive`ly, at an effort. Older models know only budgets.
+_ADAPTIVE_FROM = (4, 6)
+_ADAPTIVE_THINKING_MODELS = frozenset[str](getattr(_sdk_messages, "MODELS_TO_WARN_WITH_THINKING_ENABLED", ()))
+# "claude-opus-4-7", "claude-sonnet-4-5-20250929", "claude-3-7-sonnet-...", "us.anthropic.claude-fable-5"
+_MODEL_VERSION = re.compile(r"claude-(?:[a-z]+-)?(\d+)(?:-(\d{1,2})(?!\d))?")
 
 JSON_INSTRUCTION = "Answer with one JSON object and nothing else: no prose, no code fences."
 
@@ -149,6 +158,14 @@ def _body(response: httpx2.Response) -> Iterator[bytes]:
 
 def translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]:
     """The API's SSE events -> provider events. Ends with Finish, or raises `UpstreamError`."""
+    try:
+        yield from _translate(events)
+    except (KeyError, TypeError, AttributeError):
+        # An event without the fields its type always has (the SDK would fail as badly).
+        raise errs.malformed_event_error(NAME) from None
+
+
+def _translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]:
     blocks: dict[int, _Block] = {}
     stop_reason: str | None = None
     for name, data in events:
@@ -264,7 +281,15 @@ def build_params(request: ProviderRequest) -> dict[str, Any]:
         params["system"] = system
     budget = THINKING_BUDGETS.get(request.reasoning)
     if budget is not None:
-        params["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        # display "summarized": newer models default to "omitted" (empty thinking text, which
+        # would show the client no reasoning at all).
+        if adaptive_thinking(request.model):
+            # The model decides how much to think, at this effort; the budget still raises
+            # max_tokens, so thinking does not eat the answer's own budget.
+            params["thinking"] = {"type": "adaptive", "display": "summarized"}
+            params["output_config"] = {"effort": request.reasoning}
+        else:
+            params["thinking"] = {"type": "enabled", "budget_tokens": budget, "display": "summarized"}
         params["max_tokens"] = request.max_tokens + budget
         # No temperature: the API rejects any temperature but 1 with thinking on.
     elif request.temperature is not None:
@@ -275,6 +300,14 @@ def build_params(request: ProviderRequest) -> dict[str, Any]:
             {"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in request.tools
         ]
     return params
+
+
+def adaptive_thinking(model: str) -> bool:
+    """Whether `model` takes adaptive thinking (Claude 4.6 and later) rather than a budget."""
+    if model in _ADAPTIVE_THINKING_MODELS:
+        return True
+    found = _MODEL_VERSION.search(model)
+    return found is not None and (int(found[1]), int(found[2] or 0)) >= _ADAPTIVE_FROM
 
 
 def convert_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:

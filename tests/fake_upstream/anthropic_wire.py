@@ -137,11 +137,16 @@ def check_body(body: dict[str, Any], script: Script) -> tuple[int, dict[str, Any
         return 400, error_body(400, "`max_tokens` must be greater than `thinking.budget_tokens`.")
     if body.get("temperature", 1) != 1:
         return 400, error_body(400, "`temperature` may only be set to 1 when thinking is enabled.")
+    if messages and messages[-1].get("role") == "assistant":
+        last_assistant = len(messages) - 1  # a prefill: with thinking on, it too must open with thinking
     if last_assistant is not None:
         content = messages[last_assistant]["content"]
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        prefill = last_assistant == len(messages) - 1
         has_tool_use = any(b.get("type") == "tool_use" for b in content)
         first = content[0].get("type") if content else None
-        if has_tool_use and first not in ("thinking", "redacted_thinking"):
+        if (has_tool_use or prefill) and first not in ("thinking", "redacted_thinking"):
             return 400, error_body(
                 400,
                 f"messages.{last_assistant}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "

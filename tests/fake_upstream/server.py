@@ -275,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(stream, script, iter(stream), counter)
             return
         if wire is anthropic_wire:
-            thinking = (body.get("thinking") or {}).get("type") == "enabled"
+            thinking = (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
             events = anthropic_wire.events(plan, model, input_tokens, counter, script, thinking)
         else:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

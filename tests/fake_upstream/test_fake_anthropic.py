@@ -5,31 +5,23 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
 from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import test_fake as byte_level
 from tests.fake_upstream.anthropic_wire import PREFILL_MESSAGE, REDACTED_DATA, signature
 from tests.fake_upstream.test_fake import A_HEADERS, anthropic_body, sse_events
 
 pytestmark = pytest.mark.timeout(30)
 
+# The byte-level suite's fixtures: a fake per module, reset before each test.
+fake = byte_level.fake
+_clean = byte_level._clean
+
 THINKING = {"type": "enabled", "budget_tokens": 1024}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean(fake: FakeUpstream) -> None:
-    assert fake.wait_closed(5)
-    fake.reset()
 
 
 def post(fake: FakeUpstream, body: dict[str, Any]) -> requests.Response:
@@ -150,3 +142,10 @@ def test_thinking_request_rules(fake: FakeUpstream, extra: dict[str, Any], fragm
     body = anthropic_body("x [fake tokens=1]", **{"max_tokens": 4000, "thinking": THINKING, **extra})
     resp = post(fake, body)
     assert resp.status_code == 400 and fragment in resp.json()["error"]["message"]
+
+
+def test_prefill_with_thinking_on_must_open_with_thinking(fake: FakeUpstream) -> None:
+    messages = [{"role": "user", "content": "q [fake tokens=1]"}, {"role": "assistant", "content": "partial"}]
+    resp = post(fake, anthropic_body("", messages=messages, max_tokens=2000, thinking=THINKING))
+    assert resp.status_code == 400 and "must start with a thinking block" in resp.json()["error"]["message"]
+    assert post(fake, anthropic_body("", messages=messages, max_tokens=2000)).status_code == 200

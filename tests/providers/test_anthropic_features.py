@@ -3,10 +3,12 @@ and its signed blocks in the tool loop, cached-token usage, refusals, and the pr
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from app.errors import UpstreamError
-from app.providers.anthropic import THINKING_BUDGETS, AnthropicProvider, translate
+from app.providers.anthropic import THINKING_BUDGETS, AnthropicProvider, build_params, translate
 from app.providers.base import (
     Finish,
     Message,
@@ -50,11 +52,46 @@ def test_reasoning_effort_turns_on_extended_thinking(upstream_env: FakeUpstream,
     events = list(AnthropicProvider().stream(req))
     body = upstream_env.last_request.json
     budget = THINKING_BUDGETS[effort]
-    assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": budget, "display": "summarized"}
     assert body["max_tokens"] == 500 + budget  # the answer keeps its own 500
     assert "temperature" not in body  # the API allows none but 1 with thinking on
     assert text_of(events) == "".join(answer_tokens(3))
     assert events[-1] == Finish("end_turn")
+
+
+def test_adaptive_thinking_where_the_sdk_deprecates_budgets(upstream_env: FakeUpstream) -> None:
+    req = make_request("x [fake tokens=2 think=2]", reasoning="high", max_tokens=300, model="claude-opus-4-6")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the SDK's deprecation warning must not fire
+        events = list(AnthropicProvider().stream(req))
+    body = upstream_env.last_request.json
+    assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert body["output_config"] == {"effort": "high"}
+    assert body["max_tokens"] == 300 + THINKING_BUDGETS["high"]
+    assert reasoning_of(events) == "r0 r1 " and text_of(events) == "t0 t1 "
+
+
+@pytest.mark.parametrize(
+    ("model", "adaptive"),
+    [
+        ("claude-haiku-4-5", False),
+        ("claude-sonnet-4-5-20250929", False),
+        ("claude-opus-4-20250514", False),
+        ("claude-opus-4-1", False),
+        ("claude-3-7-sonnet-20250219", False),
+        ("claude-opus-4-6", True),
+        ("claude-sonnet-4-6", True),
+        ("claude-opus-4-7", True),
+        ("claude-sonnet-5", True),
+        ("us.anthropic.claude-fable-5-v1:0", True),
+        ("claude-mythos-preview", True),
+        ("test-model", False),
+    ],
+)
+def test_thinking_kind_per_model(model: str, adaptive: bool) -> None:
+    thinking = build_params(make_request("x", reasoning="low", model=model))["thinking"]
+    assert thinking["type"] == ("adaptive" if adaptive else "enabled")
+    assert thinking["display"] == "summarized"
 
 
 def test_budgets_grow_with_effort() -> None:
@@ -210,10 +247,33 @@ def test_prefill_is_accepted_by_default(upstream_env: FakeUpstream) -> None:
 # -- the parser on recorded wire data (what the fake cannot send) ----------------------------------
 
 
-def test_malformed_event_data_is_an_upstream_error() -> None:
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        (b"message_start", b"{not json"),
+        (b"content_block_delta", b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta"}}'),
+        (b"content_block_start", b'{"type":"content_block_start","index":0}'),
+        (b"message_start", b"[1, 2]"),
+    ],
+)
+def test_malformed_event_is_an_upstream_error(name: bytes, data: bytes) -> None:
     with pytest.raises(UpstreamError) as info:
-        list(translate([(b"message_start", b"{not json")]))
+        list(translate([(name, data)]))
     assert (info.value.type, info.value.retryable) == ("upstream", True)
+    assert "malformed" in info.value.message
+
+
+def test_error_event_after_text() -> None:
+    wire = [
+        (b"content_block_delta", b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}'),
+        (b"error", b'{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}'),
+    ]
+    events: list[ProviderEvent] = []
+    with pytest.raises(UpstreamError) as info:
+        for event in translate(wire):
+            events.append(event)  # noqa: PERF402 -- keeps what arrived before the raise
+    assert events == [TextDelta("a")]
+    assert (info.value.type, info.value.status, info.value.retryable) == ("rate_limit", None, True)
 
 
 def test_unknown_events_and_blocks_are_ignored() -> None:
