@@ -107,6 +107,8 @@ def translate(events: Iterable[SSEvent], think_tags: bool = False) -> Iterator[P
         if data[:6] == b"[DONE]":
             break
         chunk = from_json(data)
+        if not isinstance(chunk, dict):
+            raise common.stream_error(None)  # not a chunk at all: a broken upstream
         if chunk.get("error"):
             # A `data: {"error": ...}` line after the 200.
             raise common.stream_error(chunk)

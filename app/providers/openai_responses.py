@@ -67,11 +67,13 @@ def translate(events: Iterable[SSEvent]) -> Iterator[ProviderEvent]:
     refused = False
     for _name, data in events:
         event = from_json(data)
+        if not isinstance(event, dict):
+            raise common.stream_error(None)  # not an event at all: a broken upstream
         kind = event.get("type")
         if kind == "response.output_text.delta":
-            yield TextDelta(event["delta"])
+            yield TextDelta(event.get("delta") or "")
         elif kind in _REASONING_DELTAS:
-            yield ReasoningDelta(event["delta"])
+            yield ReasoningDelta(event.get("delta") or "")
         elif kind == "response.reasoning_summary_part.added" and event.get("summary_index"):
             yield ReasoningDelta("\n\n")  # summary parts are paragraphs of one summary
         elif kind == "response.output_item.added":
@@ -89,7 +91,7 @@ def translate(events: Iterable[SSEvent]) -> Iterator[ProviderEvent]:
                 yield Opaque(OpaqueBlock(OPAQUE, item))
         elif kind == "response.refusal.delta":
             refused = True
-            yield TextDelta(event["delta"])
+            yield TextDelta(event.get("delta") or "")
         elif kind == "response.completed":
             response = event.get("response") or {}
             yield _usage(response.get("usage"))

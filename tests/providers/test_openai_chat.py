@@ -178,3 +178,12 @@ def test_an_error_chunk_after_the_200_is_typed_by_its_body() -> None:
     with pytest.raises(UpstreamError) as info:
         list(translate(wire(delta(content="a"), error)))
     assert (info.value.type, info.value.retryable) == ("rate_limit", True)
+
+
+def test_data_that_is_not_a_chunk_is_an_upstream_error() -> None:
+    from app.providers.openai_responses import translate as translate_responses
+
+    for parse in (translate, translate_responses):
+        with pytest.raises(UpstreamError) as info:
+            list(parse([(b"message", b"[1, 2]")]))
+        assert info.value.type == "upstream"
