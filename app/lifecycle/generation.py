@@ -162,6 +162,11 @@ class Generation:
     def running(self) -> bool:
         return self.state == "running"
 
+    @property
+    def upstream(self) -> str:
+        """The provider answering: the request's, or the fallback once it took over."""
+        return self._upstream
+
     # -- as a Feed (app.backends.base): subscribers on this worker read the log directly --------
 
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:

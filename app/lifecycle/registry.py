@@ -97,7 +97,7 @@ class Registry:
             None if gen.ttft_ms is None else gen.ttft_ms / 1000.0,
             (gen.duration_ms or 0) / 1000.0, int(usage.get("output_tokens") or 0),
         )
-        metrics.tokens_used(gen.provider_name, usage)
+        metrics.tokens_used(gen.upstream, usage)
         if gen.state == "error":
             metrics.upstream_error(gen.outcome_reason or "internal")
         fields: dict[str, Any] = {

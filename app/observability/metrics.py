@@ -25,15 +25,15 @@ if TYPE_CHECKING:
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 OUTCOMES = ("done", "cancelled", "error")
-# `kind` of sluice_tokens_total: the usage fields of a generation's terminal event, as the bill
-# counts them (input includes the cache kinds; output includes reasoning).
-TOKEN_KINDS = {
-    "input_tokens": "input",
-    "output_tokens": "output",
-    "cache_read_input_tokens": "cache_read_input",
-    "cache_creation_input_tokens": "cache_creation_input",
-    "reasoning_tokens": "reasoning",
-}
+# `kind` of sluice_tokens_total: the usage fields of a generation's terminal event, by their
+# own names, as the bill counts them (input includes the cache kinds; output includes reasoning).
+TOKEN_KINDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+)
 
 # LLM streams: the first token comes in tens of milliseconds (a cache hit, the demo) to tens
 # of seconds (a long prompt, a loaded upstream); whole answers run from under a second to
@@ -173,8 +173,8 @@ def tokens_relayed(n: int) -> None:
 def tokens_used(provider: str, usage: Mapping[str, object]) -> None:
     """A generation ended with this `usage` (its terminal event's): count each kind reported."""
     m = _m()
-    for field, kind in TOKEN_KINDS.items():
-        value = usage.get(field)
+    for kind in TOKEN_KINDS:
+        value = usage.get(kind)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             m.tokens.labels(provider=provider, kind=kind).inc(value)
 

@@ -152,3 +152,17 @@ def test_multiprocess_mode_even_when_prometheus_client_was_imported_first(tmp_pa
     assert any(p.suffix == ".db" for p in tmp_path.iterdir())
     text = run("from app.observability import metrics; print(metrics.render()[0].decode())", tmp_path)
     assert value(text, "sluice_tokens_relayed_total") == 3
+
+
+def test_tokens_are_counted_by_provider_and_kind_as_billed() -> None:
+    def get(kind: str) -> float:
+        return REGISTRY.get_sample_value("sluice_tokens_total", {"provider": "anthropic", "kind": kind}) or 0.0
+
+    kinds = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens",
+             "reasoning_tokens")
+    before = {k: get(k) for k in kinds}
+    metrics.tokens_used("anthropic", {"input_tokens": 120, "output_tokens": 30, "cache_read_input_tokens": 100,
+                                      "reasoning_tokens": 12, "estimated": True})
+    after = {k: get(k) - before[k] for k in kinds}
+    assert after == {"input_tokens": 120, "output_tokens": 30, "cache_read_input_tokens": 100,
+                     "cache_creation_input_tokens": 0, "reasoning_tokens": 12}

@@ -79,8 +79,8 @@ def test_metrics_and_the_log_line_carry_the_breakdown(server: Gunicorn) -> None:
     events = stream.rest()
     reasoned = events[-2].json["usage"]["reasoning_tokens"]
     metrics = requests.get(f"{server.url}/metrics", timeout=5).text
-    assert 'sluice_tokens_total{kind="reasoning",provider="demo"}' in metrics
-    assert 'sluice_tokens_total{kind="output",provider="demo"}' in metrics
+    assert 'sluice_tokens_total{kind="reasoning_tokens",provider="demo"}' in metrics
+    assert 'sluice_tokens_total{kind="output_tokens",provider="demo"}' in metrics
     lines = [json.loads(line) for line in server.log().splitlines() if stream.stream_id in line]
     assert [line["reasoning_tokens"] for line in lines if line.get("event") == "generation_end"] == [reasoned]
 

@@ -41,6 +41,7 @@ def test_thinking_streams_in_every_tool_round_and_goes_back_signed(shared: Gunic
     assert "reasoning" in kinds[:call] and "reasoning" in kinds[call:]
     assert text_of(events) == "result: 42 t0 t1 "
     first, second = fresh.requests[0].json, fresh.requests[1].json
+    # Budgeted thinking on the default (Claude 4.5) model; the budget raises max_tokens.
     assert first["thinking"]["type"] == "enabled" and first["max_tokens"] > first["thinking"]["budget_tokens"]
     turn = second["messages"][1]
     assert turn["role"] == "assistant"

@@ -297,3 +297,17 @@ def test_a_cancel_reports_the_breakdown_so_far_with_estimates() -> None:
     last = json.loads(gen.log.entries[-2].data)
     assert last["type"] == "cancelled"
     assert last["usage"] == {"input_tokens": 40, "output_tokens": 2, "cache_read_input_tokens": 30, "estimated": True}
+
+
+def test_a_fallback_answers_and_is_billed_as_the_upstream() -> None:
+    providers = {"openai": Scripted("openai", [UpstreamError("overloaded", "busy")]), "demo": DemoProvider(5000)}
+    settings = Settings.from_env({"SLUICE_PROVIDER": "demo", "OPENAI_API_KEY": "k", "SLUICE_ALLOWED_MODELS": "*",
+                                  "SLUICE_FALLBACK_PROVIDER": "demo"})
+    gen = Generation("f" * 22, parse_spec({"prompt": "hi", "provider": "openai", "reasoning": "low"}, settings),
+                     settings, providers.__getitem__)
+    gen.attach()
+    gen.start()
+    gen.join(20)
+    events = [json.loads(e.data) for e in gen.log.entries if e.data != "[DONE]"]
+    assert kinds(events)[:2] == ["start", "notice"] and kinds(events)[-1] == "done"
+    assert "reasoning" in kinds(events) and gen.upstream == "demo"
