@@ -59,8 +59,9 @@ def test_preflight_allows_get_only(locked: Gunicorn) -> None:
     assert "Access-Control-Allow-Origin" not in post.headers
 
 
-@pytest.mark.parametrize(("method", "path"), [("POST", "/streams"), ("POST", "/cancel"), ("GET", "/streams/" + "a" * 22),
-                                              ("GET", "/metrics"), ("POST", "/session"), ("GET", "/")])
+@pytest.mark.parametrize(("method", "path"), [("POST", "/streams"), ("POST", "/cancel"),
+                                              ("GET", "/streams/" + "a" * 22), ("GET", "/metrics"),
+                                              ("POST", "/session"), ("GET", "/")])
 def test_no_cors_on_other_routes(locked: Gunicorn, fresh: FakeUpstream, method: str, path: str) -> None:
     resp = requests.request(method, locked.url + path, headers={**bearer(KEY_A), "Origin": PARTNER},
                             json={"stream_id": "a" * 22} if path == "/cancel" else None, timeout=5)

@@ -115,7 +115,8 @@ def test_the_documented_auth_request_snippet_names_the_user(fronted: str, fresh:
     assert cancel.json()["status"] == "pending"
     # And Alice claiming to be Bob still gets her own answer.
     posing = _as("site_session=alice-cookie", **{"X-Sluice-User": "bob"})
-    assert requests.get(f"{fronted}/streams/{sid}", headers=posing, verify=False, timeout=5).json()["state"] == "running"
+    mine = requests.get(f"{fronted}/streams/{sid}", headers=posing, verify=False, timeout=5)
+    assert mine.json()["state"] == "running"
     stop = requests.post(f"{fronted}/cancel", json={"stream_id": sid}, headers=alice, verify=False, timeout=5)
     assert stop.json()["status"] == "cancelled"
     assert types(stream.rest())[-2:] == ["cancelled", "[DONE]"]

@@ -24,8 +24,9 @@ SECRETS = [KEY_A, KEY_B, SECRET, UPSTREAM_KEY]
 
 def _forms(secret: str) -> list[str]:
     """The secret as it could appear: verbatim, URL-encoded, base64 (also URL-safe, unpadded)."""
-    b64 = base64.b64encode(secret.encode()).decode()
-    return [secret, quote(secret, safe=""), b64.rstrip("="), base64.urlsafe_b64encode(secret.encode()).decode().rstrip("=")]
+    raw = secret.encode()
+    b64, urlsafe = base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()
+    return [secret, quote(secret, safe=""), b64.rstrip("="), urlsafe.rstrip("=")]
 
 
 class Recorder:

@@ -30,7 +30,8 @@ def test_a_stranger_cannot_see_attach_to_or_cancel_a_generation(locked: Gunicorn
     owner = open_stream(f"{locked.url}/stream", params={"prompt": "x [fake stall_after=1]"}, headers=bearer(KEY_A))
     owner.until("text")
     sid = owner.stream_id
-    for stranger in (bearer(KEY_B), {"Cookie": f"sluice_session={sign_in(locked.url, KEY_B).cookies['sluice_session']}"}):
+    b_session = sign_in(locked.url, KEY_B).cookies["sluice_session"]
+    for stranger in (bearer(KEY_B), {"Cookie": f"sluice_session={b_session}"}):
         cancel = requests.post(f"{locked.url}/cancel", json={"stream_id": sid}, headers=stranger, timeout=5)
         status = requests.get(f"{locked.url}/streams/{sid}", headers=stranger, timeout=5)
         events = requests.get(f"{locked.url}/streams/{sid}/events", headers=stranger, timeout=5)

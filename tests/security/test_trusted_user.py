@@ -38,7 +38,8 @@ def test_the_proxys_user_is_the_principal(fronted: Gunicorn, fresh: FakeUpstream
     assert requests.get(f"{fronted.url}/streams/{sid}", headers=as_user("bob"), timeout=5).status_code == 404
     bob = requests.post(f"{fronted.url}/cancel", json={"stream_id": sid}, headers=as_user("bob"), timeout=5)
     assert bob.json()["status"] == "pending"
-    assert requests.get(f"{fronted.url}/streams/{sid}", headers=as_user("alice"), timeout=5).json()["state"] == "running"
+    mine = requests.get(f"{fronted.url}/streams/{sid}", headers=as_user("alice"), timeout=5)
+    assert mine.json()["state"] == "running"
     alice = requests.post(f"{fronted.url}/cancel", json={"stream_id": sid}, headers=as_user("alice"), timeout=5)
     assert alice.json()["status"] == "cancelled"
     assert types(stream.rest())[-2:] == ["cancelled", "[DONE]"]
