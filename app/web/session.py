@@ -28,7 +28,6 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from redis.exceptions import RedisError
 
 from app.config import Settings
 from app.errors import RequestError
@@ -121,7 +120,7 @@ class SharedRevocations:
         if backend is not None:
             try:
                 backend.client.set(_revoked_key(sid), "1", ex=ttl)
-            except (RedisError, OSError) as exc:
+            except (_redis_error(), OSError) as exc:
                 backend.mark_down(exc)
 
     def has(self, sid: str) -> bool:
@@ -130,9 +129,16 @@ class SharedRevocations:
             return False
         try:
             return bool(backend.client.exists(_revoked_key(sid)))
-        except (RedisError, OSError) as exc:
+        except (_redis_error(), OSError) as exc:
             backend.mark_down(exc)
             return False
+
+
+def _redis_error() -> type[Exception]:
+    # Imported here: without SLUICE_REDIS_URL, redis is never imported (tests/unit/test_app_factory).
+    from redis.exceptions import RedisError
+
+    return RedisError
 
 
 def _revoked_key(sid: str) -> str:
