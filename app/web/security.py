@@ -211,11 +211,12 @@ def check_same_site() -> None:
 
 
 def check_fetch_site() -> None:
-    """A session cookie is sent by the browser itself, also on requests that a page of a sibling
-    site (another origin of the same site: SameSite does not tell them apart) makes. For
-    those, modern browsers say `Sec-Fetch-Site: same-site`: only an allowed Origin, or a
-    user's navigation to a page, may then use the session (403 otherwise)."""
-    if g.get("auth_via") != "session":
+    """A cookie is sent by the browser itself, also on requests that a page of a sibling site
+    (another origin of the same site: SameSite does not tell them apart) makes. For those,
+    modern browsers say `Sec-Fetch-Site: same-site` (or `cross-site`): only an allowed Origin,
+    or a user's navigation to a page, may then use the session, or the proxy's login, which
+    rests on the site's own cookie (403 otherwise)."""
+    if g.get("auth_via") not in ("session", "proxy"):
         return
     if request.headers.get("Sec-Fetch-Site") not in ("same-site", "cross-site"):
         return  # same-origin, typed in the address bar, or a browser that does not say

@@ -79,3 +79,10 @@ def test_keys_and_the_proxy_side_by_side(start_sluice: Callable[..., Gunicorn]) 
 def test_the_page_without_a_user_says_where_to_sign_in(fronted: Gunicorn) -> None:
     page = requests.get(f"{fronted.url}/", headers={"Accept": "text/html"}, timeout=5)
     assert page.status_code == 401 and "Sign in there" in page.text and 'id="api-key"' not in page.text
+
+
+def test_a_sibling_sites_page_cannot_use_the_proxys_login(fronted: Gunicorn, fresh: FakeUpstream) -> None:
+    # The proxy's login rests on the site's cookie, which the browser sends by itself.
+    sibling = {**as_user("alice"), "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+    assert requests.get(f"{fronted.url}/stream", params={"prompt": "x"}, headers=sibling, timeout=5).status_code == 403
+    assert fresh.request_count == 0
