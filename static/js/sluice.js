@@ -57,7 +57,7 @@
     internal: "Something went wrong on the server."
   };
   var STATUS_SENTENCES = {
-    401: "You need to sign in (an API key) to use this server.",
+    401: "You need to sign in to use this server (your session may have ended): reload the page.",
     403: "This page is not allowed to send requests to the server.",
     404: "That answer could not be found.",
     413: "The conversation is too long to send. Start a new one.",

@@ -71,3 +71,20 @@ def test_sign_in_use_the_page_and_sign_out(locked_web: Gunicorn, fresh: FakeUpst
     carrying = [u for u, h in sent if KEY_A in " ".join(h.values())]
     assert carrying == [url + "/session"], carrying
     assert not page.js_errors
+
+
+def test_a_session_that_ends_while_the_page_is_open(locked_web: Gunicorn, fresh: FakeUpstream, page: Any) -> None:
+    url = locked_web.url
+    page.goto(url + "/")
+    page.fill("#api-key", KEY_A)
+    with page.expect_navigation():
+        page.click("#signin")
+    # Signed out elsewhere (another tab): the open page is told, in words, to sign in again.
+    assert page.context.request.delete(url + "/session").status == 204
+    page.fill("#prompt", "hello [fake tokens=2]")
+    page.click("#send")
+    page.wait_for_selector('#status[data-state="error"]', timeout=10000)
+    expect(page.locator("#error")).to_contain_text("sign in")
+    page.reload()
+    expect(page.locator("#signin-form")).to_be_visible()
+    assert fresh.request_count == 0

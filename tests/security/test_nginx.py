@@ -17,6 +17,8 @@ from tests.fake_upstream import FakeUpstream
 from tests.support.servers import ROOT, Gunicorn, free_port
 from tests.support.sse import open_stream, types
 
+from .conftest import KEY_A, SECRET
+
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")]
 
 DOC = ROOT / "docs" / "security.md"
@@ -24,7 +26,8 @@ USERS = {"site_session=alice-cookie": "alice", "site_session=bob-cookie": "bob"}
 
 
 def test_nginx_hides_its_version_and_guards_static_files(make_stack, fake) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    stack = make_stack(workers=1, env=fake_env(fake))
+    env = fake_env(fake, SLUICE_API_KEYS=KEY_A, SLUICE_SECRET_KEY=SECRET, SLUICE_PROXY_COUNT="1")
+    stack = make_stack(workers=1, env=env)
     (stack.static_root / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>1</script></svg>')
     static = requests.get(f"{stack.url}/static/logo.svg", verify=False, timeout=5)
     assert static.status_code == 200
@@ -38,6 +41,21 @@ def test_nginx_hides_its_version_and_guards_static_files(make_stack, fake) -> No
     for resp in (static, missing, proxied, redirect):
         assert resp.headers["Server"] == "nginx", resp.headers["Server"]
         assert not re.search(r"nginx/\d", resp.text)
+
+
+def test_through_tls_the_session_cookie_is_secure(make_stack, fake) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    env = fake_env(fake, SLUICE_API_KEYS=KEY_A, SLUICE_SECRET_KEY=SECRET, SLUICE_PROXY_COUNT="1")
+    stack = make_stack(workers=1, env=env)
+    browser = requests.Session()
+    resp = browser.post(f"{stack.url}/session", headers={"Authorization": f"Bearer {KEY_A}", "Origin": stack.url},
+                        verify=False, timeout=5)
+    assert resp.status_code == 204
+    assert "Secure" in resp.headers["Set-Cookie"] and "HttpOnly" in resp.headers["Set-Cookie"]
+    created = browser.post(f"{stack.url}/streams", json={"prompt": "x [fake tokens=2]"},
+                           headers={"Origin": stack.url}, verify=False, timeout=5)
+    assert created.status_code == 201
+    stream = open_stream(stack.url + created.json()["events_url"], cookies=browser.cookies, verify=False)
+    assert types(stream.rest())[-2:] == ["done", "[DONE]"]
 
 
 def _snippet() -> str:
