@@ -4,10 +4,11 @@ An `EventSource` cannot send headers, so a page needs something the browser send
 The cookie holds a signed, expiring session id and the principal it was issued to — never the
 key:
 
-    sluice_session = base64({"sid": <128 random bits>, "p": "key:<digest of the key>"}).<time>.<signature>
+    sluice_session = base64({"sid": <128 random bits>, "p": "key:<digest of the key>", "exp": <unix time>})
+                     .<time>.<signature>
 
-itsdangerous signs it with SLUICE_SECRET_KEY (HMAC-SHA1 over a key derived from the secret and
-a salt, with the issue time), so every host that shares the secret accepts it and nobody
+itsdangerous signs it with SLUICE_SECRET_KEY (HMAC-SHA256 under a key derived from the secret
+and a salt, with the issue time), so every host that shares the secret accepts it and nobody
 without the secret can make one. It is HttpOnly (no script reads it), SameSite=Strict (no
 other site's page makes the browser send it) and Secure over HTTPS.
 
@@ -21,13 +22,14 @@ session whose key was removed from SLUICE_API_KEYS stops working at once, everyw
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app.config import Settings
 from app.errors import RequestError
@@ -54,23 +56,36 @@ class Sessions:
                     "restart, is refused (401). Set SLUICE_SECRET_KEY, the same on every host."
                 )
         self.max_age = settings.session_seconds
-        self._serializer = URLSafeTimedSerializer(secret, salt=_SALT)
+        self._serializer = URLSafeTimedSerializer(secret, salt=_SALT, signer_kwargs={"digest_method": hashlib.sha256})
         self._revoked: dict[str, float] = {}  # session id -> unix time its cookie expires
         self._shared = shared
 
     def issue(self, principal: str) -> str:
         """A new cookie value for `principal`."""
-        return self._serializer.dumps({"sid": secrets.token_urlsafe(16), "p": principal})
+        expires = round(time.time() + self.max_age, 3)
+        return self._serializer.dumps({"sid": secrets.token_urlsafe(16), "p": principal, "exp": expires})
 
     def _load(self, value: str) -> tuple[str, str, float] | None:
-        """(session id, principal, expiry) of a genuine, unexpired cookie, else None."""
+        """(session id, principal, expiry) of a genuine, unexpired cookie, else None.
+
+        Trap: the expiry is the signed `exp`, not itsdangerous' `max_age`, which counts whole
+        seconds (a 1 s session would live up to 2 s) and refuses a cookie stamped a moment
+        "in the future" by a host whose clock runs a little ahead. The signed issue time still
+        ends sessions older than a lifetime that was shortened since they were made.
+        """
         try:
-            data, issued = self._serializer.loads(value, max_age=int(self.max_age), return_timestamp=True)
-        except (SignatureExpired, BadSignature):
+            data, issued = self._serializer.loads(value, return_timestamp=True)
+        except BadSignature:  # forged, tampered with, or signed with another secret
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("sid"), str) or not isinstance(data.get("p"), str):
+        if not isinstance(data, dict):
             return None
-        return data["sid"], data["p"], issued.timestamp() + self.max_age
+        sid, principal, expires = data.get("sid"), data.get("p"), data.get("exp")
+        if not isinstance(sid, str) or not isinstance(principal, str) or not isinstance(expires, (int, float)):
+            return None
+        now = time.time()
+        if now >= expires or now - issued.timestamp() > self.max_age + 1:
+            return None
+        return sid, principal, float(expires)
 
     def principal(self, value: str) -> str | None:
         """The principal of a valid, unrevoked session cookie; None for anything else."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 
@@ -67,8 +68,11 @@ def test_a_session_needs_a_key_in_a_header(locked: Gunicorn, credentials: str) -
     assert "Set-Cookie" not in resp.headers
 
 
-def _forged(principal: str, secret: str = "not-the-server-secret-0000") -> str:
-    return URLSafeTimedSerializer(secret, salt="sluice.session.v1").dumps({"sid": "x" * 22, "p": principal})
+def _forged(principal: str, secret: str = "not-the-server-secret-0000", lifetime: float = 3600) -> str:
+    """A cookie made as the server makes them (app.web.session), with any secret and content."""
+    serializer = URLSafeTimedSerializer(secret, salt="sluice.session.v1",
+                                        signer_kwargs={"digest_method": hashlib.sha256})
+    return serializer.dumps({"sid": "x" * 22, "p": principal, "exp": time.time() + lifetime})
 
 
 def test_forged_and_tampered_cookies_are_401(locked: Gunicorn, fresh: FakeUpstream) -> None:
@@ -81,8 +85,9 @@ def test_forged_and_tampered_cookies_are_401(locked: Gunicorn, fresh: FakeUpstre
         "timestamp moved": f"{body}.{stamp[:-1]}{'A' if stamp[-1] != 'A' else 'B'}.{sig}",
         "unsigned": body,
         "garbage": "definitely-not-a-session",
-        # A session for a principal that is no key of this server (signed with the right secret).
+        # Signed with the right secret: a principal that is no key of this server; an expired one.
         "right secret, unknown principal": _forged("key:" + "0" * 32, SECRET),
+        "right secret, expired": _forged(principal_for_key(KEY_A), SECRET, lifetime=-1),
     }
     for name, value in bad_values.items():
         for method, path in [("GET", "/streams/" + "a" * 22), ("GET", "/stream?prompt=x"), ("POST", "/streams")]:
@@ -91,6 +96,12 @@ def test_forged_and_tampered_cookies_are_401(locked: Gunicorn, fresh: FakeUpstre
             assert resp.status_code == 401, (name, path)
             assert resp.json()["error"]["type"] == "authentication"
     assert fresh.request_count == 0
+
+
+def test_a_cookie_made_with_the_servers_secret_is_accepted(locked: Gunicorn) -> None:
+    # The counterpart of the forgeries above: what makes them fail is the secret, nothing else.
+    made = _forged(principal_for_key(KEY_A), SECRET)
+    assert requests.get(f"{locked.url}/readyz", cookies={"sluice_session": made}, timeout=5).status_code == 200
 
 
 def test_sign_out_ends_the_session_and_a_copy_of_its_cookie(locked: Gunicorn) -> None:
@@ -119,7 +130,7 @@ def test_sessions_expire(start_sluice: Callable[..., Gunicorn], upstream: FakeUp
     value = browser.cookies["sluice_session"]
     assert requests.get(f"{server.url}/readyz", cookies={"sluice_session": value}, timeout=5).status_code == 200
     # The cookie's own Max-Age makes the browser drop it; a client that keeps it anyway is refused.
-    time.sleep(2.2)  # the signature carries whole seconds: more than 1 s must have passed
+    time.sleep(1.3)
     resp = requests.get(f"{server.url}/readyz", cookies={"sluice_session": value}, timeout=5)
     assert resp.status_code == 401 and "expired" in resp.json()["error"]["message"]
 
