@@ -57,7 +57,11 @@ def beyond_loopback(addresses: list[str]) -> list[str]:
 
 def warn_if_exposed(settings: Settings) -> None:
     """Log a warning when authentication is off and the server listens beyond loopback; and
-    when a trusted user header is believed on a socket that clients may reach directly."""
+    when a trusted user header is believed on a socket that clients may reach directly (or is
+    never believed at all)."""
+    if settings.trusted_user_header and settings.proxy_count < 1:
+        log.warning("SLUICE_TRUSTED_USER_HEADER is set but SLUICE_PROXY_COUNT is 0: with no proxy "
+                    "declared in front, %s is never believed.", settings.trusted_user_header)
     exposed = beyond_loopback(listening_addresses())
     if not exposed:
         return

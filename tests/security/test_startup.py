@@ -39,6 +39,11 @@ def test_a_trusted_header_on_an_open_socket_warns_too(upstream: FakeUpstream) ->
     assert "X-Sluice-User is believed from the proxy in front" in log
 
 
+def test_a_user_header_without_a_proxy_warns(upstream: FakeUpstream) -> None:
+    log = _started(upstream, everywhere=False, SLUICE_TRUSTED_USER_HEADER="X-Sluice-User")
+    assert "X-Sluice-User is never believed" in log
+
+
 def test_a_missing_secret_warns_when_sessions_are_possible(upstream: FakeUpstream) -> None:
     assert "SLUICE_SECRET_KEY is not set" in _started(upstream, everywhere=False, SLUICE_API_KEYS=KEY_A)
     assert "SLUICE_SECRET_KEY is not set" not in _started(upstream, everywhere=False)
