@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(streams.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
-    _trust_proxy(app)
+    _trust_proxy(app, settings.proxy_count)
     # The SDKs leave ~200k long-lived objects; a full collection walking them pauses every
     # stream of the worker for 100+ ms (docs/benchmarks.md). Freeze what exists now.
     gc.collect()
@@ -52,11 +52,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def _trust_proxy(app: Flask) -> None:
+def _trust_proxy(app: Flask, count: int) -> None:
     """Honour X-Forwarded-* only when told a proxy is in front (SLUICE_PROXY_COUNT=N)."""
-    import os
-
-    count = int(os.environ.get("SLUICE_PROXY_COUNT", "0") or 0)
     if count > 0:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

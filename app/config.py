@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -50,6 +51,27 @@ def _list(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(key, "").split(",") if part.strip())
 
 
+def _secret(env: Mapping[str, str], key: str) -> str | None:
+    # Trap: never put the value in the error message.
+    raw = env.get(key, "").strip()
+    if raw and len(raw) < 16:
+        raise ConfigError(f"{key} must be at least 16 characters (python3 -c 'import secrets; "
+                          f"print(secrets.token_urlsafe(32))' makes one)")
+    return raw or None
+
+
+def _header_name(env: Mapping[str, str], key: str) -> str | None:
+    raw = env.get(key, "").strip()
+    if raw and (not re.fullmatch(r"[A-Za-z0-9-]+", raw) or raw.lower() in _NOT_USER_HEADERS):
+        raise ConfigError(f"{key} must be a header name such as X-Sluice-User, got {raw!r}")
+    return raw or None
+
+
+# Headers a client or the HTTP stack sets: never a trusted proxy's user header.
+_NOT_USER_HEADERS = frozenset({"authorization", "cookie", "host", "origin", "referer", "x-api-key",
+                               "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the contract's configuration table."""
@@ -87,6 +109,18 @@ class Settings:
     # Responses API); and whether a `<think>...</think>` opening a chat answer is reasoning.
     openai_api: str = "chat"
     openai_think_tags: bool = False
+    # Authentication (docs/security.md). Defaults: no secret (one is generated per process),
+    # no trusted proxy.
+    secret_key: str | None = None
+    session_seconds: float = 43200
+    trusted_user_header: str | None = None
+    proxy_count: int = 0
+    proxy_addresses: tuple[str, ...] = ("127.0.0.1", "::1")
+
+    @property
+    def auth_on(self) -> bool:
+        """True when every route but /healthz needs a principal (keys or a trusted proxy)."""
+        return bool(self.api_keys or self.trusted_user_header)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -140,6 +174,12 @@ class Settings:
             shutdown_grace_seconds=_num(env, "SLUICE_SHUTDOWN_GRACE_SECONDS", 20),
             openai_api=openai_api,
             openai_think_tags=_flag(env, "SLUICE_OPENAI_THINK_TAGS", False),
+            secret_key=_secret(env, "SLUICE_SECRET_KEY"),
+            session_seconds=_num(env, "SLUICE_SESSION_SECONDS", 43200, minimum=1),
+            trusted_user_header=_header_name(env, "SLUICE_TRUSTED_USER_HEADER"),
+            proxy_count=_int(env, "SLUICE_PROXY_COUNT", 0),
+            # gunicorn's own variable: the addresses a proxy's X-Forwarded-* may come from.
+            proxy_addresses=_list(env, "FORWARDED_ALLOW_IPS") or ("127.0.0.1", "::1"),
         )
 
     def model_allowed(self, model: str) -> bool:

@@ -124,13 +124,15 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 #       stderr: journald (systemd) or the container runtime collects it.
 #
 #   accesslog - Off: nginx keeps the access log, with the real client address and the
-#       stream's full duration. SLUICE_ACCESS_LOG=- turns gunicorn's on (stdout).
+#       stream's full duration. SLUICE_ACCESS_LOG=- turns gunicorn's on (stdout), with the
+#       path but not the query string: GET /stream carries the prompt there (and a key a
+#       client put in a URL by mistake, refused by the app, must not be kept either).
 #
 
 errorlog = "-"
 loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info").lower()
 accesslog = os.environ.get("SLUICE_ACCESS_LOG") or None
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 #
 # Process naming and control

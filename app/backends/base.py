@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 class Feed(Protocol):
     """Events of a generation, to replay and follow (local log or a remote stream)."""
 
+    owner: str | None
+    """The principal that started the generation (None: started with authentication off)."""
+
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
         """Entries after `seq`; waits up to `timeout` when there are none yet."""
         ...

@@ -261,6 +261,7 @@ class RedisBackend:
             "events": int(meta.get("events") or 0),
             "usage": json.loads(meta.get("usage") or "{}"),
             "stop_reason": json.loads(meta.get("stop_reason") or "null"),
+            "owner": json.loads(meta.get("owner") or "null"),  # checked by the registry, never shown
         }
 
     def remote_feed(self, stream_id: str) -> Feed | None:
@@ -268,16 +269,16 @@ class RedisBackend:
             return None
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hget(stream_key(stream_id, "meta"), "worker")
+            pipe.hmget(stream_key(stream_id, "meta"), "worker", "owner")
             pipe.xrevrange(stream_key(stream_id, "events"), "+", "-", count=1)
-            worker, last = pipe.execute()
+            (worker, owner), last = pipe.execute()
         except (RedisError, OSError) as exc:
             self.mark_down(exc)
             return None
         if worker is None and not last:
             return None
         closed = bool(last) and last[0][1].get("d") == DONE
-        return RedisFeed(self, stream_id, worker, closed)
+        return RedisFeed(self, stream_id, worker, closed, owner=json.loads(owner or "null"))
 
     def remote_cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
         if not self.usable():

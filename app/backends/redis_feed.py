@@ -46,10 +46,13 @@ OWNER_GONE = {
 class RedisFeed:
     """The `Feed` of a generation owned by another worker (see app.backends.base.Feed)."""
 
-    def __init__(self, backend: RedisBackend, stream_id: str, worker: str | None, closed: bool) -> None:
+    def __init__(
+        self, backend: RedisBackend, stream_id: str, worker: str | None, closed: bool, *, owner: str | None = None
+    ) -> None:
         self.backend = backend
         self.stream_id = stream_id
         self.worker = worker
+        self.owner = owner  # the principal that started it (the registry checks it)
         self._key = stream_key(stream_id, "events")
         self._closed = closed
         self._failed = False

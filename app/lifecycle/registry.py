@@ -23,6 +23,11 @@ from app.validation import GenerationSpec
 log = logging.getLogger("sluice.registry")
 
 
+def visible_to(owner: str | None, principal: str | None) -> bool:
+    """A generation is its owner's alone; one started with authentication off is everyone's."""
+    return owner is None or owner == principal
+
+
 def new_stream_id() -> str:
     """22 characters of URL-safe base64: 128 random bits, unguessable."""
     return secrets.token_urlsafe(16)
@@ -131,18 +136,25 @@ class Registry:
         """A generation of this worker, running or still replayable."""
         return self.local.get(stream_id)
 
-    def feed(self, stream_id: str) -> Feed | None:
-        """Where to read `stream_id`'s events from: this worker, or the shared backend."""
-        gen = self.local.get(stream_id)
-        if gen is not None:
-            return gen
-        return self.backend.remote_feed(stream_id)
+    def feed(self, stream_id: str, principal: str | None = None) -> Feed | None:
+        """Where to read `stream_id`'s events from: this worker, or the shared backend.
 
-    def status(self, stream_id: str) -> dict[str, Any] | None:
+        None, as for an unknown id, when the generation belongs to another principal.
+        """
+        gen = self.local.get(stream_id)
+        feed = gen if gen is not None else self.backend.remote_feed(stream_id)
+        return feed if feed is not None and visible_to(feed.owner, principal) else None
+
+    def status(self, stream_id: str, principal: str | None = None) -> dict[str, Any] | None:
+        """The JSON status, or None when unknown or another principal's."""
         gen = self.local.get(stream_id)
         if gen is not None:
-            return gen.status()
-        return self.backend.remote_status(stream_id)
+            return gen.status() if visible_to(gen.owner, principal) else None
+        status = self.backend.remote_status(stream_id)
+        # The owner travels with the status from Redis; it is checked here, never shown.
+        if status is None or not visible_to(status.pop("owner", None), principal):
+            return None
+        return status
 
     # -- cancel -------------------------------------------------------------------------------
 
@@ -154,7 +166,7 @@ class Registry:
     def cancel(self, stream_id: str, owner: str | None) -> tuple[int, dict[str, Any]]:
         """POST /cancel: (status, body) per the contract."""
         gen = self.local.get(stream_id)
-        if gen is not None and (gen.owner is None or gen.owner == owner):
+        if gen is not None and visible_to(gen.owner, owner):
             if gen.cancel("user"):
                 gen.join(timeout=1.0)  # the terminal event is in the log before we answer
                 return 200, {"stream_id": stream_id, "status": "cancelled"}

@@ -22,7 +22,7 @@ GENERATION_LOGGER = "sluice.generation"
 CONTENT_KEYS = frozenset({"prompt", "answer", "messages", "system"})
 
 # Environment variables whose exact values are secrets (SLUICE_API_KEYS: comma-separated).
-SECRET_ENV = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "SLUICE_API_KEYS")
+SECRET_ENV = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "SLUICE_API_KEYS", "SLUICE_SECRET_KEY")
 
 REDACTED = "[redacted]"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Blueprint, Response, current_app, render_template
+from flask import Blueprint, Response, current_app, g, render_template
 
 from app.tools import TOOLS
 
@@ -33,7 +33,10 @@ def index() -> Response:
     for name in [model for _, model in providers] + list(settings.allowed_models):
         if name != "*" and name not in models:
             models.append(name)
-    html = render_template("index.html", providers=providers, models=models, tools=sorted(TOOLS))
+    # A browser signed in with a session gets a Sign out button (app.web.session).
+    signed_in = g.get("auth_via") == "session"
+    html = render_template("index.html", providers=providers, models=models, tools=sorted(TOOLS),
+                           signed_in=signed_in)
     return Response(html, mimetype="text/html")
 
 

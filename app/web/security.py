@@ -1,18 +1,50 @@
-"""Who may call: API keys (when configured), same-site POSTs, CORS for allowed origins."""
+"""Who may call: a principal from a key, a session or a trusted proxy; same-site POSTs; CORS.
+
+With authentication on (SLUICE_API_KEYS or SLUICE_TRUSTED_USER_HEADER), every request but
+/healthz and the static files needs a principal, found in this order:
+
+    a key in the URL (?api_key=, ?token=, ...)     401, always: URLs are logged and shared
+    Authorization: Bearer <key> / X-API-Key: <key> "key:<digest of the key>"   (a wrong key: 401)
+    the trusted user header, through the proxy     "user:<value>"
+    the session cookie (app.web.session)           the principal it was issued to
+    nothing                                        401 JSON (a browser opening a page: the
+                                                   sign-in form, with status 401)
+
+A principal is never the key itself: a digest stands for it in Redis, in the session cookie
+and wherever else an identity is kept. Keys are compared in constant time. docs/security.md
+is the threat model.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import re
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, render_template, request
 
 from app.config import Settings
 from app.errors import RequestError
+from app.observability import metrics
+from app.web import exposure, session
 
-OPEN_PATHS = frozenset({"/healthz"})
-KEY_COOKIE = "sluice_api_key"
+# Endpoints that need no principal: liveness and the page's public files; and signing out,
+# which uses one when there is one (an expired session must still be able to clear its cookie).
+PUBLIC_ENDPOINTS = frozenset({"ops.healthz", "static"})
+OPEN_ENDPOINTS = frozenset({"session.end"})
+PAGE_ENDPOINTS = frozenset({"pages.index", "pages.example_eventsource"})
+
+# Query parameters that would carry a credential. Refused whatever their value.
+KEY_PARAMS = frozenset({"api_key", "apikey", "api-key", "x-api-key", "x_api_key", "key", "token",
+                        "access_token", "auth", "authorization", "bearer", "session"})
+
+# The GET routes that stream (EventSource): the only ones other origins may read (CORS).
+_CORS_PATHS = re.compile(r"/stream|/streams/[^/]+/events")
+_CORS_HEADERS = "Authorization, X-API-Key, Last-Event-ID"
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sluice"'}
 
 
 def settings() -> Settings:
@@ -20,34 +52,132 @@ def settings() -> Settings:
     return current_app.config["SLUICE_SETTINGS"]  # type: ignore[no-any-return]
 
 
-def _presented_key() -> str | None:
+def principal_for_key(key: str) -> str:
+    """The principal of an API key: a digest, stable across hosts, that cannot be used as a key."""
+    return "key:" + hashlib.sha256(b"sluice principal\0" + key.encode()).hexdigest()[:32]
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def match_key(presented: str, keys: tuple[str, ...]) -> str | None:
+    """The configured key equal to `presented`, or None. Constant time: every key is compared,
+    as fixed-length digests (so neither the length nor the index of a key leaks)."""
+    want = _digest(presented)
+    found = None
+    for key in keys:
+        if hmac.compare_digest(want, _digest(key)):
+            found = key
+    return found
+
+
+def _unauthorized(message: str = "Authentication required: send an API key in the Authorization header "
+                                 "(Bearer), or sign in for a session") -> RequestError:
+    return RequestError(401, message, type="authentication", headers=dict(_CHALLENGE))
+
+
+def reject_key_in_url() -> None:
+    """A credential in the query string is refused (401), whatever its value."""
+    if any(name.lower() in KEY_PARAMS for name in request.args):
+        raise _unauthorized("Keys are never accepted in a URL (URLs are logged and end up in history); "
+                            "send it in the Authorization header")
+
+
+def presented_key() -> str | None:
+    """The key sent in `Authorization: Bearer` or `X-API-Key`; None when neither is sent."""
     auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
+    if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    # EventSource cannot send headers: a query parameter or a cookie stands in.
-    return request.headers.get("X-API-Key") or request.args.get("api_key") or request.cookies.get(KEY_COOKIE)
+    return request.headers.get("X-API-Key")
 
 
-def owner_of(key: str | None) -> str | None:
-    """A stable, non-secret identity for an API key (never the key itself)."""
-    return None if key is None else hashlib.sha256(key.encode()).hexdigest()[:24]
+def via_trusted_proxy(cfg: Settings) -> bool:
+    """True when this request came through the SLUICE_PROXY_COUNT proxies in front.
+
+    Two checks: the last proxy's own address (the TCP peer) is one gunicorn trusts as well
+    (FORWARDED_ALLOW_IPS, default loopback; a unix socket always), and X-Forwarded-For holds
+    at least one hop per proxy. The proxy must also overwrite the user header on every request
+    (docs/security.md): the app cannot tell a header its proxy passed along from one it set.
+    """
+    if cfg.proxy_count < 1:
+        return False
+    orig = request.environ.get("werkzeug.proxy_fix.orig", {})
+    peer = orig.get("REMOTE_ADDR", request.environ.get("REMOTE_ADDR")) or ""
+    forwarded = orig.get("HTTP_X_FORWARDED_FOR", request.environ.get("HTTP_X_FORWARDED_FOR")) or ""
+    hops = [h for h in forwarded.split(",") if h.strip()]
+    return len(hops) >= cfg.proxy_count and _trusted_peer(peer, cfg.proxy_addresses)
 
 
-def check_api_key() -> None:
-    """With SLUICE_API_KEYS set, every route but /healthz needs one of the keys (401 otherwise)."""
-    keys = settings().api_keys
-    g.owner = None
-    if not keys or request.path in OPEN_PATHS or request.method == "OPTIONS":
-        return
-    key = _presented_key()
-    if key is None or not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
-        raise RequestError(
-            401, "An API key is required (Authorization: Bearer <key>)", type="authentication",
-            headers={"WWW-Authenticate": 'Bearer realm="sluice"'},
-        )
-    g.owner = owner_of(key)
-    if request.args.get("api_key") == key and request.cookies.get(KEY_COOKIE) != key:
-        g.set_key_cookie = key
+def _trusted_peer(peer: str, allowed: tuple[str, ...]) -> bool:
+    if not peer or peer.startswith("unix:") or "*" in allowed:
+        return True  # a unix socket: only this host's proxy can connect
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    for entry in allowed:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def trusted_user(cfg: Settings) -> str | None:
+    """The principal named by the trusted proxy's user header, if this request came through it."""
+    if not cfg.trusted_user_header:
+        return None
+    value = request.headers.get(cfg.trusted_user_header, "").strip()
+    if not value or len(value) > 256 or not value.isprintable() or not via_trusted_proxy(cfg):
+        return None
+    return "user:" + value
+
+
+def authenticate() -> Response | None:
+    """Set `g.principal` and `g.auth_via` for this request, or refuse it (401)."""
+    g.principal, g.auth_via = None, None
+    reject_key_in_url()
+    cfg = settings()
+    if not cfg.auth_on or request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
+        return None  # a CORS preflight never carries credentials
+    key = presented_key()
+    if key is not None:
+        matched = match_key(key, cfg.api_keys) if cfg.api_keys else None
+        if matched is None:
+            raise _unauthorized("The API key is not valid")
+        g.principal, g.auth_via = principal_for_key(matched), "key"
+        return None
+    user = trusted_user(cfg)
+    if user is not None:
+        g.principal, g.auth_via = user, "proxy"
+        return None
+    cookie = session.cookie_value()
+    if cookie:
+        who = session.sessions().principal(cookie)
+        # A session ends with its key: removing a key from SLUICE_API_KEYS signs its browsers out.
+        if who is not None and who in {principal_for_key(k) for k in cfg.api_keys}:
+            g.principal, g.auth_via = who, "session"
+            return None
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    if request.endpoint in PAGE_ENDPOINTS and _wants_html():
+        return sign_in_page()
+    if cookie:
+        raise _unauthorized("The session has expired or was ended; sign in again")
+    raise _unauthorized()
+
+
+def _wants_html() -> bool:
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+
+
+def sign_in_page() -> Response:
+    """A browser opening a page without a principal: the sign-in form, with status 401."""
+    metrics.request_rejected(401)
+    html = render_template("signin.html", keys=bool(settings().api_keys))
+    return Response(html, status=401, mimetype="text/html", headers={**_CHALLENGE, "Cache-Control": "no-store"})
 
 
 def _origin_of(url: str) -> str | None:
@@ -61,8 +191,9 @@ def allowed_origin(origin: str) -> bool:
 
 
 def check_same_site() -> None:
-    """Cross-site POSTs get 403: an Origin (or else a Referer) that is neither us nor allowed."""
-    if request.method != "POST":
+    """Cross-site POSTs (and DELETEs) get 403: an Origin, or else a Referer, that is neither us
+    nor allowed."""
+    if request.method not in ("POST", "DELETE", "PUT", "PATCH"):
         return
     source = request.headers.get("Origin")
     if source is None or source == "null":
@@ -79,10 +210,34 @@ def check_same_site() -> None:
     raise RequestError(403, "Cross-site requests are not allowed from this origin", type="permission")
 
 
+def check_fetch_site() -> None:
+    """A cookie is sent by the browser itself, also on requests that a page of a sibling site
+    (another origin of the same site: SameSite does not tell them apart) makes. For those,
+    modern browsers say `Sec-Fetch-Site: same-site` (or `cross-site`): only an allowed Origin,
+    or a user's navigation to a page, may then use the session, or the proxy's login, which
+    rests on the site's own cookie (403 otherwise)."""
+    if g.get("auth_via") not in ("session", "proxy"):
+        return
+    if request.headers.get("Sec-Fetch-Site") not in ("same-site", "cross-site"):
+        return  # same-origin, typed in the address bar, or a browser that does not say
+    if request.endpoint in PAGE_ENDPOINTS and request.headers.get("Sec-Fetch-Mode") == "navigate":
+        return
+    origin = request.headers.get("Origin")
+    if origin and allowed_origin(origin):
+        return
+    raise RequestError(403, "This request comes from another site; its origin is not allowed", type="permission")
+
+
+def principal() -> str | None:
+    """Who is calling (None with authentication off): the owner of what this request starts."""
+    who: str | None = g.get("principal")
+    return who
+
+
 def client_key() -> str:
-    """Who counts against SLUICE_MAX_STREAMS_PER_CLIENT: the API key's owner, else the address."""
-    owner = g.get("owner")
-    return f"key:{owner}" if owner else f"ip:{request.remote_addr or '-'}"
+    """Who counts against SLUICE_MAX_STREAMS_PER_CLIENT: the principal, else the address."""
+    who = principal()
+    return f"principal:{who}" if who else f"ip:{request.remote_addr or '-'}"
 
 
 STRICT_CSP = (
@@ -91,22 +246,36 @@ STRICT_CSP = (
 )
 
 
-def add_headers(response: Response) -> Response:
-    """CORS for allowed origins; a strict CSP on HTML pages that did not set their own."""
+def add_cors(response: Response) -> None:
+    """CORS for the GET streams, for SLUICE_ALLOWED_ORIGINS only, with credentials (cookies).
+
+    The Fetch standard's rules for a credentialed response: the exact origin (never `*`),
+    `Access-Control-Allow-Credentials: true`, and `Vary: Origin` so that no cache hands one
+    origin's answer to another. Other routes never answer CORS: other origins may POST
+    (SLUICE_ALLOWED_ORIGINS passes the same-site check) but not read the answer.
+    """
+    if not _CORS_PATHS.fullmatch(request.path):
+        return
+    preflight = request.method == "OPTIONS"
+    if not preflight and request.method not in ("GET", "HEAD"):
+        return
+    response.vary.add("Origin")
     origin = request.headers.get("Origin")
-    if origin and allowed_origin(origin):
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers.add("Vary", "Origin")
-        if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, Last-Event-ID, X-API-Key"
-            response.headers["Access-Control-Max-Age"] = "600"
-    key = g.get("set_key_cookie")
-    if key:
-        # A page opened with ?api_key=... keeps working: its EventSource and fetch calls, which
-        # cannot carry an Authorization header, send this cookie (same site only, never to JS).
-        response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="Strict", secure=request.is_secure)
+    if not origin or not allowed_origin(origin):
+        return
+    if preflight and request.headers.get("Access-Control-Request-Method", "GET") != "GET":
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Allow-Credentials"] = "true"
+    if preflight:
+        response.headers["Access-Control-Allow-Methods"] = "GET"
+        response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+
+
+def add_headers(response: Response) -> Response:
+    """CORS for the GET streams; a strict CSP on HTML pages that did not set their own."""
+    add_cors(response)
     if response.mimetype == "text/html":
         response.headers.setdefault("Content-Security-Policy", STRICT_CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -115,11 +284,16 @@ def add_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Install the checks on every request."""
+    """Install the checks on every request, and the session routes; warn if left open."""
+    session.init_app(app)
+    exposure.warn_if_exposed(app.config["SLUICE_SETTINGS"])
 
     @app.before_request
-    def _guard() -> None:
-        check_api_key()
-        check_same_site()
+    def _guard() -> Response | None:
+        page = authenticate()
+        if page is None:
+            check_same_site()
+            check_fetch_site()
+        return page
 
     app.after_request(add_headers)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from app import sse
 from app.backends.base import Feed
@@ -16,7 +16,7 @@ from app.errors import RequestError
 from app.lifecycle.delivery import Delivery
 from app.lifecycle.registry import Registry
 from app.validation import QUERY_EXTRAS, STREAM_ID_RE, GenerationSpec, bad, check_stream_id, parse_spec
-from app.web.security import client_key, settings
+from app.web.security import client_key, principal, settings
 
 bp = Blueprint("streams", __name__)
 
@@ -91,7 +91,7 @@ def _no_content() -> Response:
 
 def _resume(stream_id: str | None, seq: int) -> Response:
     """Replay everything after `seq` and follow; 204 if unknown or the client has it all."""
-    feed = registry().feed(stream_id) if stream_id else None
+    feed = registry().feed(stream_id, principal()) if stream_id else None
     if feed is None:
         return _no_content()
     if feed.closed and not feed.wait_after(seq, 0):
@@ -113,11 +113,11 @@ def _resume_from_header() -> Response | None:
 def _start(spec: GenerationSpec) -> Response:
     reg = registry()
     if spec.stream_id is not None:
-        feed = reg.feed(spec.stream_id)
+        feed = reg.feed(spec.stream_id, principal())
         if feed is not None:
             # The same client-chosen id again (a reload, a retried request): attach, never rerun.
             return _sse_response(feed, 0)
-    gen = reg.create(spec, owner=g.get("owner"), client=client_key(), attached=True)
+    gen = reg.create(spec, owner=principal(), client=client_key(), attached=True)
     return _sse_response(gen, 0, attached=True)
 
 
@@ -130,7 +130,7 @@ def stream_get() -> Response:
     resumed = _resume_from_header()
     if resumed is not None:
         return resumed
-    spec = parse_spec(_query(), settings(), extras=QUERY_EXTRAS | {"api_key"})
+    spec = parse_spec(_query(), settings(), extras=QUERY_EXTRAS)
     return _start(spec)
 
 
@@ -153,10 +153,10 @@ def streams_create() -> tuple[Response, int, dict[str, str]]:
     spec = parse_spec(_json_body(), settings())
     reg = registry()
     status = 201
-    if spec.stream_id is not None and reg.feed(spec.stream_id) is not None:
+    if spec.stream_id is not None and reg.feed(spec.stream_id, principal()) is not None:
         stream_id, status = spec.stream_id, 200
     else:
-        stream_id = reg.create(spec, owner=g.get("owner"), client=client_key()).id
+        stream_id = reg.create(spec, owner=principal(), client=client_key()).id
     body = {
         "stream_id": stream_id,
         "events_url": url_for("streams.stream_events", stream_id=stream_id),
@@ -176,7 +176,7 @@ def stream_events(stream_id: str) -> Response:
         if parsed is None or parsed[0] != stream_id:
             return _no_content()
         seq = parsed[1]
-    if not STREAM_ID_RE.match(stream_id) or registry().feed(stream_id) is None:
+    if not STREAM_ID_RE.match(stream_id) or registry().feed(stream_id, principal()) is None:
         if value is not None:
             return _no_content()
         raise _unknown_stream()
@@ -186,7 +186,7 @@ def stream_events(stream_id: str) -> Response:
 @bp.get("/streams/<stream_id>")
 def stream_status(stream_id: str) -> Response:
     """JSON status of a generation."""
-    status = registry().status(stream_id) if STREAM_ID_RE.match(stream_id) else None
+    status = registry().status(stream_id, principal()) if STREAM_ID_RE.match(stream_id) else None
     if status is None:
         raise _unknown_stream()
     return jsonify(status)
@@ -207,5 +207,5 @@ def cancel() -> tuple[Response, int]:
     if stream_id is None:
         raise bad("stream_id is required", "stream_id")
     check_stream_id(stream_id)
-    status, body = registry().cancel(stream_id, g.get("owner"))
+    status, body = registry().cancel(stream_id, principal())
     return jsonify(body), status

@@ -24,6 +24,16 @@
  * A fresh EventSource cannot set the Last-Event-ID header; the server reads the query parameter.
  *
  * Model output is only ever handed to callbacks as strings; never put it in innerHTML.
+ *
+ * Signing in (servers with SLUICE_API_KEYS). An EventSource cannot send an Authorization
+ * header, so a page exchanges a key for a session once, and the browser then sends the
+ * session cookie (HttpOnly, SameSite=Strict: no script can read it) with every request:
+ *
+ *   Sluice.signIn(key).then(function (ok) { ... });   // POST /session, the key in a header
+ *   Sluice.signOut();                                  // DELETE /session
+ *
+ * Never put a key in a URL (?api_key=, ?token=): the server refuses it with 401. A script
+ * that is not a page needs no session: it sends its key in every request (opts.headers).
  */
 (function (global) {
   "use strict";
@@ -49,7 +59,7 @@
     internal: "Something went wrong on the server."
   };
   var STATUS_SENTENCES = {
-    401: "You need to sign in (an API key) to use this server.",
+    401: "You need to sign in to use this server (your session may have ended): reload the page.",
     403: "This page is not allowed to send requests to the server.",
     404: "That answer could not be found.",
     413: "The conversation is too long to send. Start a new one.",
@@ -528,10 +538,34 @@
     }).then(function (response) { return readJson(response); }, function () { return null; });
   }
 
+  /**
+   * Start a session with an API key: POST /session with the key in the Authorization header
+   * (never in the URL). Resolves to true when the server set the session cookie, false when
+   * it refused the key (401) or could not be reached.
+   */
+  function signIn(key, opts) {
+    opts = opts || {};
+    return global.fetch((opts.baseUrl || "") + "/session", {
+      method: "POST",
+      headers: { "Authorization": "Bearer " + key },
+      credentials: "same-origin",
+      cache: "no-store"
+    }).then(function (response) { return response.status === 204; }, function () { return false; });
+  }
+
+  /** End this browser's session: DELETE /session. Resolves to true once it is ended. */
+  function signOut(opts) {
+    opts = opts || {};
+    return global.fetch((opts.baseUrl || "") + "/session", { method: "DELETE", credentials: "same-origin" })
+      .then(function (response) { return response.ok; }, function () { return false; });
+  }
+
   global.Sluice = {
     version: "1.0",
     stream: function (opts) { return new Stream(opts); },
     cancel: cancel,
+    signIn: signIn,
+    signOut: signOut,
     newStreamId: newStreamId,
     describeError: describeError,
     SSEParser: SSEParser,
