@@ -1,6 +1,7 @@
 /*
  * The chat page: one conversation, sent whole with each turn (POST /streams, then EventSource).
- * Model output only ever reaches the page through textContent / text nodes.
+ * Model output reaches the page as text nodes, except the answer, which SluiceMarkdown renders
+ * (raw HTML shown as text, sanitized by DOMPurify); its plain text stays in #answer[data-text].
  */
 (function () {
   "use strict";
@@ -25,6 +26,7 @@
   var current = null;     // the running Sluice stream
   var currentPrompt = "";
   var toolItems = {};     // tool call id -> its <li>
+  var answer = SluiceMarkdown.live(answerEl);
 
   function setState(state) {
     statusEl.setAttribute("data-state", state);
@@ -53,15 +55,16 @@
     var li = el("li", "history-turn");
     li.appendChild(el("p", "bubble bubble-user", currentPrompt));
     if (!toolsEl.hidden) li.appendChild(toolsEl.cloneNode(true)).removeAttribute("id");
-    var answer = el("div", "bubble bubble-assistant", answerEl.textContent);
-    li.appendChild(answer);
+    var past = el("div", "bubble bubble-assistant");
+    SluiceMarkdown.render(past, answer.text());
+    li.appendChild(past);
     if (!statsEl.hidden) li.appendChild(el("p", "stats", statsEl.textContent));
     historyEl.appendChild(li);
     currentPrompt = "";
   }
 
   function resetTurn() {
-    answerEl.textContent = "";
+    answer.reset();
     toolsEl.textContent = "";
     toolsEl.hidden = true;
     toolItems = {};
@@ -132,7 +135,7 @@
       tools: tools.length ? tools : undefined,
       method: "post",
       onState: setState,
-      onText: function (chunk) { answerEl.appendChild(document.createTextNode(chunk)); },
+      onText: function (chunk) { answer.append(chunk); },
       onToolCall: onToolCall,
       onToolResult: onToolResult,
       onJson: function (value) { show(jsonEl, JSON.stringify(value, null, 2)); },
@@ -145,7 +148,7 @@
       onCancelled: function (ev) {
         var stats = ev.usage ? formatStats({ usage: ev.usage }) : "";
         show(statsEl, "Cancelled" + (stats ? " · " + stats : ""));
-        finishTurn(turnMessages, answerEl.textContent !== "");
+        finishTurn(turnMessages, answer.text() !== "");
       },
       onError: function (err, sentence) {
         show(errorEl, sentence);
@@ -157,8 +160,9 @@
   }
 
   function finishTurn(turnMessages, keep) {
+    answer.finish();
     if (keep) {
-      messages = turnMessages.concat([{ role: "assistant", content: answerEl.textContent }]);
+      messages = turnMessages.concat([{ role: "assistant", content: answer.text() }]);
     } else {
       messages = turnMessages.slice(0, -1);
     }
