@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from app.observability import tracing
+
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 DEFAULT_OPENAI_MODEL = "gpt-5-mini"
 DEMO_MODEL = "sluice-demo-1"
@@ -81,6 +83,7 @@ class Settings:
     coalesce_ms: float
     log_content: bool
     shutdown_grace_seconds: float
+    otel_traces: bool = False
     max_body_bytes: int = 1024 * 1024
     max_replay_events: int = 20000
 
@@ -131,6 +134,7 @@ class Settings:
             coalesce_ms=_num(env, "SLUICE_COALESCE_MS", 0),
             log_content=_flag(env, "SLUICE_LOG_CONTENT", False),
             shutdown_grace_seconds=_num(env, "SLUICE_SHUTDOWN_GRACE_SECONDS", 20),
+            otel_traces=tracing.wanted(env),
         )
 
     def model_allowed(self, model: str) -> bool:

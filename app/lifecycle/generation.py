@@ -14,6 +14,7 @@ works wherever it is blocked.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from app.errors import SluiceError, UpstreamError
 from app.lifecycle.log import DONE, Entry, EventLog
 from app.lifecycle.relay import TextRelay
 from app.lifecycle.usage import UsageMeter
+from app.observability.tracing import NO_TRACE, NoTrace
 from app.providers.base import (
     Finish,
     Message,
@@ -78,6 +80,7 @@ class Generation:
         client: str = "",
         on_entry: Callable[[Generation, Entry], None] | None = None,
         on_end: Callable[[Generation], None] | None = None,
+        trace: NoTrace = NO_TRACE,
     ) -> None:
         self.id = stream_id
         self.spec = spec
@@ -106,6 +109,7 @@ class Generation:
         self.subscribers = 0
         self._on_entry = on_entry
         self._on_end = on_end
+        self.trace = trace
         self._greenlet: Greenlet | None = None
         self._running = False
         self._stop_reason = "shutdown"
@@ -215,6 +219,7 @@ class Generation:
 
     def _first_text(self) -> None:
         self.ttft_ms = int((time.monotonic() - self._t0) * 1000)
+        self.trace.first_chunk()
 
     def usage(self) -> dict[str, Any]:
         """Token usage so far (see `UsageMeter`)."""
@@ -298,7 +303,8 @@ class Generation:
                 rounds += 1
                 results = []
                 for call in calls:
-                    content, is_error = run_tool(call.name, call.arguments)
+                    with self.trace.tool(call.name, call.id):
+                        content, is_error = run_tool(call.name, call.arguments)
                     results.append(ToolResultPart(call.id, call.name, content, is_error))
                     self.emit({"type": "tool_result", "id": call.id, "name": call.name,
                                "content": content, "is_error": is_error})
@@ -319,6 +325,7 @@ class Generation:
         text = self._round_text
         stop = "end_turn"
         self.meter.open_round(sum(len(m.text) for m in request.messages) + len(request.system or ""))
+        self.trace.upstream_start(provider.name, request.model)
         events = provider.stream(request)
         started = time.monotonic()
         got_first = False
@@ -355,6 +362,7 @@ class Generation:
         finally:
             # Closing the provider's generator closes its upstream response (its `with`).
             events.close()
+            self.trace.upstream_end(sys.exc_info()[1])
         self.relay.flush()
         self.meter.close_round()
         return "".join(text), calls, stop
@@ -379,6 +387,7 @@ class Generation:
         self._grace = None
         self.emit(payload)
         self.emit(DONE)
+        self.trace.end(state, self.stop_reason, self.usage(), reason)
         if self._on_end is not None:
             self._on_end(self)
 
