@@ -86,6 +86,10 @@ class Settings:
     otel_traces: bool = False
     max_body_bytes: int = 1024 * 1024
     max_replay_events: int = 20000
+    # "chat" (Chat Completions: OpenAI and every compatible server) or "responses" (OpenAI's
+    # Responses API); and whether a `<think>...</think>` opening a chat answer is reasoning.
+    openai_api: str = "chat"
+    openai_think_tags: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +107,9 @@ class Settings:
         fallback = env.get("SLUICE_FALLBACK_PROVIDER", "").strip().lower() or None
         if fallback not in (None, "anthropic", "openai", "demo"):
             raise ConfigError(f"SLUICE_FALLBACK_PROVIDER must be anthropic, openai or demo, got {fallback!r}")
+        openai_api = env.get("SLUICE_OPENAI_API", "").strip().lower() or "chat"
+        if openai_api not in ("chat", "responses"):
+            raise ConfigError(f"SLUICE_OPENAI_API must be chat or responses, got {openai_api!r}")
         anthropic_model = env.get("SLUICE_ANTHROPIC_MODEL", "").strip() or DEFAULT_ANTHROPIC_MODEL
         openai_model = env.get("SLUICE_OPENAI_MODEL", "").strip() or DEFAULT_OPENAI_MODEL
         allowed = _list(env, "SLUICE_ALLOWED_MODELS") or (anthropic_model, openai_model)
@@ -135,6 +142,8 @@ class Settings:
             log_content=_flag(env, "SLUICE_LOG_CONTENT", False),
             shutdown_grace_seconds=_num(env, "SLUICE_SHUTDOWN_GRACE_SECONDS", 20),
             otel_traces=tracing.wanted(env),
+            openai_api=openai_api,
+            openai_think_tags=_flag(env, "SLUICE_OPENAI_THINK_TAGS", False),
         )
 
     def model_allowed(self, model: str) -> bool:

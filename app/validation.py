@@ -20,10 +20,11 @@ STREAM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 DEFAULT_MAX_TOKENS = 1024
 
 PROVIDERS = ("anthropic", "openai", "demo")
+REASONING_EFFORTS = ("off", "low", "medium", "high")
 FIELDS = frozenset(
     {
         "messages", "prompt", "system", "provider", "model", "max_tokens", "temperature",
-        "tools", "response_format", "chunking", "stream_id",
+        "tools", "response_format", "chunking", "reasoning", "stream_id",
     }
 )
 # Query parameters GET /stream accepts besides the fields: `last_event_id` stands in for the
@@ -46,6 +47,7 @@ class GenerationSpec:
     tools: tuple[str, ...] = ()
     response_format: str = "text"
     chunking: str = "token"
+    reasoning: str = "off"
     stream_id: str | None = None
 
     @property
@@ -185,5 +187,6 @@ def parse_spec(body: Mapping[str, Any], settings: Settings, *, extras: frozenset
         tools=_tools(body.get("tools")),
         response_format=_choice(body, "response_format", ("text", "json"), "text"),
         chunking=_choice(body, "chunking", ("token", "word", "sentence"), "token"),
+        reasoning=_choice(body, "reasoning", REASONING_EFFORTS, "off"),
         stream_id=None if stream_id in (None, "") else check_stream_id(stream_id),
     )

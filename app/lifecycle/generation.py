@@ -17,6 +17,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
@@ -25,6 +26,7 @@ from gevent.event import Event
 
 from app.config import Settings
 from app.errors import SluiceError, UpstreamError
+from app.lifecycle import recovery
 from app.lifecycle.log import DONE, Entry, EventLog
 from app.lifecycle.relay import TextRelay
 from app.lifecycle.usage import UsageMeter
@@ -32,11 +34,16 @@ from app.observability.tracing import NO_TRACE, NoTrace
 from app.providers.base import (
     Finish,
     Message,
+    Opaque,
+    OpaqueBlock,
     Provider,
+    ProviderEvent,
     ProviderRequest,
+    ReasoningDelta,
     TextDelta,
     ToolCall,
     ToolCallPart,
+    ToolCallStart,
     ToolResultPart,
     Usage,
 )
@@ -64,6 +71,31 @@ class _Deadline(Exception):
             "max_duration": "The answer took too long",
         }[self.kind]
         return f"{what} within {self.seconds:g} s"
+
+
+@dataclass
+class _Round:
+    """What one upstream call made so far (on the generation, so a failure can look at it)."""
+
+    text: list[str] = field(default_factory=list)  # the round's answer text, as relayed
+    calls: list[ToolCallPart] = field(default_factory=list)
+    opaque: list[OpaqueBlock] = field(default_factory=list)
+    stop: str = "end_turn"
+    relayed: bool = False  # the model sent something (text, reasoning, a tool call)
+    in_tool_call: bool = False  # a tool call began: a drop now is not continued as prose
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.text)
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """The next call continues a dropped round: what the client has, and what to send."""
+
+    said: str
+    messages: list[Message]
+    prefill: bool = False
 
 
 class Generation:
@@ -104,7 +136,7 @@ class Generation:
             chunking=spec.chunking,
             coalesce_ms=settings.coalesce_ms,
             json_mode=spec.response_format == "json",
-            on_first=self._first_text,
+            on_first=self._mark_first,
         )
         self.subscribers = 0
         self._on_entry = on_entry
@@ -115,7 +147,11 @@ class Generation:
         self._stop_reason = "shutdown"
         self._grace: Greenlet | None = None
         self.meter = UsageMeter()
-        self._round_text: list[str] = []
+        self._upstream, self._upstream_model = spec.provider, spec.model  # changed by a fallback
+        self._state = _Round()
+        self._resume: _Resume | None = None
+        self._recovered = False
+        self._fell_back = False
 
     # -- events -------------------------------------------------------------------------------
 
@@ -217,9 +253,11 @@ class Generation:
         """Overridden by the shared backend: are clients attached through other workers?"""
         return False
 
-    def _first_text(self) -> None:
-        self.ttft_ms = int((time.monotonic() - self._t0) * 1000)
-        self.trace.first_chunk()
+    def _mark_first(self) -> None:
+        """The first output (text, reasoning or a tool call) reached the client: the TTFT."""
+        if self.ttft_ms is None:
+            self.ttft_ms = int((time.monotonic() - self._t0) * 1000)
+            self.trace.first_chunk()
 
     def usage(self) -> dict[str, Any]:
         """Token usage so far (see `UsageMeter`)."""
@@ -249,89 +287,105 @@ class Generation:
 
     def _produce(self) -> None:
         spec = self.spec
-        messages = list(spec.messages)
-        tools = tuple(TOOLS[name].spec for name in spec.tools)
-        provider_name = spec.provider
-        model = spec.model
+        # The turns the model has really had; a continuation adds its scaffolding only to the
+        # request that asks for the rest, never here (so it never reaches a later round).
+        conversation = list(spec.messages)
         rounds = 0
-        recovered = False
-        fell_back = False
         while True:
-            request = ProviderRequest(
-                model=model,
-                messages=tuple(messages),
-                max_tokens=spec.max_tokens,
-                system=spec.system,
-                temperature=spec.temperature,
-                tools=tools,
-                json_mode=spec.response_format == "json",
-            )
+            resume = self._resume
+            sent = resume.messages if resume is not None else conversation
             try:
-                text, calls, stop = self._round(self.providers(provider_name), request)
+                result = self._round(self.providers(self._upstream), self._request(sent), resume)
             except UpstreamError as exc:
-                partial = "".join(self._round_text).rstrip()
-                fallback = self.settings.fallback_provider
-                if self.ttft_ms is None and fallback and fallback != provider_name and not fell_back:
-                    fell_back = True
-                    provider_name, model = fallback, self.settings.default_model(fallback)
-                    self.emit(
-                        {
-                            "type": "notice",
-                            "code": "fallback",
-                            "message": f"{self.provider_name} failed ({exc.type}); {fallback} is answering instead",
-                        }
-                    )
-                    self.meter.close_round(discard=True)
-                    continue
-                if exc.type == "connection" and partial and self.settings.midstream_recovery and not recovered:
-                    recovered = True
-                    self.emit(
-                        {
-                            "type": "notice",
-                            "code": "upstream_reconnected",
-                            "message": "The connection to the model dropped; the answer is being continued",
-                        }
-                    )
-                    self.meter.close_round()
-                    messages = [*messages, Message("assistant", partial)]
-                    if provider_name != "anthropic":
-                        # Only Anthropic continues a prefilled assistant turn by itself.
-                        messages.append(Message("user", "Continue exactly where you stopped, without repeating."))
+                if self._retry_after(exc, conversation):
                     continue
                 raise
-            if stop == "tool_use" and calls and rounds < self.settings.max_tool_rounds:
+            self._resume = None
+            if result.stop == "tool_use" and result.calls and rounds < self.settings.max_tool_rounds:
                 rounds += 1
-                results = []
-                for call in calls:
-                    with self.trace.tool(call.name, call.id):
-                        content, is_error = run_tool(call.name, call.arguments)
-                    results.append(ToolResultPart(call.id, call.name, content, is_error))
-                    self.emit({"type": "tool_result", "id": call.id, "name": call.name,
-                               "content": content, "is_error": is_error})
-                messages.append(Message("assistant", text, tool_calls=tuple(calls)))
-                messages.append(Message("user", tool_results=tuple(results)))
+                conversation += [
+                    # Opaque blocks (thinking + signature) go back exactly as received: the API
+                    # rejects a tool round that drops them.
+                    Message("assistant", result.answer, tool_calls=tuple(result.calls), opaque=tuple(result.opaque)),
+                    Message("user", tool_results=self._run_tools(result.calls)),
+                ]
                 continue
-            self.stop_reason = stop
+            self.stop_reason = result.stop
             break
         if spec.response_format == "json":
             self.relay.finish_json()
         self._end_done()
 
-    def _round(self, provider: Provider, request: ProviderRequest) -> tuple[str, list[ToolCallPart], str]:
-        """One upstream call: relay its text and tool calls; return (text, calls, stop reason)."""
-        calls: list[ToolCallPart] = []
-        # Kept on self: if the upstream drops mid-answer, `_produce` continues from this text.
-        self._round_text = []
-        text = self._round_text
-        stop = "end_turn"
+    def _request(self, messages: list[Message]) -> ProviderRequest:
+        spec = self.spec
+        return ProviderRequest(
+            model=self._upstream_model,
+            messages=tuple(messages),
+            max_tokens=spec.max_tokens,
+            system=spec.system,
+            temperature=spec.temperature,
+            tools=tuple(TOOLS[name].spec for name in spec.tools),
+            json_mode=spec.response_format == "json",
+            reasoning=spec.reasoning,
+        )
+
+    def _run_tools(self, calls: list[ToolCallPart]) -> tuple[ToolResultPart, ...]:
+        results = []
+        for call in calls:
+            with self.trace.tool(call.name, call.id):
+                content, is_error = run_tool(call.name, call.arguments)
+            results.append(ToolResultPart(call.id, call.name, content, is_error))
+            self.emit({"type": "tool_result", "id": call.id, "name": call.name,
+                       "content": content, "is_error": is_error})
+        return tuple(results)
+
+    def _retry_after(self, exc: UpstreamError, conversation: list[Message]) -> bool:
+        """After a failed upstream call: set up the next call and return True, or False to fail."""
+        failed = self._state
+        resume = self._resume
+        if resume is not None and resume.prefill and exc.type == "invalid_request" and not failed.relayed:
+            # This model refuses prefill (current Claude models: 400): ask with a user turn.
+            recovery.prefill_refused(self._upstream, self._upstream_model)
+            self._resume = _Resume(resume.said, recovery.continuation(conversation, resume.said, prefill=False))
+            self.meter.close_round(discard=True)
+            return True
+        fallback = self.settings.fallback_provider
+        if self.ttft_ms is None and fallback and fallback != self._upstream and not self._fell_back:
+            self._fell_back = True
+            self.emit({"type": "notice", "code": "fallback",
+                       "message": f"{self._upstream} failed ({exc.type}); {fallback} is answering instead"})
+            self._upstream, self._upstream_model = fallback, self.settings.default_model(fallback)
+            self.meter.close_round(discard=True)
+            return True
+        said = failed.answer
+        if (exc.type != "connection" or not said.strip() or failed.in_tool_call or self._recovered
+                or not self.settings.midstream_recovery):
+            # A drop inside a tool call is not continued as prose: its arguments would be lost.
+            return False
+        self._recovered = True
+        self.emit({"type": "notice", "code": "upstream_reconnected",
+                   "message": "The connection to the model dropped; the answer is being continued"})
+        self.meter.close_round()
+        prefill = recovery.prefill_allowed(self._upstream, self._upstream_model, self.spec.reasoning)
+        self._resume = _Resume(said, recovery.continuation(conversation, said, prefill=prefill), prefill)
+        return True
+
+    def _round(self, provider: Provider, request: ProviderRequest, resume: _Resume | None) -> _Round:
+        """One upstream call: relay its reasoning, text and tool calls, and return what it made.
+
+        With `resume`, the call continues this round's answer after a drop: its text begins
+        with what the client already has, and a repeat of that is filtered out.
+        """
+        # Kept on self: if the upstream drops mid-answer, `_retry_after` looks at it.
+        state = self._state = _Round(text=[resume.said] if resume is not None else [])
+        overlap = recovery.Overlap(resume.said) if resume is not None else None
         self.meter.open_round(sum(len(m.text) for m in request.messages) + len(request.system or ""))
         self.trace.upstream_start(provider.name, request.model)
         events = provider.stream(request)
         started = time.monotonic()
-        got_first = False
         try:
             while True:
-                if got_first:
+                if state.relayed:
                     timer = Timeout(self.settings.idle_timeout, _Deadline("idle", self.settings.idle_timeout))
                 else:
                     left = self.settings.first_token_timeout - (time.monotonic() - started)
@@ -343,29 +397,50 @@ class Generation:
                     break
                 finally:
                     timer.close()
-                if isinstance(event, TextDelta):
-                    if not event.text:
-                        continue
-                    got_first = True
-                    self.meter.round_deltas += 1
-                    text.append(event.text)
-                    self.relay.push(event.text)
-                elif isinstance(event, ToolCall):
-                    got_first = True
-                    self.relay.flush()
-                    calls.append(ToolCallPart(event.id, event.name, event.arguments))
-                    self.emit({"type": "tool_call", "id": event.id, "name": event.name, "arguments": event.arguments})
-                elif isinstance(event, Usage):
-                    self.meter.reported(event.input_tokens, event.output_tokens)
-                elif isinstance(event, Finish):
-                    stop = event.stop_reason
+                self._take(event, state, overlap)
         finally:
             # Closing the provider's generator closes its upstream response (its `with`).
             events.close()
             self.trace.upstream_end(sys.exc_info()[1])
+        if overlap is not None:
+            self._relay_text(overlap.flush(), state)
         self.relay.flush()
         self.meter.close_round()
-        return "".join(text), calls, stop
+        return state
+
+    def _take(self, event: ProviderEvent, state: _Round, overlap: recovery.Overlap | None) -> None:
+        """Relay one provider event (or note it in `state`)."""
+        if isinstance(event, TextDelta):
+            if event.text:
+                state.relayed = True
+                self.meter.round_deltas += 1
+                self._relay_text(overlap.push(event.text) if overlap is not None else event.text, state)
+        elif isinstance(event, ReasoningDelta):
+            if event.text:
+                state.relayed = True
+                self.meter.round_deltas += 1
+                self.relay.flush()  # keep the order: text held by chunking goes first
+                self._mark_first()
+                self.emit({"type": "reasoning", "content": event.text})
+        elif isinstance(event, ToolCallStart):
+            state.relayed = state.in_tool_call = True
+        elif isinstance(event, ToolCall):
+            state.relayed = state.in_tool_call = True
+            self.relay.flush()
+            self._mark_first()
+            state.calls.append(ToolCallPart(event.id, event.name, event.arguments))
+            self.emit({"type": "tool_call", "id": event.id, "name": event.name, "arguments": event.arguments})
+        elif isinstance(event, Opaque):
+            state.opaque.append(event.block)
+        elif isinstance(event, Usage):
+            self.meter.reported(event)
+        elif isinstance(event, Finish):
+            state.stop = event.stop_reason
+
+    def _relay_text(self, text: str, state: _Round) -> None:
+        if text:
+            state.text.append(text)
+            self.relay.push(text)
 
     # -- endings: exactly one terminal event, then [DONE] --------------------------------------
 

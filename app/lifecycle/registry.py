@@ -16,6 +16,7 @@ from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle.generation import Generation, ProviderFactory
 from app.lifecycle.log import Entry
+from app.lifecycle.usage import BREAKDOWN
 from app.observability import metrics
 from app.observability.logging import log_generation
 from app.observability.tracing import Tracing
@@ -111,6 +112,7 @@ class Registry:
             None if gen.ttft_ms is None else gen.ttft_ms / 1000.0,
             (gen.duration_ms or 0) / 1000.0, int(usage.get("output_tokens") or 0),
         )
+        metrics.tokens_used(gen.provider_name, usage)
         if gen.state == "error":
             metrics.upstream_error(gen.outcome_reason or "internal")
         fields: dict[str, Any] = {
@@ -123,6 +125,7 @@ class Registry:
             "ttft_ms": gen.ttft_ms,
             "input_tokens": usage.get("input_tokens"),
             "output_tokens": usage.get("output_tokens"),
+            **{k: usage[k] for k in BREAKDOWN if k in usage},
             "usage_estimated": bool(usage.get("estimated")),
             "duration_ms": gen.duration_ms,
         }

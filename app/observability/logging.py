@@ -110,7 +110,8 @@ def configure_logging(level: str = "INFO") -> None:
 
 def log_generation(fields: dict[str, object]) -> None:
     """Log ONE line for a generation that ended: stream_id, provider, model, outcome, reason or
-    error_type, ttft_ms, input_tokens, output_tokens, duration_ms. Conversation text (prompt,
+    error_type, ttft_ms, input_tokens, output_tokens (and cache_read_input_tokens,
+    cache_creation_input_tokens, reasoning_tokens where reported), duration_ms. Conversation text (prompt,
     answer, messages, system) is dropped unless SLUICE_LOG_CONTENT=1."""
     keep = _log_content()
     record = {k: v for k, v in fields.items() if keep or k not in CONTENT_KEYS}

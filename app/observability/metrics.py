@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 OUTCOMES = ("done", "cancelled", "error")
+# `kind` of sluice_tokens_total: the usage fields of a generation's terminal event, as the bill
+# counts them (input includes the cache kinds; output includes reasoning).
+TOKEN_KINDS = {
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cache_read_input_tokens": "cache_read_input",
+    "cache_creation_input_tokens": "cache_creation_input",
+    "reasoning_tokens": "reasoning",
+}
 
 # LLM streams: the first token comes in tens of milliseconds (a cache hit, the demo) to tens
 # of seconds (a long prompt, a loaded upstream); whole answers run from under a second to
@@ -39,7 +49,9 @@ class _Metrics:
     generations: Counter
     endings: Counter
     tokens_relayed: Counter
+    tokens: Counter
     upstream_errors: Counter
+    upstream_retries: Counter
     rejected: Counter
     ttft: Histogram
     duration: Histogram
@@ -88,8 +100,18 @@ def _build() -> _Metrics:
         tokens_relayed=Counter(
             "sluice_tokens_relayed", "Text events relayed from the upstream model."
         ),
+        tokens=Counter(
+            "sluice_tokens",
+            "Tokens billed by upstream providers, by provider and kind (estimates for cut-short rounds).",
+            ["provider", "kind"],
+        ),
         upstream_errors=Counter(
             "sluice_upstream_errors", "Errors from upstream providers, by error type.", ["type"]
+        ),
+        upstream_retries=Counter(
+            "sluice_upstream_retries",
+            "Upstream calls retried after a transient failure before their first token, by provider.",
+            ["provider"],
         ),
         rejected=Counter(
             "sluice_rejected_requests",
@@ -98,7 +120,7 @@ def _build() -> _Metrics:
         ),
         ttft=Histogram(
             "sluice_time_to_first_token_seconds",
-            "Seconds from a generation's start to its first text from the model.",
+            "Seconds from a generation's start to its first output (text, reasoning, a tool call).",
             buckets=TTFT_BUCKETS,
         ),
         duration=Histogram(
@@ -148,6 +170,15 @@ def tokens_relayed(n: int) -> None:
         _m().tokens_relayed.inc(n)
 
 
+def tokens_used(provider: str, usage: Mapping[str, object]) -> None:
+    """A generation ended with this `usage` (its terminal event's): count each kind reported."""
+    m = _m()
+    for field, kind in TOKEN_KINDS.items():
+        value = usage.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            m.tokens.labels(provider=provider, kind=kind).inc(value)
+
+
 def subscriber_attached() -> None:
     """A client attached to a generation's event stream."""
     _m().active_subscribers.inc()
@@ -161,6 +192,11 @@ def subscriber_detached() -> None:
 def upstream_error(error_type: str) -> None:
     """An upstream provider failed with `error_type` (the contract's error types)."""
     _m().upstream_errors.labels(type=error_type).inc()
+
+
+def upstream_retry(provider: str) -> None:
+    """A provider call is retried after a transient failure (before anything was streamed)."""
+    _m().upstream_retries.labels(provider=provider).inc()
 
 
 def request_rejected(status: int) -> None:

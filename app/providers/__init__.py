@@ -25,6 +25,9 @@ class ProviderPool:
         if self.settings.openai_configured:
             import app.providers.openai  # noqa: F401
 
+            if self.settings.openai_api == "responses":
+                import app.providers.openai_responses  # noqa: F401
+
     def __call__(self, name: str) -> Provider:
         provider = self._providers.get(name)
         if provider is None:
@@ -36,10 +39,14 @@ class ProviderPool:
             from app.providers.anthropic import AnthropicProvider
 
             return AnthropicProvider(self.settings.anthropic_model)
+        if name == "openai" and self.settings.openai_api == "responses":
+            from app.providers.openai_responses import OpenAIResponsesProvider
+
+            return OpenAIResponsesProvider(self.settings.openai_model)
         if name == "openai":
             from app.providers.openai import OpenAIProvider
 
-            return OpenAIProvider(self.settings.openai_model)
+            return OpenAIProvider(self.settings.openai_model, think_tags=self.settings.openai_think_tags)
         if name == "demo":
             from app.providers.demo import DemoProvider
 

@@ -103,6 +103,11 @@ def connection_error(name: str, mid_stream: bool) -> UpstreamError:
     return UpstreamError("connection", message, status=None, retryable=True)
 
 
+def malformed_event_error(name: str) -> UpstreamError:
+    """A streamed event whose data is not the JSON the API always sends."""
+    return UpstreamError("upstream", f"{name} sent a malformed event in the middle of the answer.", retryable=True)
+
+
 def missing_key_error(name: str, key_env: str) -> UpstreamError:
     """No API key configured: the SDK would fail before sending anything."""
     return UpstreamError("authentication", f"No {name} API key is configured (set {key_env}).", retryable=False)

@@ -1,24 +1,46 @@
-"""Anthropic Messages API provider, through the official SDK's `messages.stream()`."""
+"""Anthropic Messages API provider: the SDK opens the stream, Sluice reads its bytes.
+
+The official SDK builds the request (auth, base URL, headers) and raises its typed errors for
+an answer that fails before the stream starts (`messages.with_streaming_response.create`).
+The 200 body is then read raw: `_sse.iter_events` splits it on large reads and `jiter` parses
+each event's JSON, with no SDK object per delta and no `MessageStream` snapshot (about half a
+worker's CPU under load went there). The wire format it reads, as the API sends it:
+
+    message_start        message.usage: input_tokens, cache_read_ / cache_creation_input_tokens
+    content_block_start  text | thinking | redacted_thinking | tool_use (id, name)
+    content_block_delta  text_delta | thinking_delta | signature_delta | input_json_delta
+    content_block_stop
+    message_delta        delta.stop_reason, usage.output_tokens (+ output_tokens_details)
+    message_stop
+    ping                 (ignored)       error  {"type": "error", "error": {type, message}}
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import anthropic
 import httpx2
+from jiter import from_json
 
 from app.config import DEFAULT_ANTHROPIC_MODEL
 from app.errors import UpstreamError
+from app.providers import _retry
 from app.providers import _sdk_errors as errs
+from app.providers._sse import iter_events
 from app.providers.base import (
     Finish,
     Message,
+    Opaque,
+    OpaqueBlock,
     ProviderEvent,
     ProviderRequest,
+    ReasoningDelta,
     TextDelta,
     ToolCall,
+    ToolCallStart,
     Usage,
 )
 
@@ -35,9 +57,13 @@ _STOP_REASONS = {
     "stop_sequence": "stop_sequence",
     "tool_use": "tool_use",
     "pause_turn": "end_turn",
-    "refusal": "content_filter",
+    "refusal": "refusal",
     "model_context_window_exceeded": "max_tokens",
 }
+
+# Extended thinking budget per reasoning effort, in tokens (the API's minimum is 1024). It is
+# added to the answer's max_tokens: the API counts thinking inside max_tokens.
+THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
 
 JSON_INSTRUCTION = "Answer with one JSON object and nothing else: no prose, no code fences."
 
@@ -53,15 +79,18 @@ class AnthropicProvider:
         *,
         client: anthropic.Anthropic | None = None,
         timeout: httpx2.Timeout | float | None = DEFAULT_TIMEOUT,
+        retry: _retry.RetryPolicy = _retry.DEFAULT,
     ) -> None:
         self.default_model = default_model or os.environ.get("SLUICE_ANTHROPIC_MODEL") or DEFAULT_MODEL
         self._client = client
         self._timeout = timeout
+        self.retry = retry
 
     def _get_client(self) -> anthropic.Anthropic:
         if self._client is None:
             try:
-                # max_retries=0: Sluice decides about retries (a retry would generate twice).
+                # max_retries=0: `_retry` retries the opening itself (counted, and never once
+                # anything was streamed: a retry then would generate twice).
                 self._client = anthropic.Anthropic(max_retries=0, timeout=self._timeout)
             except anthropic.CredentialsError:
                 # No key in the env: the SDK then looks for a profile on disk, and fails here.
@@ -72,49 +101,110 @@ class AnthropicProvider:
         return client
 
     def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
-        """Yield Usage(input), TextDelta / ToolCall ..., Usage(output), Finish."""
+        """Yield Usage(input), ReasoningDelta / Opaque / TextDelta / ToolCall ..., Usage(output), Finish."""
         params = build_params(request)
         started = False
         try:
             client = self._get_client()
-            with client.messages.stream(**params) as stream:
+            opener = client.messages.with_streaming_response
+
+            def attempt() -> Any:
+                # The request is made on __enter__; a status >= 400 raises the SDK's typed error.
+                return opener.create(**params, stream=True).__enter__()
+
+            response = _retry.open_with_retries(attempt, _transient, provider=self.name, policy=self.retry)
+            try:
                 started = True
-                yield from _translate(stream)
+                yield from translate(iter_events(_body(response.http_response)))
+            finally:
+                # Also on GeneratorExit / GreenletExit: closing the response cuts the upstream.
+                response.close()
         except UpstreamError:
             raise
         except anthropic.APIStatusError as exc:
             raise errs.status_error(NAME, exc.status_code, exc.body, exc.response.headers, KEY_ENV) from None
         except (anthropic.APIConnectionError, httpx2.RequestError):
-            # Mid-stream, the SDK lets raw httpx2 errors through (RemoteProtocolError, ReadError).
+            # Reading the body ourselves, a lost connection is a raw httpx2 error
+            # (RemoteProtocolError, ReadError); before the answer, the SDK's APIConnectionError.
             raise errs.connection_error(NAME, mid_stream=started) from None
         except anthropic.APIError as exc:
             raise errs.stream_error(NAME, exc.body, KEY_ENV) from None
 
 
-def _translate(stream: Any) -> Iterator[ProviderEvent]:
-    """SDK stream events -> provider events (ignores the helper's synthesized `text` events)."""
-    tools: dict[int, tuple[str, str, list[str]]] = {}
+def _transient(exc: Exception) -> float | None:
+    """For `_retry`: None if `exc` is permanent, else the server's wait hint (0: none)."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return _retry.status_hint(exc.status_code, exc.response.headers)
+    if isinstance(exc, anthropic.APIConnectionError):  # refused, reset, timed out: no answer
+        return 0.0
+    return None
+
+
+def _body(response: httpx2.Response) -> Iterator[bytes]:
+    """The body as it comes off the socket: raw, unless the server compressed it."""
+    if response.headers.get("content-encoding", "identity") == "identity":
+        return response.iter_raw()
+    return response.iter_bytes()
+
+
+def translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]:
+    """The API's SSE events -> provider events. Ends with Finish, or raises `UpstreamError`."""
+    blocks: dict[int, _Block] = {}
     stop_reason: str | None = None
-    for event in stream:
-        kind = event.type
-        if kind == "message_start":
-            yield Usage(input_tokens=event.message.usage.input_tokens)
+    for name, data in events:
+        if name == b"ping":
+            continue
+        try:
+            event = from_json(data, cache_mode="keys")
+        except ValueError:
+            raise errs.malformed_event_error(NAME) from None
+        if name == b"error":
+            raise errs.stream_error(NAME, event, KEY_ENV)
+        kind = event.get("type")
+        if kind == "content_block_delta":  # the hot path: one per token
+            delta = event["delta"]
+            dkind = delta.get("type")
+            if dkind == "text_delta":
+                if delta["text"]:
+                    yield TextDelta(delta["text"])
+                continue
+            block = blocks.get(event["index"])
+            if block is None:
+                continue
+            if dkind == "thinking_delta":
+                block.parts.append(delta["thinking"])
+                if delta["thinking"]:
+                    yield ReasoningDelta(delta["thinking"])
+            elif dkind == "signature_delta":
+                block.signature.append(delta["signature"])
+            elif dkind == "input_json_delta":
+                block.parts.append(delta["partial_json"])
         elif kind == "content_block_start":
-            block = event.content_block
-            if block.type == "tool_use":
-                tools[event.index] = (block.id, block.name, [])
-        elif kind == "content_block_delta":
-            delta = event.delta
-            if delta.type == "text_delta" and delta.text:
-                yield TextDelta(delta.text)
-            elif delta.type == "input_json_delta" and event.index in tools:
-                tools[event.index][2].append(delta.partial_json)
-        elif kind == "content_block_stop" and event.index in tools:
-            call_id, name, parts = tools.pop(event.index)
-            yield ToolCall(call_id, name, errs.tool_arguments(NAME, "".join(parts)))
+            start = event["content_block"]
+            btype = start.get("type")
+            if btype == "tool_use":
+                blocks[event["index"]] = _Block(start)
+                yield ToolCallStart(start["id"], start["name"])
+            elif btype == "thinking":
+                block = blocks[event["index"]] = _Block(start)
+                if start.get("thinking"):
+                    block.parts.append(start["thinking"])
+                    yield ReasoningDelta(start["thinking"])
+                if start.get("signature"):
+                    block.signature.append(start["signature"])
+            elif btype == "redacted_thinking":
+                # Encrypted thinking: never shown, but it must go back to the model as is.
+                yield Opaque(OpaqueBlock("anthropic", dict(start)))
+        elif kind == "content_block_stop":
+            block = blocks.pop(event["index"], None)
+            if block is not None:
+                yield block.finish()
+        elif kind == "message_start":
+            # Its output_tokens is a placeholder; the count comes with message_delta.
+            yield _usage(event["message"].get("usage") or {}, output=False)
         elif kind == "message_delta":
-            stop_reason = event.delta.stop_reason
-            yield Usage(output_tokens=event.usage.output_tokens)
+            stop_reason = (event.get("delta") or {}).get("stop_reason")
+            yield _usage(event.get("usage") or {}, output=True)
         elif kind == "message_stop":
             yield Finish(_STOP_REASONS.get(stop_reason or "end_turn", "end_turn"))
             return
@@ -122,8 +212,45 @@ def _translate(stream: Any) -> Iterator[ProviderEvent]:
     raise errs.connection_error(NAME, mid_stream=True)
 
 
+class _Block:
+    """A tool_use or thinking block whose deltas are still arriving."""
+
+    __slots__ = ("start", "parts", "signature")
+
+    def __init__(self, start: dict[str, Any]) -> None:
+        self.start = start
+        self.parts: list[str] = []
+        self.signature: list[str] = []
+
+    def finish(self) -> ProviderEvent:
+        start = self.start
+        if start["type"] == "tool_use":
+            return ToolCall(start["id"], start["name"], errs.tool_arguments(NAME, "".join(self.parts)))
+        # Returned to the model in the next tool round exactly as received, signature included.
+        block = {"type": "thinking", "thinking": "".join(self.parts), "signature": "".join(self.signature)}
+        return Opaque(OpaqueBlock("anthropic", block))
+
+
+def _usage(usage: dict[str, Any], *, output: bool) -> Usage:
+    """An API usage object -> Usage. Anthropic counts cached input apart: the bill sums them.
+
+    message_delta's counts are cumulative (the input ones only from newer API versions).
+    """
+    fresh = usage.get("input_tokens")
+    read = usage.get("cache_read_input_tokens")
+    created = usage.get("cache_creation_input_tokens")
+    details = (usage.get("output_tokens_details") or {}) if output else {}
+    return Usage(
+        input_tokens=None if fresh is None else fresh + (read or 0) + (created or 0),
+        output_tokens=usage.get("output_tokens") if output else None,
+        cache_read_input_tokens=read,
+        cache_creation_input_tokens=created,
+        reasoning_tokens=details.get("thinking_tokens"),
+    )
+
+
 def build_params(request: ProviderRequest) -> dict[str, Any]:
-    """`messages.stream()` keyword arguments for a request."""
+    """`messages.create()` keyword arguments for a request (without `stream`)."""
     params: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens,
@@ -135,7 +262,12 @@ def build_params(request: ProviderRequest) -> dict[str, Any]:
         system = f"{system}\n\n{JSON_INSTRUCTION}".strip()
     if system:
         params["system"] = system
-    if request.temperature is not None:
+    budget = THINKING_BUDGETS.get(request.reasoning)
+    if budget is not None:
+        params["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        params["max_tokens"] = request.max_tokens + budget
+        # No temperature: the API rejects any temperature but 1 with thinking on.
+    elif request.temperature is not None:
         # SDK 2.x dropped the `temperature` argument; the API still takes the field.
         params["extra_body"] = {"temperature": request.temperature}
     if request.tools:
@@ -146,10 +278,15 @@ def build_params(request: ProviderRequest) -> dict[str, Any]:
 
 
 def convert_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
-    """Provider-neutral turns -> Anthropic messages (tool results go in a user turn, first)."""
+    """Provider-neutral turns -> Anthropic messages (tool results go in a user turn, first).
+
+    An assistant turn's own thinking blocks go first in its content, unchanged: the API
+    rejects a tool round whose assistant turn dropped or altered them.
+    """
     out: list[dict[str, Any]] = []
     for msg in messages:
-        if not msg.tool_calls and not msg.tool_results:
+        opaque = [dict(b.data) for b in msg.opaque if b.provider == "anthropic"] if msg.role == "assistant" else []
+        if not msg.tool_calls and not msg.tool_results and not opaque:
             out.append({"role": msg.role, "content": msg.text})
             continue
         results = [
@@ -159,7 +296,7 @@ def convert_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
         text = [{"type": "text", "text": msg.text}] if msg.text else []
         if msg.role == "assistant":
             calls = [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in msg.tool_calls]
-            out.append({"role": "assistant", "content": text + calls})
+            out.append({"role": "assistant", "content": opaque + text + calls})
             if results:
                 out.append({"role": "user", "content": results})
         else:

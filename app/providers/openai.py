@@ -1,35 +1,47 @@
-"""OpenAI Chat Completions provider (also any OpenAI-compatible server: vLLM, Ollama, llama.cpp)."""
+"""OpenAI Chat Completions provider (also any OpenAI-compatible server: vLLM, Ollama, llama.cpp).
+
+The SDK builds the request, authenticates, picks the base URL and raises its typed errors for
+an answer that fails before the stream starts. The streaming body is read here: `_sse`'s
+splitter over large reads and `jiter` per chunk, no SDK object per chunk (the SDK's typed
+chunks were half of a worker's CPU under load).
+
+Fields beyond the SDK's chunk type that servers send, and where they go:
+
+    delta.reasoning_content (llama.cpp, older vLLM) / delta.reasoning (Ollama, newer vLLM)
+        -> ReasoningDelta, never text
+    <think>...</think> opening the content (some servers inline it)
+        -> ReasoningDelta, only with think_tags=True (SLUICE_OPENAI_THINK_TAGS=1)
+    delta.refusal -> TextDelta, then Finish("refusal")
+    usage.prompt_tokens (cached included) / prompt_tokens_details.cached_tokens /
+    completion_tokens_details.reasoning_tokens -> Usage
+"""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Generator, Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx2
 import openai
+from jiter import from_json
 
-from app.config import DEFAULT_OPENAI_MODEL
-from app.errors import UpstreamError
-from app.providers import _sdk_errors as errs
+from app.providers import _openai_common as common
+from app.providers._openai_common import OpenAIBase
+from app.providers._sse import SSEvent
+from app.providers._think_tags import ThinkTags
 from app.providers.base import (
     Finish,
     Message,
     ProviderEvent,
     ProviderRequest,
+    ReasoningDelta,
     TextDelta,
     ToolCall,
+    ToolCallStart,
     Usage,
 )
-
-NAME = "OpenAI"
-KEY_ENV = "OPENAI_API_KEY"
-DEFAULT_MODEL = DEFAULT_OPENAI_MODEL
-
-# Connect fast, but never cut a slow answer: Sluice enforces first-token / idle timeouts itself.
-DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
 
 _STOP_REASONS = {
     "stop": "end_turn",
@@ -40,56 +52,33 @@ _STOP_REASONS = {
 }
 
 
-class OpenAIProvider:
+class OpenAIProvider(OpenAIBase):
     """Streams chat completions; the SDK client is made on first use, from the environment.
 
     `max_tokens_param`: OpenAI's own API refuses `max_tokens` for its reasoning models (gpt-5,
     o-series) and wants `max_completion_tokens`, which older compatible servers do not know.
     None (default) picks `max_completion_tokens` for api.openai.com and `max_tokens` elsewhere.
+    `think_tags`: read a `<think>...</think>` that opens the content as reasoning.
     """
-
-    name = "openai"
 
     def __init__(
         self,
         default_model: str | None = None,
         *,
-        client: openai.OpenAI | None = None,
-        timeout: httpx2.Timeout | float | None = DEFAULT_TIMEOUT,
         max_tokens_param: str | None = None,
+        think_tags: bool = False,
+        **kwargs: Any,
     ) -> None:
-        self.default_model = default_model or os.environ.get("SLUICE_OPENAI_MODEL") or DEFAULT_MODEL
-        self._client = client
-        self._timeout = timeout
+        super().__init__(default_model, **kwargs)
         self._max_tokens_param = max_tokens_param
+        self._think_tags = think_tags
 
-    def _get_client(self) -> openai.OpenAI:
-        if self._client is None:
-            try:
-                # max_retries=0: Sluice decides about retries (a retry would generate twice).
-                self._client = openai.OpenAI(max_retries=0, timeout=self._timeout)
-            except openai.OpenAIError:
-                raise errs.missing_key_error(NAME, KEY_ENV) from None
-        return self._client
+    def _open(self, client: openai.OpenAI, request: ProviderRequest) -> Any:
+        params = build_params(request, self._max_tokens_param or _default_max_tokens_param(client))
+        return client.chat.completions.with_streaming_response.create(**params)
 
-    def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
-        """Yield TextDelta / ToolCall ..., Usage (from the final chunk), Finish."""
-        started = False
-        try:
-            client = self._get_client()
-            params = build_params(request, self._max_tokens_param or _default_max_tokens_param(client))
-            with client.chat.completions.create(**params) as stream:
-                started = True
-                yield from _translate(stream)
-        except UpstreamError:
-            raise
-        except openai.APIStatusError as exc:
-            raise errs.status_error(NAME, exc.status_code, exc.body, exc.response.headers, KEY_ENV) from None
-        except (openai.APIConnectionError, httpx2.RequestError):
-            raise errs.connection_error(NAME, mid_stream=started) from None
-        except openai.APIError as exc:
-            # A `data: {"error": ...}` line mid-stream: APIError without a status.
-            raise errs.stream_error(NAME, exc.body, KEY_ENV) from None
+    def _translate(self, events: Iterable[SSEvent]) -> Iterator[ProviderEvent]:
+        return translate(events, self._think_tags)
 
 
 def _default_max_tokens_param(client: openai.OpenAI) -> str:
@@ -98,46 +87,101 @@ def _default_max_tokens_param(client: openai.OpenAI) -> str:
 
 
 class _PendingCall:
+    __slots__ = ("id", "name", "arguments", "started")
+
     def __init__(self) -> None:
         self.id = ""
         self.name = ""
         self.arguments: list[str] = []
+        self.started = False
 
 
-def _translate(stream: Any) -> Iterator[ProviderEvent]:
+def translate(events: Iterable[SSEvent], think_tags: bool = False) -> Iterator[ProviderEvent]:
     """Chunks -> provider events; tool calls are assembled by index and sent at finish."""
     calls: dict[int, _PendingCall] = {}
+    tags = ThinkTags() if think_tags else None
     finish: str | None = None
-    last_usage: tuple[int, int] | None = None
-    for chunk in stream:
-        usage = chunk.usage
-        if usage is not None and (usage.prompt_tokens, usage.completion_tokens) != last_usage:
-            last_usage = (usage.prompt_tokens, usage.completion_tokens)
-            yield Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens)
-        for choice in chunk.choices:
-            if choice.index != 0:
+    refused = False
+    last_usage: Any = None
+    for _name, data in events:
+        if data[:6] == b"[DONE]":
+            break
+        chunk = from_json(data)
+        if chunk.get("error"):
+            # A `data: {"error": ...}` line after the 200.
+            raise common.stream_error(chunk)
+        usage = chunk.get("usage")
+        if usage and usage != last_usage:
+            # Some servers repeat usage on every chunk (vLLM's continuous usage stats).
+            last_usage = usage
+            yield _usage(usage)
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
                 continue
-            delta = choice.delta
-            if delta.content:
-                yield TextDelta(delta.content)
-            elif getattr(delta, "refusal", None):
-                yield TextDelta(delta.refusal)
-            for piece in delta.tool_calls or ():
-                call = calls.setdefault(piece.index, _PendingCall())
-                call.id = piece.id or call.id
-                if piece.function is not None:
-                    call.name = piece.function.name or call.name
-                    call.arguments.append(piece.function.arguments or "")
-            if choice.finish_reason and finish is None:
-                finish = choice.finish_reason
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning and isinstance(reasoning, str):
+                yield ReasoningDelta(reasoning)
+            content = delta.get("content")
+            if content:
+                if tags is None:
+                    yield TextDelta(content)
+                else:
+                    yield from tags.feed(content)
+            refusal = delta.get("refusal")
+            if refusal:
+                refused = True
+                yield TextDelta(refusal)
+            for piece in delta.get("tool_calls") or ():
+                yield from _call_fragment(calls, piece)
+            reason = choice.get("finish_reason")
+            if reason and finish is None:
+                finish = reason
+                if tags is not None:
+                    yield from tags.flush()
                 for index in sorted(calls):
                     call = calls[index]
-                    yield ToolCall(call.id, call.name, errs.tool_arguments(NAME, "".join(call.arguments)))
+                    yield ToolCall(call.id, call.name, common.tool_arguments("".join(call.arguments)))
                 calls.clear()
     if finish is None:
         # The body ended cleanly but without a finish_reason: the answer was cut short.
-        raise errs.connection_error(NAME, mid_stream=True)
-    yield Finish(_STOP_REASONS.get(finish, "end_turn"))
+        raise common.connection_error(mid_stream=True)
+    if refused and finish == "stop":
+        yield Finish("refusal")
+    else:
+        yield Finish(_STOP_REASONS.get(finish, "end_turn"))
+
+
+def _call_fragment(calls: dict[int, _PendingCall], piece: dict[str, Any]) -> Iterator[ProviderEvent]:
+    index = piece.get("index", 0)
+    call = calls.get(index)
+    if call is None:
+        call = calls[index] = _PendingCall()
+    if piece.get("id"):
+        call.id = piece["id"]
+    function = piece.get("function")
+    if function:
+        if function.get("name"):
+            call.name = function["name"]
+        if function.get("arguments"):
+            call.arguments.append(function["arguments"])
+    if not call.started and call.name:
+        call.started = True
+        if not call.id:
+            # Some compatible servers send no id; the tool loop needs one to pair the result.
+            call.id = "call_" + uuid.uuid4().hex[:24]
+        yield ToolCallStart(call.id, call.name)
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    return Usage(
+        input_tokens=usage.get("prompt_tokens"),
+        output_tokens=usage.get("completion_tokens"),
+        cache_read_input_tokens=cached,
+        reasoning_tokens=reasoning,
+    )
 
 
 def build_params(request: ProviderRequest, max_tokens_param: str = "max_tokens") -> dict[str, Any]:
@@ -147,8 +191,10 @@ def build_params(request: ProviderRequest, max_tokens_param: str = "max_tokens")
         "messages": convert_messages(request.messages, request.system),
         "stream": True,
         "stream_options": {"include_usage": True},
-        max_tokens_param: request.max_tokens,
+        max_tokens_param: common.token_budget(request),
     }
+    if request.reasoning in common.REASONING_BUDGETS:
+        params["reasoning_effort"] = request.reasoning
     if request.temperature is not None:
         params["temperature"] = request.temperature
     if request.tools:
@@ -178,8 +224,7 @@ def convert_messages(messages: tuple[Message, ...], system: str | None) -> list[
                 ]
             out.append(entry)
         for result in msg.tool_results:
-            content = f"Error: {result.content}" if result.is_error else result.content
-            out.append({"role": "tool", "tool_call_id": result.id, "content": content})
+            out.append({"role": "tool", "tool_call_id": result.id, "content": common.result_text(result)})
         if msg.role == "user" and (msg.text or not msg.tool_results):
             out.append({"role": "user", "content": msg.text})
     return out

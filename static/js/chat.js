@@ -12,6 +12,15 @@
   var statusEl = $("status"), answerEl = $("answer"), historyEl = $("history");
   var turnEl = $("turn"), turnPromptEl = $("turn-prompt"), toolsEl = $("tools"), jsonEl = $("json");
   var noticeEl = $("notice"), errorEl = $("error"), statsEl = $("stats");
+  var reasoningEl = $("reasoning"), reasoningTextEl = $("reasoning-text"), effortBox = $("reasoning-effort");
+  var stopNoteEl = $("stop-note");
+
+  // Stop reasons that deserve a sentence under the answer (the rest are ordinary endings).
+  var STOP_SENTENCES = {
+    refusal: "The model declined to answer this request.",
+    content_filter: "The provider's content filter stopped this answer.",
+    max_tokens: "The answer reached its length limit and was cut short."
+  };
 
   var STATE_WORDS = {
     idle: "Ready",
@@ -55,9 +64,16 @@
     var li = el("li", "history-turn");
     li.appendChild(el("p", "bubble bubble-user", currentPrompt));
     if (!toolsEl.hidden) li.appendChild(toolsEl.cloneNode(true)).removeAttribute("id");
+    if (!reasoningEl.hidden) {
+      var thought = el("details", "reasoning");
+      thought.appendChild(el("summary", null, "Thinking"));
+      thought.appendChild(el("div", "reasoning-text", reasoningTextEl.textContent));
+      li.appendChild(thought);
+    }
     var past = el("div", "bubble bubble-assistant");
     SluiceMarkdown.render(past, answer.text());
     li.appendChild(past);
+    if (!stopNoteEl.hidden) li.appendChild(el("p", "stop-note", stopNoteEl.textContent));
     if (!statsEl.hidden) li.appendChild(el("p", "stats", statsEl.textContent));
     historyEl.appendChild(li);
     currentPrompt = "";
@@ -65,10 +81,14 @@
 
   function resetTurn() {
     answer.reset();
+    reasoningTextEl.textContent = "";
+    reasoningEl.hidden = true;
+    reasoningEl.open = false;
     toolsEl.textContent = "";
     toolsEl.hidden = true;
     toolItems = {};
     show(jsonEl, "");
+    show(stopNoteEl, "");
     show(noticeEl, "");
     show(errorEl, "");
     show(statsEl, "");
@@ -108,6 +128,21 @@
     if (ev.is_error) li.className += " tool-error";
   }
 
+  /** Thinking streams into its own block, open while the model thinks. */
+  function onReasoning(chunk) {
+    if (reasoningEl.hidden) {
+      reasoningEl.hidden = false;
+      reasoningEl.open = true;
+    }
+    reasoningTextEl.appendChild(document.createTextNode(chunk));
+  }
+
+  /** The answer starts: fold the thinking away (the user can still open it). */
+  function onText(chunk) {
+    if (reasoningEl.open && answer.text() === "") reasoningEl.open = false;
+    answer.append(chunk);
+  }
+
   function send() {
     var text = promptBox.value.trim();
     if (!text || current) return;
@@ -133,14 +168,17 @@
       // Only name a model the user picked: the provider's default needs no allow-list entry.
       model: model && model !== defaultModel ? model : undefined,
       tools: tools.length ? tools : undefined,
+      reasoning: effortBox.value !== "off" ? effortBox.value : undefined,
       method: "post",
       onState: setState,
-      onText: function (chunk) { answer.append(chunk); },
+      onReasoning: onReasoning,
+      onText: onText,
       onToolCall: onToolCall,
       onToolResult: onToolResult,
       onJson: function (value) { show(jsonEl, JSON.stringify(value, null, 2)); },
       onNotice: function (ev) { show(noticeEl, ev.message || ev.code); },
       onDone: function (ev) {
+        show(stopNoteEl, STOP_SENTENCES[ev.stop_reason] || "");
         show(statsEl, formatStats(ev));
         show(noticeEl, "");
         finishTurn(turnMessages, true);

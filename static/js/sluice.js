@@ -8,7 +8,9 @@
  *     messages: [{role: "user", content: "Hello"}],   // or prompt: "Hello"
  *     provider: "anthropic", model: "claude-haiku-4-5",
  *     method: "post",                                  // "get" | "post" | "fetch"
- *     onText: function (text, ev) {}, onDone: function (ev) {}, onState: function (state) {}
+ *     reasoning: "medium",                             // "off" (default) | "low" | "medium" | "high"
+ *     onText: function (text, ev) {}, onDone: function (ev) {}, onState: function (state) {},
+ *     onReasoning: function (text, ev) {}   // the model's thinking, never part of the answer
  *   });
  *   s.cancel();   // POST /cancel; the server answers with a `cancelled` event
  *   s.close();    // stop listening (the server stops the generation after its grace period)
@@ -32,7 +34,7 @@
   var RECOVERY_BUDGET_MS = 30000;
   var CANCEL_FALLBACK_MS = 2000;
   var BODY_FIELDS = ["system", "provider", "model", "max_tokens", "temperature", "tools",
-                     "response_format", "chunking"];
+                     "response_format", "chunking", "reasoning"];
 
   var ERROR_SENTENCES = {
     invalid_request: "The request was not accepted.",
@@ -364,6 +366,7 @@
     switch (msg.type) {
       case "start": call(o.onStart, msg, this); break;
       case "text": this.text += msg.content; call(o.onText, msg.content, msg, this); break;
+      case "reasoning": call(o.onReasoning, msg.content, msg, this); break;
       case "tool_call": call(o.onToolCall, msg, this); break;
       case "tool_result": call(o.onToolResult, msg, this); break;
       case "json": call(o.onJson, msg.value, msg.complete, msg, this); break;

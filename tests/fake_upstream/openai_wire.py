@@ -26,7 +26,15 @@ _ERRORS = {
     503: ("server_error", None, "The engine is currently overloaded, please try again later"),
 }
 
-_FINISH = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls", "stop_sequence": "stop"}
+# A refusal is streamed as `delta.refusal` and ends with "stop"; content_filter is its own reason.
+_FINISH = {
+    "end_turn": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "stop_sequence": "stop",
+    "refusal": "stop",
+    "content_filter": "content_filter",
+}
 
 
 def error_body(status: int, message: str | None = None) -> dict[str, Any]:
@@ -108,23 +116,48 @@ def events(
         extra = {"usage": None} if include_usage else {}
         return _data({**base, "choices": [choice], **extra})
 
-    if plan.is_tool_call:
-        call_id = "call_" + uuid.uuid4().hex[:24]
-        first = {"index": 0, "id": call_id, "type": "function", "function": {"name": plan.tool_name, "arguments": ""}}
-        yield "head", chunk({"role": "assistant", "content": None, "tool_calls": [first], "refusal": None})
+    reasoning_field = plan.think_as  # reasoning_content | reasoning | tags
+    role: dict[str, Any] = {"role": "assistant", "content": None if plan.is_tool_call else "", "refusal": None}
+    calls = [
+        {"index": i, "id": "call_" + uuid.uuid4().hex[:24], "type": "function",
+         "function": {"name": plan.tool_name, "arguments": ""}}
+        for i in range(plan.tool_count if plan.is_tool_call else 0)
+    ]
+    if calls and not plan.reasoning:
+        role["tool_calls"] = [calls[0]]  # as OpenAI does: the role chunk opens the first call
+    yield "head", chunk(role)
+    if reasoning_field == "tags" and plan.reasoning:
+        yield "head", chunk({"content": "<think>"})
+    for piece in plan.reasoning:
+        yield "token", chunk({"content": piece} if reasoning_field == "tags" else {reasoning_field: piece})
+    if reasoning_field == "tags" and plan.reasoning:
+        yield "head", chunk({"content": "</think>\n\n"})
+    # Parallel calls: each call's opening fragment, then its argument fragments, by index.
+    for call in calls:
+        if "tool_calls" not in role or call is not calls[0]:
+            yield "head", chunk({"tool_calls": [call]})
         for piece in split_json(plan.tool_args or {}):
-            yield "token", chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-    else:
-        yield "head", chunk({"role": "assistant", "content": "", "refusal": None})
-        for piece in plan.pieces:
-            yield "token", chunk({"content": piece})
-    finish = "content_filter" if plan.stop_reason == "content_filter" else _FINISH.get(plan.stop_reason, "stop")
+            yield "token", chunk({"tool_calls": [{"index": call["index"], "function": {"arguments": piece}}]})
+    key = "refusal" if plan.stop_reason == "refusal" else "content"
+    for piece in plan.pieces:
+        yield "token", chunk({key: piece})
+    finish = _FINISH.get(plan.stop_reason, plan.stop_reason)
     yield "tail", chunk({}, finish)
     if include_usage:
+        sent = counter[0]
+        cached = min(plan.cached, input_tokens)
         usage = {
             "prompt_tokens": input_tokens,
-            "completion_tokens": counter[0],
-            "total_tokens": input_tokens + counter[0],
+            "completion_tokens": sent,
+            "total_tokens": input_tokens + sent,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": min(sent, len(plan.reasoning)),
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
         yield "tail", _data({**base, "choices": [], "usage": usage})
     yield "tail", _data("[DONE]")
+

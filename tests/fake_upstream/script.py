@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from urllib.parse import unquote
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 _DIRECTIVE = re.compile(r"\[fake\b([^\]]*)\]")
@@ -37,6 +37,22 @@ class Script:
     json: bool = False
     stop: str | None = None
     say: str | None = None
+    # Failing only the first N requests with this directive (status / hangup), then answering.
+    times: int | None = None
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    hangup: bool = False
+    # Anthropic: 400 to a request ending with an assistant turn ("reject"), as current models do.
+    prefill: str = "accept"
+    # Reasoning pieces: Anthropic (when thinking is on) 3 unless given; OpenAI only when given.
+    think: int | None = None
+    redacted: bool = False
+    cache_read: int = 0
+    cache_write: int = 0
+    # OpenAI wires (Chat Completions, Responses): how reasoning travels, parallel calls, failure.
+    think_as: str = "reasoning_content"
+    calls: int = 1
+    error_as: str = "error"
 
     @classmethod
     def parse(cls, text: str) -> Script:
@@ -47,11 +63,11 @@ class Script:
             return script
         for item in found[-1].split():
             key, _, value = item.partition("=")
-            if key in ("tokens", "status", "error_after", "drop_after", "stall_after"):
+            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "calls"):
                 setattr(script, key, int(value))
             elif key in ("pace", "first_delay", "ping_every"):
                 setattr(script, key, float(value))
-            elif key in ("tool", "error_type"):
+            elif key in ("tool", "error_type", "think_as", "error_as"):
                 setattr(script, key, value)
             elif key == "drop":
                 script.drop_mode = value  # "fin" (default) or "rst"
@@ -63,6 +79,14 @@ class Script:
                 script.say = unquote(value)  # percent-encoded: a directive has no spaces
             elif key == "stop":
                 script.stop = _STOP_ALIASES.get(value, value)
+            elif key in ("times", "think", "cache_read", "cache_write"):
+                setattr(script, key, int(value))
+            elif key == "cached":
+                script.cache_read = int(value)  # the OpenAI name of cache_read (both are accepted)
+            elif key in ("retry_after", "retry_after_ms", "prefill"):
+                setattr(script, key, value)
+            elif key in ("hangup", "redacted"):
+                setattr(script, key, value not in ("0", "false", ""))
             else:
                 raise ValueError(f"unknown fake directive key: {key!r}")
         return script
@@ -76,6 +100,10 @@ class Plan:
     stop_reason: str
     tool_name: str | None = None
     tool_args: dict[str, Any] | None = None
+    reasoning: list[str] = field(default_factory=list)
+    tool_count: int = 1
+    think_as: str = "reasoning_content"
+    cached: int = 0
 
     @property
     def is_tool_call(self) -> bool:
@@ -89,8 +117,12 @@ def answer_tokens(n: int) -> list[str]:
 
 def plan_answer(script: Script, tool_result: str | None, max_tokens: int | None) -> Plan:
     """Decide the answer for one request, given the latest tool result (None if none yet)."""
+    reasoning = [f"r{i} " for i in range(script.think or 0)]  # OpenAI's; Anthropic's are its wire's
     if script.tool and tool_result is None:
-        return Plan([], "tool_use", tool_name=script.tool, tool_args=script.args or {})
+        return Plan(
+            [], "tool_use", tool_name=script.tool, tool_args=script.args or {}, reasoning=reasoning,
+            tool_count=script.calls, think_as=script.think_as, cached=script.cache_read,
+        )
     if script.json:
         words = " ".join(f"t{i}" for i in range(script.tokens))
         text = json.dumps({"answer": words, "n": script.tokens})
@@ -105,7 +137,7 @@ def plan_answer(script: Script, tool_result: str | None, max_tokens: int | None)
     if max_tokens is not None and len(pieces) > max_tokens:
         pieces = pieces[:max_tokens]
         stop = "max_tokens"
-    return Plan(pieces, stop)
+    return Plan(pieces, stop, reasoning=reasoning, think_as=script.think_as, cached=script.cache_read)
 
 
 def split_json(args: dict[str, Any], size: int = 5) -> list[str]:

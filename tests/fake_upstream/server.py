@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from . import anthropic_wire, openai_wire
+from . import anthropic_wire, openai_wire, responses_wire
 from .script import Script, plan_answer
 
 _SECRET_HEADERS = ("x-api-key", "authorization", "api-key")
@@ -64,6 +64,7 @@ class FakeUpstream:
         self._cond = threading.Condition()
         self._open = 0
         self._requests: list[RecordedRequest] = []
+        self._seen: dict[str, int] = {}  # directive -> requests that carried it (`times=N`)
         self._sockets: set[socket.socket] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -136,6 +137,7 @@ class FakeUpstream:
         """Forget recorded requests (open responses are left alone)."""
         with self._cond:
             self._requests.clear()
+            self._seen.clear()
 
     def wait_for(self, predicate: Callable[[FakeUpstream], bool], timeout: float = 5.0) -> bool:
         """Wait until `predicate(fake)` holds; False on timeout."""
@@ -162,6 +164,12 @@ class FakeUpstream:
             return {"open_connections": self._open, "requests": len(self._requests)}
 
     # -- bookkeeping used by the handler --------------------------------------------------------
+
+    def _count(self, key: str) -> int:
+        """How many requests carried this directive since the last reset, this one included."""
+        with self._cond:
+            self._seen[key] = self._seen.get(key, 0) + 1
+            return self._seen[key]
 
     def _record(self, req: RecordedRequest) -> None:
         with self._cond:
@@ -219,15 +227,18 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         headers = {k.lower(): ("REDACTED" if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()}
         path = self.path.split("?", 1)[0]
-        if path not in (anthropic_wire.PATH, openai_wire.PATH):
+        wires = {w.PATH: w for w in (anthropic_wire, openai_wire, responses_wire)}
+        if path not in wires:
             self._send_json(404, {"error": {"message": f"Unknown path {path}", "type": "not_found_error"}})
             return
         self.fake._record(RecordedRequest("POST", path, headers, body))
-        wire: Any = anthropic_wire if path == anthropic_wire.PATH else openai_wire
+        wire: Any = wires[path]
         real_headers = {k.lower(): v for k, v in self.headers.items()}
         rejected = wire.check_headers(real_headers, self.fake.valid_keys)
         if rejected is None and not isinstance(body, dict):
             rejected = 400, wire.error_body(400, "The request body is not valid JSON.")
+        if rejected is None and wire is responses_wire and (problem := responses_wire.check_input(body)):
+            rejected = 400, wire.error_body(400, problem)
         if rejected is not None:
             self._send_json(*rejected)
             return
@@ -237,17 +248,35 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._send_json(400, wire.error_body(400, str(exc)))
             return
-        if script.status is not None:
+        failing = script.times is None or self.fake._count(path + directive) <= script.times
+        if script.hangup and failing:
+            self._hang_up()
+            return
+        if script.status is not None and failing:
             extra = {"retry-after": "1"} if script.status == 429 else {}
+            if script.retry_after is not None:
+                extra["retry-after"] = script.retry_after
+            if script.retry_after_ms is not None:
+                extra["retry-after-ms"] = script.retry_after_ms
             extra["request-id" if wire is anthropic_wire else "x-request-id"] = "req_" + uuid.uuid4().hex[:24]
             self._send_json(script.status, wire.error_body(script.status), extra)
             return
-        max_tokens = body.get("max_tokens") if wire is anthropic_wire else openai_wire.max_tokens_of(body)
+        rejected = anthropic_wire.check_body(body, script) if wire is anthropic_wire else None
+        if rejected is not None:
+            self._send_json(*rejected, {"x-should-retry": "false"})
+            return
+        max_tokens = body.get("max_tokens") if wire is anthropic_wire else wire.max_tokens_of(body)
         plan = plan_answer(script, tool_result, max_tokens)
         counter = [0]
         model = str(body.get("model", "fake-model"))
+        if wire is responses_wire:
+            # The response object stands in for the wire: its error event needs the sequence.
+            stream = responses_wire.ResponseStream(plan, model, input_tokens, counter, body)
+            self._stream(stream, script, iter(stream), counter)
+            return
         if wire is anthropic_wire:
-            events = anthropic_wire.events(plan, model, input_tokens, counter)
+            thinking = (body.get("thinking") or {}).get("type") == "enabled"
+            events = anthropic_wire.events(plan, model, input_tokens, counter, script, thinking)
         else:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             events = openai_wire.events(plan, model, input_tokens, counter, include_usage)
@@ -303,6 +332,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._wait(script.ping_every or 3600.0, None, None)
             if script.ping_every and wire is anthropic_wire:
                 self._write_chunk(anthropic_wire.ping())
+
+    def _hang_up(self) -> None:
+        """Close the connection with a reset, without any answer (a crashed or restarted server)."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.close()
 
     def _drop(self, mode: str) -> None:
         sock = self.connection

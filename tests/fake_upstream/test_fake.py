@@ -121,6 +121,14 @@ def test_openai_stream_shape(fake: FakeUpstream) -> None:
         "prompt_tokens": 4,
         "completion_tokens": 2,
         "total_tokens": 6,
+        # As OpenAI sends them (compatible servers often leave them out).
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
 
 

@@ -15,6 +15,7 @@ from app.providers.base import (
     TextDelta,
 )
 from app.providers.openai import OpenAIProvider
+from app.providers.openai_responses import OpenAIResponsesProvider
 from tests.fake_upstream import FakeUpstream
 
 ANTHROPIC_KEY = "sk-ant-test-Zq8vN3kP0wLr5TgY"
@@ -41,10 +42,17 @@ def upstream_env(fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> FakeUps
     return fake
 
 
-@pytest.fixture(params=["anthropic", "openai"])
+PROVIDERS: dict[str, type[Provider]] = {
+    "anthropic": AnthropicProvider,
+    "openai": OpenAIProvider,
+    "openai-responses": OpenAIResponsesProvider,  # SLUICE_OPENAI_API=responses
+}
+
+
+@pytest.fixture(params=list(PROVIDERS))
 def provider(request: pytest.FixtureRequest, upstream_env: FakeUpstream) -> Provider:
-    """Each test that takes `provider` runs once per provider, with a fresh client."""
-    return AnthropicProvider() if request.param == "anthropic" else OpenAIProvider()
+    """Each test that takes `provider` runs once per provider (and OpenAI API), with a fresh client."""
+    return PROVIDERS[request.param]()
 
 
 def make_request(prompt: str = "hello", **kwargs: object) -> ProviderRequest:

@@ -95,7 +95,7 @@ def test_connection_refused(provider: Provider, monkeypatch: pytest.MonkeyPatch)
         port = sock.getsockname()[1]  # closed again on exit: nobody listens there
     monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
-    fresh = AnthropicProvider() if isinstance(provider, AnthropicProvider) else OpenAIProvider()
+    fresh = type(provider)()
     _, err = run_until_error(fresh, "x")
     assert (err.type, err.retryable, err.status) == ("connection", True, None)
 
@@ -104,7 +104,7 @@ def test_wrong_key_is_authentication_and_not_echoed(provider: Provider, monkeypa
     # The fake, like OpenAI, echoes a masked form of a wrong key in its error body.
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wrong-" + ANTHROPIC_KEY[-8:])
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-" + OPENAI_KEY[-8:])
-    fresh = AnthropicProvider() if isinstance(provider, AnthropicProvider) else OpenAIProvider()
+    fresh = type(provider)()
     _, err = run_until_error(fresh, "x")
     assert (err.type, err.status, err.retryable) == ("authentication", 401, False)
 
@@ -115,7 +115,7 @@ def test_missing_key_makes_no_request(
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     monkeypatch.delenv("OPENAI_API_KEY")
     monkeypatch.setenv("ANTHROPIC_CONFIG_DIR", str(tmp_path))  # no profile on disk either
-    fresh = AnthropicProvider() if isinstance(provider, AnthropicProvider) else OpenAIProvider()
+    fresh = type(provider)()
     _, err = run_until_error(fresh, "x")
     assert (err.type, err.retryable) == ("authentication", False)
     assert upstream_env.request_count == 0

@@ -18,9 +18,11 @@ from gevent import monkey; monkey.patch_all()
 import sys, time, gevent
 from app.providers.anthropic import AnthropicProvider
 from app.providers.openai import OpenAIProvider
+from app.providers.openai_responses import OpenAIResponsesProvider
 from app.providers.base import Message, ProviderRequest
 from app.providers.base import TextDelta
-provider = AnthropicProvider() if sys.argv[1] == "anthropic" else OpenAIProvider()
+classes = {"anthropic": AnthropicProvider, "openai": OpenAIProvider, "openai-responses": OpenAIResponsesProvider}
+provider = classes[sys.argv[1]]()
 req = ProviderRequest("m", (Message("user", "x [fake tokens=50 stall_after=3]"),), 100)
 got = []
 g = gevent.spawn(lambda: [got.append(e) for e in provider.stream(req)])
@@ -33,7 +35,7 @@ gevent.sleep(30)  # stay alive: the fake must see the close, not a process exit
 """
 
 
-@pytest.mark.parametrize("name", ["anthropic", "openai"])
+@pytest.mark.parametrize("name", ["anthropic", "openai", "openai-responses"])
 def test_greenlet_kill_closes_upstream(upstream_env: FakeUpstream, name: str) -> None:
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-c", CHILD, name], cwd=root, stdout=subprocess.PIPE, text=True)

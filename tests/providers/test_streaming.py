@@ -18,6 +18,7 @@ from app.providers.base import (
     Usage,
 )
 from app.providers.openai import OpenAIProvider
+from app.providers.openai_responses import OpenAIResponsesProvider
 from tests.fake_upstream import FakeUpstream, answer_tokens
 from tests.providers.conftest import make_request, text_of
 
@@ -45,7 +46,7 @@ def test_usage_reported(provider: Provider) -> None:
 def test_anthropic_yields_input_usage_before_any_text(upstream_env: FakeUpstream) -> None:
     gen = AnthropicProvider().stream(make_request("a b [fake tokens=3]"))
     first = next(gen)
-    assert first == Usage(input_tokens=4)
+    assert first == Usage(input_tokens=4, cache_read_input_tokens=0, cache_creation_input_tokens=0)
     assert Finish("end_turn") in list(gen)
 
 
@@ -58,7 +59,8 @@ def test_paced_tokens_arrive_one_by_one(provider: Provider) -> None:
 def test_stop_reason_is_normalised(provider: Provider, reason: str) -> None:
     # The fake sends "length" / "content_filter" to OpenAI clients, "max_tokens" / "refusal" to Anthropic ones.
     events = list(provider.stream(make_request(f"x [fake tokens=3 stop={reason}]")))
-    assert events[-1] == Finish(reason)
+    anthropic_refusal = isinstance(provider, AnthropicProvider) and reason == "content_filter"
+    assert events[-1] == Finish("refusal" if anthropic_refusal else reason)
 
 
 def test_anthropic_stop_sequence(upstream_env: FakeUpstream) -> None:
@@ -71,7 +73,7 @@ def test_max_tokens_cuts_the_answer(provider: Provider, upstream_env: FakeUpstre
     assert text_of(events) == "".join(answer_tokens(5))
     assert events[-1] == Finish("max_tokens")
     body = upstream_env.last_request.json
-    assert body.get("max_tokens", body.get("max_completion_tokens")) == 5
+    assert body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens"))) == 5
 
 
 def test_system_temperature_model_pass_through(upstream_env: FakeUpstream) -> None:
@@ -179,5 +181,7 @@ def test_json_mode(provider: Provider, upstream_env: FakeUpstream) -> None:
     body = upstream_env.last_request.json
     if isinstance(provider, OpenAIProvider):
         assert body["response_format"] == {"type": "json_object"}
+    elif isinstance(provider, OpenAIResponsesProvider):
+        assert body["text"] == {"format": {"type": "json_object"}}
     else:
         assert "JSON" in body["system"]

@@ -175,3 +175,8 @@ def types(events: Iterable[Event]) -> list[str]:
 def text_of(events: Iterable[Event]) -> str:
     """The answer text carried by `text` events."""
     return "".join(e.json["content"] for e in events if e.data != "[DONE]" and e.json["type"] == "text")
+
+
+def reasoning_of(events: Iterable[Event]) -> str:
+    """The model's thinking carried by `reasoning` events."""
+    return "".join(e.json["content"] for e in events if e.data != "[DONE]" and e.json["type"] == "reasoning")
