@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from app.observability import tracing
+
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 DEFAULT_OPENAI_MODEL = "gpt-5-mini"
 DEMO_MODEL = "sluice-demo-1"
@@ -103,6 +105,7 @@ class Settings:
     coalesce_ms: float
     log_content: bool
     shutdown_grace_seconds: float
+    otel_traces: bool = False
     max_body_bytes: int = 1024 * 1024
     max_replay_events: int = 20000
     # "chat" (Chat Completions: OpenAI and every compatible server) or "responses" (OpenAI's
@@ -172,6 +175,7 @@ class Settings:
             coalesce_ms=_num(env, "SLUICE_COALESCE_MS", 0),
             log_content=_flag(env, "SLUICE_LOG_CONTENT", False),
             shutdown_grace_seconds=_num(env, "SLUICE_SHUTDOWN_GRACE_SECONDS", 20),
+            otel_traces=tracing.wanted(env),
             openai_api=openai_api,
             openai_think_tags=_flag(env, "SLUICE_OPENAI_THINK_TAGS", False),
             secret_key=_secret(env, "SLUICE_SECRET_KEY"),

@@ -14,6 +14,7 @@ works wherever it is blocked.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from app.lifecycle import recovery
 from app.lifecycle.log import DONE, Entry, EventLog
 from app.lifecycle.relay import TextRelay
 from app.lifecycle.usage import UsageMeter
+from app.observability.tracing import NO_TRACE, NoTrace
 from app.providers.base import (
     Finish,
     Message,
@@ -110,6 +112,7 @@ class Generation:
         client: str = "",
         on_entry: Callable[[Generation, Entry], None] | None = None,
         on_end: Callable[[Generation], None] | None = None,
+        trace: NoTrace = NO_TRACE,
     ) -> None:
         self.id = stream_id
         self.spec = spec
@@ -138,6 +141,7 @@ class Generation:
         self.subscribers = 0
         self._on_entry = on_entry
         self._on_end = on_end
+        self.trace = trace
         self._greenlet: Greenlet | None = None
         self._running = False
         self._stop_reason = "shutdown"
@@ -258,6 +262,7 @@ class Generation:
         """The first output (text, reasoning or a tool call) reached the client: the TTFT."""
         if self.ttft_ms is None:
             self.ttft_ms = int((time.monotonic() - self._t0) * 1000)
+            self.trace.first_chunk()
 
     def usage(self) -> dict[str, Any]:
         """Token usage so far (see `UsageMeter`)."""
@@ -332,7 +337,8 @@ class Generation:
     def _run_tools(self, calls: list[ToolCallPart]) -> tuple[ToolResultPart, ...]:
         results = []
         for call in calls:
-            content, is_error = run_tool(call.name, call.arguments)
+            with self.trace.tool(call.name, call.id):
+                content, is_error = run_tool(call.name, call.arguments)
             results.append(ToolResultPart(call.id, call.name, content, is_error))
             self.emit({"type": "tool_result", "id": call.id, "name": call.name,
                        "content": content, "is_error": is_error})
@@ -379,6 +385,7 @@ class Generation:
         state = self._state = _Round(text=[resume.said] if resume is not None else [])
         overlap = recovery.Overlap(resume.said) if resume is not None else None
         self.meter.open_round(sum(len(m.text) for m in request.messages) + len(request.system or ""))
+        self.trace.upstream_start(provider.name, request.model)
         events = provider.stream(request)
         started = time.monotonic()
         try:
@@ -399,6 +406,7 @@ class Generation:
         finally:
             # Closing the provider's generator closes its upstream response (its `with`).
             events.close()
+            self.trace.upstream_end(sys.exc_info()[1])
         if overlap is not None:
             self._relay_text(overlap.flush(), state)
         self.relay.flush()
@@ -459,6 +467,7 @@ class Generation:
         self._grace = None
         self.emit(payload)
         self.emit(DONE)
+        self.trace.end(state, self.stop_reason, self.usage(), reason)
         if self._on_end is not None:
             self._on_end(self)
 

@@ -6,6 +6,7 @@ import logging
 import secrets
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import gevent
@@ -18,6 +19,7 @@ from app.lifecycle.log import Entry
 from app.lifecycle.usage import BREAKDOWN
 from app.observability import metrics
 from app.observability.logging import log_generation
+from app.observability.tracing import Tracing
 from app.validation import GenerationSpec
 
 log = logging.getLogger("sluice.registry")
@@ -44,6 +46,7 @@ class Registry:
         self.draining = False
         self._per_client: Counter[str] = Counter()
         self._started = False
+        self.tracing = Tracing(settings.otel_traces)
 
     def ensure_started(self) -> None:
         """Start the backend's background work on first use (never at import time)."""
@@ -58,8 +61,19 @@ class Registry:
 
     # -- start --------------------------------------------------------------------------------
 
-    def create(self, spec: GenerationSpec, *, owner: str | None, client: str, attached: bool = False) -> Generation:
-        """Start a generation, or raise `RequestError` (503 draining/at capacity, 429, 409)."""
+    def create(
+        self,
+        spec: GenerationSpec,
+        *,
+        owner: str | None,
+        client: str,
+        attached: bool = False,
+        trace_headers: Mapping[str, str] | None = None,
+    ) -> Generation:
+        """Start a generation, or raise `RequestError` (503 draining/at capacity, 429, 409).
+
+        `trace_headers`: the request's headers, for a `traceparent` to continue (tracing on).
+        """
         if self.draining:
             raise RequestError(503, "The server is restarting; try again in a moment", type="overloaded",
                                headers={"Retry-After": "2"})
@@ -77,6 +91,7 @@ class Registry:
         gen = Generation(
             stream_id, spec, self.settings, self.providers,
             owner=owner, client=client, on_entry=self._on_entry, on_end=self._on_end,
+            trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
         )
         if self.backend.shared:
             gen.remote_subscribers = lambda: self.backend.remote_subscribers(stream_id)  # type: ignore[method-assign]

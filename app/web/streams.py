@@ -117,7 +117,9 @@ def _start(spec: GenerationSpec) -> Response:
         if feed is not None:
             # The same client-chosen id again (a reload, a retried request): attach, never rerun.
             return _sse_response(feed, 0)
-    gen = reg.create(spec, owner=principal(), client=client_key(), attached=True)
+    gen = reg.create(
+        spec, owner=principal(), client=client_key(), attached=True, trace_headers=dict(request.headers)
+    )
     return _sse_response(gen, 0, attached=True)
 
 
@@ -156,7 +158,8 @@ def streams_create() -> tuple[Response, int, dict[str, str]]:
     if spec.stream_id is not None and reg.feed(spec.stream_id, principal()) is not None:
         stream_id, status = spec.stream_id, 200
     else:
-        stream_id = reg.create(spec, owner=principal(), client=client_key()).id
+        gen = reg.create(spec, owner=principal(), client=client_key(), trace_headers=dict(request.headers))
+        stream_id = gen.id
     body = {
         "stream_id": stream_id,
         "events_url": url_for("streams.stream_events", stream_id=stream_id),

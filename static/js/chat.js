@@ -1,6 +1,7 @@
 /*
  * The chat page: one conversation, sent whole with each turn (POST /streams, then EventSource).
- * Model output only ever reaches the page through textContent / text nodes.
+ * Model output reaches the page as text nodes, except the answer, which SluiceMarkdown renders
+ * (raw HTML shown as text, sanitized by DOMPurify); its plain text stays in #answer[data-text].
  */
 (function () {
   "use strict";
@@ -34,6 +35,7 @@
   var current = null;     // the running Sluice stream
   var currentPrompt = "";
   var toolItems = {};     // tool call id -> its <li>
+  var answer = SluiceMarkdown.live(answerEl);
 
   function setState(state) {
     statusEl.setAttribute("data-state", state);
@@ -68,8 +70,9 @@
       thought.appendChild(el("div", "reasoning-text", reasoningTextEl.textContent));
       li.appendChild(thought);
     }
-    var answer = el("div", "bubble bubble-assistant", answerEl.textContent);
-    li.appendChild(answer);
+    var past = el("div", "bubble bubble-assistant");
+    SluiceMarkdown.render(past, answer.text());
+    li.appendChild(past);
     if (!stopNoteEl.hidden) li.appendChild(el("p", "stop-note", stopNoteEl.textContent));
     if (!statsEl.hidden) li.appendChild(el("p", "stats", statsEl.textContent));
     historyEl.appendChild(li);
@@ -77,7 +80,7 @@
   }
 
   function resetTurn() {
-    answerEl.textContent = "";
+    answer.reset();
     reasoningTextEl.textContent = "";
     reasoningEl.hidden = true;
     reasoningEl.open = false;
@@ -136,8 +139,8 @@
 
   /** The answer starts: fold the thinking away (the user can still open it). */
   function onText(chunk) {
-    if (reasoningEl.open && answerEl.textContent === "") reasoningEl.open = false;
-    answerEl.appendChild(document.createTextNode(chunk));
+    if (reasoningEl.open && answer.text() === "") reasoningEl.open = false;
+    answer.append(chunk);
   }
 
   function send() {
@@ -183,7 +186,7 @@
       onCancelled: function (ev) {
         var stats = ev.usage ? formatStats({ usage: ev.usage }) : "";
         show(statsEl, "Cancelled" + (stats ? " · " + stats : ""));
-        finishTurn(turnMessages, answerEl.textContent !== "");
+        finishTurn(turnMessages, answer.text() !== "");
       },
       onError: function (err, sentence) {
         show(errorEl, sentence);
@@ -195,8 +198,9 @@
   }
 
   function finishTurn(turnMessages, keep) {
+    answer.finish();
     if (keep) {
-      messages = turnMessages.concat([{ role: "assistant", content: answerEl.textContent }]);
+      messages = turnMessages.concat([{ role: "assistant", content: answer.text() }]);
     } else {
       messages = turnMessages.slice(0, -1);
     }

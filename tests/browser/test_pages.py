@@ -54,7 +54,7 @@ def test_the_answer_grows_on_screen_then_stats_appear(web: Gunicorn, fresh: Fake
     assert growing, f"the answer must grow while streaming: {lengths}"
     page.screenshot(path=str(artifact("chat-mid-answer.png")))
     wait_state(page, "done")
-    assert page.text_content("#answer") == expected(30)
+    assert page.get_attribute("#answer", "data-text") == expected(30)
     stats = page.text_content("#stats") or ""
     assert page.is_visible("#stats")
     for word in ("in", "out", "first token", "/s"):
@@ -73,7 +73,7 @@ def test_cancel_during_a_stall_stops_the_model(web: Gunicorn, fresh: FakeUpstrea
     assert time.monotonic() - t0 < 1.0
     assert fresh.wait_closed(1), "Cancel must close the upstream connection"
     page.screenshot(path=str(artifact("chat-after-cancel.png")))
-    assert page.text_content("#answer") == expected(3)
+    assert page.get_attribute("#answer", "data-text") == expected(3)
 
 
 def test_cancel_right_after_send_before_the_first_token(web: Gunicorn, fresh: FakeUpstream, page: Any) -> None:
@@ -111,7 +111,7 @@ def test_a_503_on_attach_is_recovered(web: Gunicorn, fresh: FakeUpstream, page: 
     send(page, "x [fake tokens=20 pace=0.05]")
     wait_state(page, "done", timeout=20)
     assert calls["n"] >= 2
-    assert page.text_content("#answer") == expected(20)
+    assert page.get_attribute("#answer", "data-text") == expected(20)
     assert fresh.request_count == 1
 
 
@@ -128,7 +128,7 @@ def test_a_connection_cut_mid_answer_resumes_without_gap_or_duplicate(
             proxy.cut()
             wait_state(page, "reconnecting", timeout=5)
             wait_state(page, "done", timeout=30)
-            assert page.text_content("#answer") == expected(40)
+            assert page.get_attribute("#answer", "data-text") == expected(40)
             assert fresh.request_count == 1, "the reconnect resumed; it did not generate again"
         finally:
             proxy.close()
@@ -139,7 +139,8 @@ def test_model_output_is_shown_as_text_and_runs_nothing(web: Gunicorn, fresh: Fa
     page.goto(web.url + "/")
     send(page, f"x [fake say={quote(evil, safe='')}]")
     wait_state(page, "done")
-    assert page.text_content("#answer") == evil
+    assert page.get_attribute("#answer", "data-text") == evil
+    assert (page.text_content("#answer") or "").strip() == evil  # shown as text, not markup
     assert page.query_selector("#answer img") is None and page.query_selector("#answer script") is None
     assert page.query_selector("#answer b") is None
     assert page.evaluate("window.__pwned") is None
@@ -169,7 +170,7 @@ def test_controls_are_labelled_and_the_answer_is_a_live_region(web: Gunicorn, pa
     page.keyboard.type("keyboard [fake tokens=2]")
     page.keyboard.press("Enter")
     wait_state(page, "done")
-    assert page.text_content("#answer") == expected(2)
+    assert page.get_attribute("#answer", "data-text") == expected(2)
 
 
 def test_the_page_has_no_inline_script(web: Gunicorn, page: Any) -> None:
@@ -227,7 +228,7 @@ def test_tool_calls_and_results_are_shown(web: Gunicorn, fresh: FakeUpstream, pa
     wait_state(page, "done")
     tools = page.text_content("#tools") or ""
     assert "calculate" in tools and "6*7" in tools and "42" in tools
-    assert page.text_content("#answer") == "result: 42 t0 "
+    assert page.get_attribute("#answer", "data-text") == "result: 42 t0 "
     assert [t["name"] for t in fresh.requests[0].json["tools"]] == ["calculate"]
 
 

@@ -1,0 +1,216 @@
+"""OpenTelemetry traces: one GenAI span per generation, continuing the caller's traceparent, with
+children per upstream call and tool run; off (and not even imported) unless OTEL_* asks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from app.config import Settings
+from app.lifecycle.generation import Generation
+from app.observability.tracing import Tracing, wanted
+from app.providers import ProviderPool
+from app.validation import parse_spec
+from tests.support.servers import ROOT, Gunicorn, base_env
+
+pytestmark = pytest.mark.timeout(60)
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Any:
+    """The SDK's in-memory exporter behind the global tracer provider (set once per process)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    trace.set_tracer_provider(provider)
+    return memory
+
+
+def run(prompt: str, *, tools: list[str] | None = None) -> Generation:
+    settings = Settings.from_env({"SLUICE_DEMO_TOKENS_PER_SECOND": "400"})
+    spec = parse_spec({"prompt": prompt, "tools": tools or []}, settings)
+    trace = Tracing(True).generation({"Traceparent": TRACEPARENT}, provider=spec.provider, model=spec.model, spec=spec)
+    gen = Generation("trace-test-0123456789", spec, settings, ProviderPool(settings), trace=trace)
+    gen.attach()
+    gen.start()
+    gen.join(20)
+    assert not gen.running
+    return gen
+
+
+def by_name(spans: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for span in spans:
+        out.setdefault(span.name, []).append(span)
+    return out
+
+
+def test_environment_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not wanted({})
+    assert wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"})
+    assert not wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_SDK_DISABLED": "true"})
+    assert not wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"})
+
+
+def test_one_genai_span_per_generation_with_children_for_rounds_and_tools(exporter: Any) -> None:
+    exporter.clear()
+    gen = run("What time is it?", tools=["get_time"])
+    assert gen.state == "done"
+    spans = by_name(exporter.get_finished_spans())
+    chat = [s for s in exporter.get_finished_spans() if s.attributes.get("gen_ai.operation.name") == "chat"]
+    assert len(chat) == 1, spans
+    root = chat[0]
+    assert root.name == "chat sluice-demo-1"
+    # The caller's trace continues: same trace id, our span is a child of its span.
+    assert format(root.context.trace_id, "032x") == TRACE_ID
+    assert root.parent is not None and format(root.parent.span_id, "016x") == PARENT_ID
+    attrs = root.attributes
+    assert attrs["gen_ai.provider.name"] == "demo"
+    assert attrs["gen_ai.request.model"] == "sluice-demo-1"
+    assert attrs["gen_ai.response.finish_reasons"] == ("end_turn",)
+    assert attrs["gen_ai.usage.input_tokens"] == gen.usage()["input_tokens"] > 0
+    assert attrs["gen_ai.usage.output_tokens"] == gen.usage()["output_tokens"] > 0
+    assert 0 < attrs["gen_ai.response.time_to_first_chunk"] < 20
+    # Two upstream calls (the tool round and the answer) and one tool run, all children of it.
+    upstream = spans["upstream demo"]
+    tool = spans["execute_tool get_time"]
+    assert len(upstream) == 2 and len(tool) == 1
+    for child in upstream + tool:
+        assert child.parent is not None and child.parent.span_id == root.context.span_id
+    assert tool[0].attributes["gen_ai.tool.name"] == "get_time"
+    assert tool[0].attributes["gen_ai.tool.call.id"] == "toolu_demo_time"
+    # Never content: no attribute carries the prompt.
+    for span in exporter.get_finished_spans():
+        assert not any("What time" in str(v) for v in span.attributes.values())
+
+
+OFF_PROBE = """
+import sys
+from app import create_app
+app = create_app()
+body = app.test_client().get("/stream?prompt=hi").get_data()
+assert b"[DONE]" in body, body
+print("loaded" if any(m.startswith("opentelemetry") for m in sys.modules) else "not loaded")
+"""
+
+
+def test_off_by_default_and_not_even_imported() -> None:
+    out = subprocess.run([sys.executable, "-c", OFF_PROBE], cwd=ROOT, env=base_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "not loaded"
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/v1/traces":
+            type(self).bodies.append(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def otlp() -> Iterator[tuple[Gunicorn, list[bytes]]]:
+    """Sluice under gunicorn exporting to a real OTLP/HTTP endpoint on loopback."""
+    _Receiver.bodies = []
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    env = base_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
+        OTEL_SERVICE_NAME="sluice-under-test",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        SLUICE_DEMO_TOKENS_PER_SECOND="20",
+    )
+    with Gunicorn(env) as server:
+        yield server, _Receiver.bodies
+    receiver.shutdown()
+
+
+def _spans(bodies: list[bytes]) -> list[tuple[dict[str, Any], Any]]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    out = []
+    for body in list(bodies):
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource in request.resource_spans:
+            res = {kv.key: kv.value.string_value for kv in resource.resource.attributes}
+            for scope in resource.scope_spans:
+                out.extend((res, span) for span in scope.spans)
+    return out
+
+
+def _received(bodies: list[bytes], trace_id: str, names: set[str]) -> list[tuple[dict[str, Any], Any]]:
+    """This trace's spans once every name in `names` has arrived (the exporter batches)."""
+    deadline = time.monotonic() + 20
+    while True:
+        spans = [(res, s) for res, s in _spans(bodies) if s.trace_id.hex() == trace_id]
+        if names <= {s.name for _, s in spans} or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.1)
+
+
+def test_spans_reach_a_real_otlp_http_receiver_from_gunicorn(otlp: tuple[Gunicorn, list[bytes]]) -> None:
+    server, bodies = otlp
+    r = requests.post(server.url + "/stream", json={"prompt": "What is 6*7?", "tools": ["calculate"]},
+                      headers={"traceparent": TRACEPARENT}, timeout=30)
+    assert r.status_code == 200 and b"[DONE]" in r.content
+    spans = _received(bodies, TRACE_ID, {"chat sluice-demo-1", "execute_tool calculate", "upstream demo"})
+    root = [(res, s) for res, s in spans if s.name == "chat sluice-demo-1"]
+    assert len(root) == 1, [s.name for _, s in spans]
+    resource, span = root[0]
+    assert resource["service.name"] == "sluice-under-test"
+    assert span.parent_span_id.hex() == PARENT_ID
+    attrs = {kv.key: kv.value for kv in span.attributes}
+    assert attrs["gen_ai.operation.name"].string_value == "chat"
+    assert attrs["gen_ai.provider.name"].string_value == "demo"
+    assert attrs["gen_ai.usage.output_tokens"].int_value > 0
+    children = [s for _, s in spans if s.parent_span_id == span.span_id]
+    assert sorted(s.name for s in children) == ["execute_tool calculate", "upstream demo", "upstream demo"]
+
+
+def test_a_cancel_ends_the_generation_span_and_its_upstream_span(otlp: tuple[Gunicorn, list[bytes]]) -> None:
+    server, bodies = otlp
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    stream_id = "trace-cancel-0123456789"
+    with requests.get(server.url + "/stream", params={"prompt": "Tell me a story", "stream_id": stream_id},
+                      headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}, stream=True,
+                      timeout=30) as r:
+        lines = r.iter_lines()
+        for line in lines:
+            if line.startswith(b"data:") and b'"type":"text"' in line:
+                break
+        assert requests.post(server.url + "/cancel", json={"stream_id": stream_id}, timeout=10).status_code == 200
+        rest = b"\n".join(lines)
+    assert b'"type":"cancelled"' in rest
+    spans = _received(bodies, trace_id, {"chat sluice-demo-1", "upstream demo"})
+    by = {s.name: s for _, s in spans}
+    root_attrs = {kv.key: kv.value for kv in by["chat sluice-demo-1"].attributes}
+    assert root_attrs["sluice.outcome"].string_value == "cancelled"
+    upstream_attrs = {kv.key: kv.value for kv in by["upstream demo"].attributes}
+    assert upstream_attrs["error.type"].string_value == "GreenletExit"
