@@ -135,7 +135,7 @@
   function onReasoning(chunk) {
     if (reasoningEl.hidden) {
       reasoningEl.hidden = false;
-      reasoningEl.open = true;
+      reasoningEl.open = answerEl.textContent === "";  // thinking after the answer began stays folded
     }
     reasoningTextEl.appendChild(document.createTextNode(chunk));
   }
