@@ -136,7 +136,7 @@ class Generation:
             chunking=spec.chunking,
             coalesce_ms=settings.coalesce_ms,
             json_mode=spec.response_format == "json",
-            on_first=self._mark_first,
+            on_first=self._first_text,
         )
         self.subscribers = 0
         self._on_entry = on_entry
@@ -258,7 +258,7 @@ class Generation:
         """Overridden by the shared backend: are clients attached through other workers?"""
         return False
 
-    def _mark_first(self) -> None:
+    def _first_text(self) -> None:
         """The first output (text, reasoning or a tool call) reached the client: the TTFT."""
         if self.ttft_ms is None:
             self.ttft_ms = int((time.monotonic() - self._t0) * 1000)
@@ -425,14 +425,14 @@ class Generation:
                 state.relayed = True
                 self.meter.round_deltas += 1
                 self.relay.flush()  # keep the order: text held by chunking goes first
-                self._mark_first()
+                self._first_text()
                 self.emit({"type": "reasoning", "content": event.text})
         elif isinstance(event, ToolCallStart):
             state.relayed = state.in_tool_call = True
         elif isinstance(event, ToolCall):
             state.relayed = state.in_tool_call = True
             self.relay.flush()
-            self._mark_first()
+            self._first_text()
             state.calls.append(ToolCallPart(event.id, event.name, event.arguments))
             self.emit({"type": "tool_call", "id": event.id, "name": event.name, "arguments": event.arguments})
         elif isinstance(event, Opaque):

@@ -97,8 +97,14 @@
 
   function formatStats(ev) {
     var usage = ev.usage || {}, metrics = ev.metrics || {}, parts = [];
-    if (usage.input_tokens != null) parts.push(usage.input_tokens + " tokens in");
-    if (usage.output_tokens != null) parts.push(usage.output_tokens + " tokens out");
+    if (usage.input_tokens != null) {
+      parts.push(usage.input_tokens + " tokens in" +
+                 (usage.cache_read_input_tokens ? " (" + usage.cache_read_input_tokens + " cached)" : ""));
+    }
+    if (usage.output_tokens != null) {
+      parts.push(usage.output_tokens + " tokens out" +
+                 (usage.reasoning_tokens ? " (" + usage.reasoning_tokens + " thinking)" : ""));
+    }
     if (metrics.ttft_ms != null) parts.push("first token after " + Math.round(metrics.ttft_ms) + " ms");
     if (usage.output_tokens && metrics.duration_ms) {
       // Generation speed: output tokens over the time after the first token.
@@ -132,7 +138,7 @@
   function onReasoning(chunk) {
     if (reasoningEl.hidden) {
       reasoningEl.hidden = false;
-      reasoningEl.open = true;
+      reasoningEl.open = answerEl.textContent === "";  // thinking after the answer began stays folded
     }
     reasoningTextEl.appendChild(document.createTextNode(chunk));
   }

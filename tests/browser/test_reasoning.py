@@ -47,6 +47,7 @@ def test_thinking_streams_apart_then_folds_when_the_answer_starts(thinking_web: 
     page.click("#reasoning summary")
     expect(thinking).to_have_attribute("open", "")
     assert page.is_hidden("#stop-note")
+    assert "thinking)" in (page.text_content("#stats") or "")  # "N tokens out (M thinking)"
     assert not page.js_errors
 
 
