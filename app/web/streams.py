@@ -15,7 +15,15 @@ from app.backends.base import Feed
 from app.errors import RequestError
 from app.lifecycle.delivery import Delivery
 from app.lifecycle.registry import Registry
-from app.validation import QUERY_EXTRAS, STREAM_ID_RE, GenerationSpec, bad, check_stream_id, parse_spec
+from app.validation import (
+    QUERY_EXTRAS,
+    STREAM_ID_RE,
+    GenerationSpec,
+    bad,
+    check_stream_id,
+    load_json,
+    parse_spec,
+)
 from app.web.security import client_key, settings
 
 bp = Blueprint("streams", __name__)
@@ -31,9 +39,7 @@ def registry() -> Registry:
 def _json_body() -> dict[str, Any]:
     if request.mimetype != "application/json":
         raise RequestError(415, "The body must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise bad("The body is not valid JSON")
+    body = load_json(request.get_data(cache=True))
     if not isinstance(body, dict):
         raise bad("The body must be a JSON object")
     return body
@@ -130,7 +136,7 @@ def stream_get() -> Response:
     resumed = _resume_from_header()
     if resumed is not None:
         return resumed
-    spec = parse_spec(_query(), settings(), extras=QUERY_EXTRAS | {"api_key"})
+    spec = parse_spec(_query(), settings(), text=True, extras=QUERY_EXTRAS | {"api_key"})
     return _start(spec)
 
 
@@ -198,7 +204,7 @@ def cancel() -> tuple[Response, int]:
     stream_id = None
     if request.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data") and request.get_data():
         # JSON, also when sent as text/plain (a `fetch` or `sendBeacon` that avoids a preflight).
-        body = request.get_json(force=True, silent=True)
+        body = load_json(request.get_data(cache=True))
         if not isinstance(body, dict):
             raise bad("The body must be a JSON object with stream_id")
         stream_id = body.get("stream_id")
