@@ -131,3 +131,25 @@ def test_cancel_with_a_wrong_type_is_400(sluice: Gunicorn, body: dict[str, objec
     assert_400(requests.post(f"{sluice.url}/cancel", json=body, timeout=5), "stream_id")
     data = '{"stream_id": "' + "\\ud800" * 20 + '"}'
     assert_400(requests.post(f"{sluice.url}/cancel", data=data, headers=JSON, timeout=5))
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_calculation_too_large_goes_back_to_the_model_as_an_error(sluice: Gunicorn, fresh: FakeUpstream,
+                                                                     provider: str) -> None:
+    # Issue 9: `999999 ** 999` ended the whole generation with `internal`.
+    prompt = 'big [fake tool=calculate args={"expression":"999999**999"} tokens=2]'
+    events = open_stream(f"{sluice.url}/stream", params={"prompt": prompt, "tools": "calculate",
+                                                         "provider": provider}).rest()
+    assert types(events) == ["start", "tool_call", "tool_result", "text", "text", "text", "done", "[DONE]"]
+    result = events[2].json
+    assert result["is_error"] is True and "digits" in result["content"]
+    assert fresh.request_count == 2
+    assert result["content"] in text_of(events)  # the fake echoes the tool result it was sent
+
+
+def test_the_demo_model_gets_an_error_result_for_a_huge_power(start_sluice) -> None:  # type: ignore[no-untyped-def]
+    server = start_sluice(SLUICE_PROVIDER="demo", SLUICE_DEMO_TOKENS_PER_SECOND="1000")
+    events = open_stream(f"{server.url}/stream", params={"prompt": "What is 999999 ** 999?",
+                                                         "tools": "calculate"}).rest()
+    assert types(events)[:3] == ["start", "tool_call", "tool_result"] and types(events)[-2:] == ["done", "[DONE]"]
+    assert events[2].json["is_error"] is True
