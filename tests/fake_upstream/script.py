@@ -37,6 +37,7 @@ class Script:
     json: bool = False
     stop: str | None = None
     say: str | None = None
+    hang: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> Script:
@@ -47,7 +48,7 @@ class Script:
             return script
         for item in found[-1].split():
             key, _, value = item.partition("=")
-            if key in ("tokens", "status", "error_after", "drop_after", "stall_after"):
+            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "hang"):
                 setattr(script, key, int(value))
             elif key in ("pace", "first_delay", "ping_every"):
                 setattr(script, key, float(value))
