@@ -44,7 +44,7 @@ REASONING_EFFORTS = ("off", "low", "medium", "high")
 # Whole numbers and decimals as a query string spells them; `int()`/`float()` alone would also
 # take "1_000", "1e3", "nan" and "inf".
 _INT_TEXT = re.compile(r"^\s*\+?[0-9]{1,9}\s*$")
-_FLOAT_TEXT = re.compile(r"^\s*[+-]?([0-9]{1,9}(\.[0-9]{0,9})?|\.[0-9]{1,9})\s*$")
+_FLOAT_TEXT = re.compile(r"^\s*[+-]?([0-9]{1,9}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?\s*$")
 
 
 @dataclass(frozen=True)
