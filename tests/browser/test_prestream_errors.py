@@ -21,7 +21,9 @@ RUN = """([opts]) => new Promise(function (resolve) {
     var out = {states: [], end: null};
     opts.onState = function (s) { out.states.push(s); };
     opts.onDone = function () { out.end = "done"; resolve(out); };
-    opts.onError = function (err, sentence) { out.end = "error"; out.err = err; out.sentence = sentence; resolve(out); };
+    opts.onError = function (err, sentence) {
+      out.end = "error"; out.err = err; out.sentence = sentence; resolve(out);
+    };
     Sluice.stream(opts);
   })"""
 

@@ -153,3 +153,15 @@ def test_the_demo_model_gets_an_error_result_for_a_huge_power(start_sluice) -> N
                                                          "tools": "calculate"}).rest()
     assert types(events)[:3] == ["start", "tool_call", "tool_result"] and types(events)[-2:] == ["done", "[DONE]"]
     assert events[2].json["is_error"] is True
+
+
+def test_cancel_names_one_valid_id_wherever_it_is_given(sluice: Gunicorn) -> None:
+    one, other = "A" * 22, "B" * 22
+    resp = requests.post(f"{sluice.url}/cancel", params={"stream_id": ""}, data={"stream_id": one}, timeout=5)
+    assert_400(resp, "stream_id")
+    resp = requests.post(f"{sluice.url}/cancel", params={"stream_id": one}, data={"stream_id": ""}, timeout=5)
+    assert_400(resp, "stream_id")
+    resp = requests.post(f"{sluice.url}/cancel", params={"stream_id": other}, json={"stream_id": one}, timeout=5)
+    assert_400(resp, "stream_id")
+    resp = requests.post(f"{sluice.url}/cancel", params={"stream_id": one}, json={"stream_id": one}, timeout=5)
+    assert resp.status_code == 202 and resp.json()["status"] == "pending"
