@@ -58,7 +58,7 @@ _UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: op
 # Bounds on the work one call may do (docs/api.md). A tool runs in the generation's greenlet:
 # a huge power would hold the worker's CPU, and every other stream on it, for minutes.
 MAX_EXPRESSION = 200  # characters
-MAX_DEPTH = 32  # nesting of operators and parentheses
+MAX_DEPTH = 32  # nesting of operators (parentheses alone add none)
 MAX_EXPONENT = 1000  # |exponent| of **
 MAX_DIGITS = 1000  # digits of any whole number on the way (Python cannot print more than 4300)
 _LIMIT = 10**MAX_DIGITS
