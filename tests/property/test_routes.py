@@ -35,7 +35,7 @@ def check_error(resp: Any, allowed: set[int]) -> None:
     assert resp.status_code in allowed, (resp.status_code, resp.get_data()[:300])
     if resp.status_code >= 400:
         error = resp.get_json()["error"]
-        assert error["type"] == "invalid_request" and error["message"]
+        assert error["type"] == ("not_found" if resp.status_code == 404 else "invalid_request") and error["message"]
 
 
 @FAST
@@ -63,3 +63,19 @@ def test_get_stream_answers_any_query(client: Any, pairs: list[tuple[str, bytes]
     resp = client.get("/stream?" + query)
     check_error(resp, {200, 400})
     resp.close()
+
+
+@FAST
+@given(st.text(st.characters(codec="latin-1", exclude_characters="\r\n\0"), min_size=1, max_size=80).filter(str.strip)
+       | st.from_regex(r"\A[A-Za-z0-9_-]{16,64}:[0-9]{1,30}\Z"), st.text(min_size=1, max_size=70))
+def test_any_last_event_id_resumes_or_is_204(client: Any, last_event_id: str, path_id: str) -> None:
+    # A Last-Event-ID never starts a generation: an unknown one is 204, whatever it says. (An
+    # empty one is no id at all: a browser never sends it.)
+    headers = {"Last-Event-ID": last_event_id}
+    for resp in (client.get("/stream?prompt=x", headers=headers),
+                 client.get("/stream?prompt=x&last_event_id=" + quote_from_bytes(last_event_id.encode())),
+                 client.get("/streams/" + quote_from_bytes(path_id.encode(), safe="") + "/events", headers=headers),
+                 client.post("/stream", json={"prompt": "x"}, headers=headers)):
+        assert resp.status_code == 204, (resp.status_code, resp.get_data()[:200])
+        resp.close()
+    check_error(client.get("/streams/" + quote_from_bytes(path_id.encode(), safe="")), {404})
