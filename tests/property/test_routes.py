@@ -65,12 +65,17 @@ def test_get_stream_answers_any_query(client: Any, pairs: list[tuple[str, bytes]
     resp.close()
 
 
+LAST_EVENT_IDS = st.text(st.characters(codec="latin-1", exclude_characters="\r\n\0"), min_size=1,
+                         max_size=80).filter(str.strip) | st.from_regex(r"\A[A-Za-z0-9_-]{16,64}:[0-9]{1,30}\Z")
+PATH_IDS = st.text(st.characters(exclude_characters="/"), min_size=1, max_size=70)
+
+
 @FAST
-@given(st.text(st.characters(codec="latin-1", exclude_characters="\r\n\0"), min_size=1, max_size=80).filter(str.strip)
-       | st.from_regex(r"\A[A-Za-z0-9_-]{16,64}:[0-9]{1,30}\Z"), st.text(min_size=1, max_size=70))
+@given(LAST_EVENT_IDS, PATH_IDS)
 def test_any_last_event_id_resumes_or_is_204(client: Any, last_event_id: str, path_id: str) -> None:
     # A Last-Event-ID never starts a generation: an unknown one is 204, whatever it says. (An
-    # empty one is no id at all: a browser never sends it.)
+    # empty one is no id at all: a browser never sends it. A "/" in the id is left out: Flask
+    # answers a path with "//" by a redirect to the merged path, which is then a JSON 404.)
     headers = {"Last-Event-ID": last_event_id}
     for resp in (client.get("/stream?prompt=x", headers=headers),
                  client.get("/stream?prompt=x&last_event_id=" + quote_from_bytes(last_event_id.encode())),
