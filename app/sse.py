@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 HEADERS: dict[str, str] = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -24,7 +25,11 @@ HEADERS: dict[str, str] = {
 
 def dumps(payload: Any) -> str:
     """Compact JSON, unicode kept as is (smaller than \\u escapes, and valid UTF-8 on the wire)."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    # A lone surrogate has no UTF-8 form: an upstream can send half a pair as a \u escape in one
+    # delta and the other half in the next. Keep each as the JSON escape it came in; a browser's
+    # JSON.parse reads it back (and joins the two halves once the page concatenates the text).
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _field(name: str, value: str) -> str:

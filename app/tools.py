@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import ast
+import logging
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.providers.base import ToolSpec
+
+log = logging.getLogger("sluice.tools")
 
 
 class ToolFailed(Exception):
@@ -50,42 +54,71 @@ _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Mod: operator.mod,
 }
 _UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-MAX_EXPRESSION = 200
-MAX_EXPONENT = 1000
+
+# Bounds on the work one call may do (docs/api.md). A tool runs in the generation's greenlet:
+# a huge power would hold the worker's CPU, and every other stream on it, for minutes.
+MAX_EXPRESSION = 200  # characters
+MAX_DEPTH = 32  # nesting of operators (parentheses alone add none)
+MAX_EXPONENT = 1000  # |exponent| of **
+MAX_DIGITS = 1000  # digits of any whole number on the way (Python cannot print more than 4300)
+_LIMIT = 10**MAX_DIGITS
+_MAX_BITS = _LIMIT.bit_length()
 
 
-def _eval(node: ast.AST) -> float | int:
+def _checked(value: float | int) -> float | int:
+    if isinstance(value, complex):  # (-8) ** 0.5
+        raise ToolFailed("the result is not a real number")
+    if isinstance(value, int) and abs(value) >= _LIMIT:
+        raise ToolFailed(f"the result has more than {MAX_DIGITS} digits")
+    if isinstance(value, float) and not math.isfinite(value):  # 1e308 * 10 is inf, not an error
+        raise ToolFailed("the result is too large")
+    return value
+
+
+def _power(left: float | int, right: float | int) -> float | int:
+    if abs(right) > MAX_EXPONENT:
+        raise ToolFailed(f"the exponent must be at most {MAX_EXPONENT}")
+    # A lower bound on the result's size, known before the work is done.
+    if isinstance(left, int) and isinstance(right, int) and right * (abs(left).bit_length() - 1) > _MAX_BITS:
+        raise ToolFailed(f"the result would have more than {MAX_DIGITS} digits")
+    return left**right
+
+
+def _eval(node: ast.AST, depth: int = 0) -> float | int:
+    if depth > MAX_DEPTH:
+        raise ToolFailed(f"the expression is nested more than {MAX_DEPTH} deep")
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return node.value
+        return _checked(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        left, right = _eval(node.left), _eval(node.right)
-        # A huge power would hold the worker's CPU (and every other stream on it) for minutes.
-        if isinstance(node.op, ast.Pow) and (abs(right) > MAX_EXPONENT or abs(left) > 10**6):
-            raise ToolFailed("exponent too large")
-        return _BINARY[type(node.op)](left, right)  # type: ignore[no-any-return]
+        left, right = _eval(node.left, depth + 1), _eval(node.right, depth + 1)
+        if isinstance(node.op, ast.Pow):
+            return _checked(_power(left, right))
+        return _checked(_BINARY[type(node.op)](left, right))
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_eval(node.operand))  # type: ignore[no-any-return]
+        return _checked(_UNARY[type(node.op)](_eval(node.operand, depth + 1)))
     raise ToolFailed("only numbers and + - * / ** % ( ) are allowed")
 
 
 def calculate(args: dict[str, Any]) -> str:
-    """Evaluate an arithmetic expression."""
+    """Evaluate an arithmetic expression (within the bounds above)."""
     expr = args.get("expression")
     if not isinstance(expr, str) or not expr.strip():
         raise ToolFailed("expression must be a non-empty string such as '6 * 7'")
     if len(expr) > MAX_EXPRESSION:
         raise ToolFailed(f"expression must be at most {MAX_EXPRESSION} characters")
     try:
-        value = _eval(ast.parse(expr.strip(), mode="eval").body)
-    except SyntaxError:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise ToolFailed(f"cannot parse {expr!r}") from None
+    try:
+        value = _eval(tree.body)
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            value = int(value)
+        return str(value)
     except ZeroDivisionError:
         raise ToolFailed("division by zero") from None
     except OverflowError:
         raise ToolFailed("the result is too large") from None
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        value = int(value)
-    return str(value)
 
 
 TOOLS: dict[str, Tool] = {
@@ -116,7 +149,7 @@ TOOLS: dict[str, Tool] = {
 
 
 def run_tool(name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
-    """Run a built-in tool: (content, is_error). Never raises for a tool's own failure."""
+    """Run a built-in tool: (content, is_error). Never raises: any failure goes back to the model."""
     tool = TOOLS.get(name)
     if tool is None:
         return f"unknown tool {name!r}", True
@@ -124,3 +157,7 @@ def run_tool(name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
         return tool.run(arguments), False
     except ToolFailed as exc:
         return str(exc), True
+    except Exception:
+        # A bug in a tool must not end the generation; the model is told, the log keeps the rest.
+        log.exception("tool %s failed", name)
+        return f"the tool {name} failed", True

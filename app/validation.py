@@ -1,14 +1,20 @@
 """Turn a request's JSON body or query string into a `GenerationSpec`, or a 400 that names the field.
 
 Everything here runs before any upstream call: a rejected request costs nothing.
+
+Two sources, two sets of rules (contract): a JSON body is strict, each field has its JSON type
+(`"max_tokens": "100"` is a 400, `null` means "not given"); a query string is text, so numbers
+are parsed from text, `tools` is comma-separated and an empty value means "not given".
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import jiter
 
 from app.config import DEMO_MODEL, Settings
 from app.errors import RequestError
@@ -32,6 +38,14 @@ FIELDS = frozenset(
 QUERY_EXTRAS = frozenset({"last_event_id"})
 MAX_PROMPT_CHARS = 200_000
 MAX_MESSAGES = 200
+MAX_MODEL_CHARS = 200
+RESPONSE_FORMATS = ("text", "json")
+CHUNKINGS = ("token", "word", "sentence")
+REASONING_EFFORTS = ("off", "low", "medium", "high")
+# Whole numbers and decimals as a query string spells them; `int()`/`float()` alone would also
+# take "1_000", "1e3", "nan" and "inf".
+_INT_TEXT = re.compile(r"^\s*\+?[0-9]{1,9}\s*$")
+_FLOAT_TEXT = re.compile(r"^\s*[+-]?([0-9]{1,9}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?\s*$")
 
 
 @dataclass(frozen=True)
@@ -68,24 +82,105 @@ def check_stream_id(value: object, field: str = "stream_id") -> str:
     return value
 
 
-def _string(body: Mapping[str, Any], key: str, *, limit: int = MAX_PROMPT_CHARS) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise bad(f"{key} must be a string", key)
-    if len(value) > limit:
-        raise bad(f"{key} must be at most {limit} characters", key)
+def load_json(raw: bytes) -> Any:
+    """Parse a request body as one strict JSON value, or raise a 400.
+
+    jiter, not `json.loads`: a body nested thousands deep would raise `RecursionError` (a 500)
+    from the stdlib, and a lone surrogate (`"\\ud800"`) would be accepted, only to fail at
+    the upstream call. jiter stops at 200 levels, refuses text that is not Unicode, `NaN` and
+    duplicate keys. The schema itself is 3 levels deep (`{"messages": [{...}]}`).
+    """
+    try:
+        return jiter.from_json(raw, allow_inf_nan=False, cache_mode="keys", catch_duplicate_keys=True)
+    except ValueError as exc:
+        reason = str(exc)
+        if "recursion limit" in reason:
+            raise bad("The body is nested deeper than the request schema allows") from None
+        raise bad(f"The body is not valid JSON: {reason}") from None
+
+
+def _unicode(value: str, key: str) -> str:
+    # A lone surrogate can still arrive from a Python caller or a decoded form; no upstream
+    # could encode it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad(f"{key} is not valid Unicode text", key) from None
     return value
 
 
-def _messages(body: Mapping[str, Any]) -> tuple[Message, ...]:
-    has_messages = body.get("messages") is not None
-    has_prompt = body.get("prompt") is not None
+class _Reader:
+    """Reads typed fields from a JSON body (strict) or a query string (text)."""
+
+    def __init__(self, body: Mapping[str, Any], *, text: bool) -> None:
+        self.body = body
+        self.text = text
+
+    def given(self, key: str) -> Any:
+        """The field's value, or None when absent (JSON `null`; in a query also an empty value)."""
+        value = self.body.get(key)
+        if self.text and value == "":
+            return None
+        return value
+
+    def string(self, key: str, *, limit: int = MAX_PROMPT_CHARS) -> str | None:
+        value = self.given(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise bad(f"{key} must be a string", key)
+        if len(value) > limit:
+            raise bad(f"{key} must be at most {limit} characters", key)
+        return _unicode(value, key)
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.given(key)
+        if value is None:
+            return default
+        if not isinstance(value, str) or value not in choices:
+            raise bad(f"{key} must be one of {', '.join(choices)}", key)
+        return value
+
+    def number(self, key: str, parse: Callable[[object, str], Any]) -> Any:
+        value = self.given(key)
+        if value is None:
+            return None
+        if self.text and isinstance(value, str):
+            value = _from_text(value)
+        return parse(value, key)
+
+    def tools(self) -> tuple[str, ...]:
+        value = self.given("tools")
+        if value is None:
+            return ()
+        if self.text and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("tools must be a list of tool names", "tools")
+        for name in value:
+            if name not in TOOLS:
+                shown = _unicode(name, "tools")[:40]
+                raise bad(f"unknown tool {shown!r}; known tools: {', '.join(sorted(TOOLS))}", "tools")
+        return tuple(dict.fromkeys(value))
+
+
+def _from_text(value: str) -> int | float | str:
+    """A query value that spells a number, as that number (else the text, which will be refused)."""
+    if _INT_TEXT.match(value):
+        return int(value)
+    if _FLOAT_TEXT.match(value):
+        return float(value)
+    return value
+
+
+def _messages(read: _Reader) -> tuple[Message, ...]:
+    body = read.body
+    has_messages = read.given("messages") is not None
+    has_prompt = read.given("prompt") is not None
     if has_messages == has_prompt:
         raise bad("give exactly one of messages or prompt", "messages" if has_messages else "prompt")
     if has_prompt:
-        prompt = _string(body, "prompt")
+        prompt = read.string("prompt")
         if not prompt or not prompt.strip():
             raise bad("prompt must not be empty", "prompt")
         return (Message("user", prompt),)
@@ -105,88 +200,59 @@ def _messages(body: Mapping[str, Any]) -> tuple[Message, ...]:
         if not isinstance(content, str) or not content.strip():
             raise bad(f"messages[{i}].content must be a non-empty string", "messages")
         total += len(content)
-        out.append(Message(role, content))
-    if total > MAX_PROMPT_CHARS:
-        raise bad(f"messages must hold at most {MAX_PROMPT_CHARS} characters", "messages")
+        if total > MAX_PROMPT_CHARS:
+            raise bad(f"messages must hold at most {MAX_PROMPT_CHARS} characters", "messages")
+        out.append(Message(role, _unicode(content, "messages")))
     if out[-1].role != "user":
         raise bad("the last message must be from the user", "messages")
     return tuple(out)
 
 
 def _int(value: object, key: str, low: int, high: int) -> int:
-    if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise bad(f"{key} must be a whole number between {low} and {high}", key) from None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise bad(f"{key} must be a whole number between {low} and {high}", key)
     return value
 
 
 def _float(value: object, key: str, low: float, high: float) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise bad(f"{key} must be a number between {low:g} and {high:g}", key) from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise bad(f"{key} must be a number between {low:g} and {high:g}", key)
     return float(value)
 
 
-def _choice(body: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
-    value = body.get(key)
-    if value is None or value == "":
-        return default
-    if value not in choices:
-        raise bad(f"{key} must be one of {', '.join(choices)}", key)
-    return str(value)
-
-
-def _tools(value: object) -> tuple[str, ...]:
-    if value is None or value == "":
-        return ()
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise bad("tools must be a list of tool names", "tools")
-    for name in value:
-        if name not in TOOLS:
-            raise bad(f"unknown tool {name!r}; known tools: {', '.join(sorted(TOOLS))}", "tools")
-    return tuple(dict.fromkeys(value))
-
-
-def parse_spec(body: Mapping[str, Any], settings: Settings, *, extras: frozenset[str] = frozenset()) -> GenerationSpec:
-    """Validate a JSON body or query mapping against the contract; raise `RequestError` (400)."""
+def parse_spec(
+    body: Mapping[str, Any], settings: Settings, *, text: bool = False, extras: frozenset[str] = frozenset()
+) -> GenerationSpec:
+    """Validate a JSON body (`text=False`) or query mapping (`text=True`); raise `RequestError` (400)."""
     unknown = sorted(set(body) - FIELDS - extras)
     if unknown:
-        raise bad(f"unknown field {unknown[0]!r}", unknown[0])
-    messages = _messages(body)
-    provider = _choice(body, "provider", PROVIDERS, settings.default_provider)
+        raise bad(f"unknown field {_unicode(unknown[0], 'body')[:40]!r}", unknown[0][:40])
+    read = _Reader(body, text=text)
+    messages = _messages(read)
+    provider = read.choice("provider", PROVIDERS, settings.default_provider)
     if provider == "anthropic" and not settings.anthropic_configured:
         raise bad("provider anthropic is not configured on this server", "provider")
     if provider == "openai" and not settings.openai_configured:
         raise bad("provider openai is not configured on this server", "provider")
-    model = _string(body, "model", limit=200) or settings.default_model(provider)
+    model = read.string("model", limit=MAX_MODEL_CHARS)
+    if model is not None and not model.strip():
+        raise bad("model must not be empty", "model")
+    model = model or settings.default_model(provider)
     if not (provider == "demo" and model == DEMO_MODEL) and not settings.model_allowed(model):
-        raise bad(f"model {model!r} is not allowed on this server", "model")
-    max_tokens = body.get("max_tokens")
-    stream_id = body.get("stream_id")
+        raise bad(f"model {model[:80]!r} is not allowed on this server", "model")
+    max_tokens = read.number("max_tokens", lambda v, k: _int(v, k, 1, settings.max_tokens))
+    temperature = read.number("temperature", lambda v, k: _float(v, k, 0.0, 2.0))
+    stream_id = read.given("stream_id")
     return GenerationSpec(
         provider=provider,
         model=model,
         messages=messages,
-        system=_string(body, "system") or None,
-        max_tokens=min(DEFAULT_MAX_TOKENS, settings.max_tokens) if max_tokens in (None, "") else _int(
-            max_tokens, "max_tokens", 1, settings.max_tokens
-        ),
-        temperature=None if body.get("temperature") in (None, "") else _float(
-            body["temperature"], "temperature", 0.0, 2.0
-        ),
-        tools=_tools(body.get("tools")),
-        response_format=_choice(body, "response_format", ("text", "json"), "text"),
-        chunking=_choice(body, "chunking", ("token", "word", "sentence"), "token"),
-        reasoning=_choice(body, "reasoning", REASONING_EFFORTS, "off"),
-        stream_id=None if stream_id in (None, "") else check_stream_id(stream_id),
+        system=read.string("system") or None,
+        max_tokens=min(DEFAULT_MAX_TOKENS, settings.max_tokens) if max_tokens is None else max_tokens,
+        temperature=temperature,
+        tools=read.tools(),
+        response_format=read.choice("response_format", RESPONSE_FORMATS, "text"),
+        chunking=read.choice("chunking", CHUNKINGS, "token"),
+        reasoning=read.choice("reasoning", REASONING_EFFORTS, "off"),
+        stream_id=None if stream_id is None else check_stream_id(stream_id),
     )

@@ -56,8 +56,14 @@ ProviderFactory = Callable[[str], Provider]
 TERMINAL_TYPES = frozenset({"done", "error", "cancelled"})
 
 
-class _Deadline(Exception):
-    """Raised by a generation's own timers (never escapes `_run`)."""
+class _Deadline(BaseException):
+    """Raised by a generation's own timers (never escapes `_run`).
+
+    A `BaseException`, as `gevent.Timeout` is: the timer fires wherever the producer is blocked,
+    often inside an SDK's `send`, and the SDKs turn any `Exception` raised there into
+    `APIConnectionError` ("Could not connect"). Only an `except BaseException` that re-raises
+    may stand between a timer and `_run`.
+    """
 
     def __init__(self, kind: str, seconds: float) -> None:
         super().__init__(kind)

@@ -15,7 +15,15 @@ from app.backends.base import Feed
 from app.errors import RequestError
 from app.lifecycle.delivery import Delivery
 from app.lifecycle.registry import Registry
-from app.validation import QUERY_EXTRAS, STREAM_ID_RE, GenerationSpec, bad, check_stream_id, parse_spec
+from app.validation import (
+    QUERY_EXTRAS,
+    STREAM_ID_RE,
+    GenerationSpec,
+    bad,
+    check_stream_id,
+    load_json,
+    parse_spec,
+)
 from app.web.security import client_key, principal, settings
 
 bp = Blueprint("streams", __name__)
@@ -31,9 +39,7 @@ def registry() -> Registry:
 def _json_body() -> dict[str, Any]:
     if request.mimetype != "application/json":
         raise RequestError(415, "The body must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise bad("The body is not valid JSON")
+    body = load_json(request.get_data(cache=True))
     if not isinstance(body, dict):
         raise bad("The body must be a JSON object")
     return body
@@ -132,7 +138,7 @@ def stream_get() -> Response:
     resumed = _resume_from_header()
     if resumed is not None:
         return resumed
-    spec = parse_spec(_query(), settings(), extras=QUERY_EXTRAS)
+    spec = parse_spec(_query(), settings(), text=True, extras=QUERY_EXTRAS)
     return _start(spec)
 
 
@@ -198,17 +204,21 @@ def stream_status(stream_id: str) -> Response:
 @bp.post("/cancel")
 def cancel() -> tuple[Response, int]:
     """Stop a generation wherever it runs; `stream_id` from JSON, a form field or the query."""
-    stream_id = None
+    named: list[object] = []
     if request.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data") and request.get_data():
         # JSON, also when sent as text/plain (a `fetch` or `sendBeacon` that avoids a preflight).
-        body = request.get_json(force=True, silent=True)
+        body = load_json(request.get_data(cache=True))
         if not isinstance(body, dict):
             raise bad("The body must be a JSON object with stream_id")
-        stream_id = body.get("stream_id")
-    if stream_id is None:
-        stream_id = request.form.get("stream_id") or request.args.get("stream_id")
-    if stream_id is None:
+        named.append(body.get("stream_id"))
+    named += request.form.getlist("stream_id") + request.args.getlist("stream_id")
+    # Every place that names an id must name the same, valid one: a malformed id is never a
+    # reason to look elsewhere (and two different ids are not a cancel of either).
+    ids = {check_stream_id(value) for value in named if value is not None}
+    if not ids:
         raise bad("stream_id is required", "stream_id")
-    check_stream_id(stream_id)
+    if len(ids) > 1:
+        raise bad("stream_id is given more than once, with different values", "stream_id")
+    stream_id = ids.pop()
     status, body = registry().cancel(stream_id, principal())
     return jsonify(body), status

@@ -64,9 +64,14 @@
     404: "That answer could not be found.",
     413: "The conversation is too long to send. Start a new one.",
     414: "The prompt is too long to send this way.",
+    415: "The request was not sent as JSON.",
     429: "You have too many answers running at once. Wait for one to finish.",
-    503: "The server is busy or restarting. Try again in a moment."
+    502: "The server could not be reached. Try again in a moment.",
+    503: "The server is busy or restarting. Try again in a moment.",
+    504: "The server could not be reached. Try again in a moment."
   };
+  // Statuses before the stream that are worth trying again later (the server says when).
+  var RETRY_STATUSES = { 429: true, 502: true, 503: true, 504: true };
 
   /** A new stream id: 22 characters of [A-Za-z0-9_-] (132 random bits). */
   function newStreamId() {
@@ -174,15 +179,20 @@
     });
   }
 
-  /** The error object of a pre-stream JSON error response (or a generic one). */
+  /**
+   * The error object of a pre-stream error response, told by its status (a 503 is not a 404):
+   * {type, message, field, status, retryable, retryAfter (seconds, or null), prestream: true}.
+   */
   function errorFromResponse(response, body) {
     var err = (body && body.error) || {};
+    var after = parseInt(response.headers.get("Retry-After") || "", 10);
     return {
       type: err.type || null,
       message: err.message || ("The server answered " + response.status + "."),
       field: err.field || null,
       status: response.status,
-      retryable: response.status === 429 || response.status === 503,
+      retryable: !!RETRY_STATUSES[response.status],
+      retryAfter: isNaN(after) ? null : after,
       prestream: true
     };
   }
@@ -250,7 +260,7 @@
     this.setState("streaming");
     if (this.method === "get") {
       if (this.opts.messages) throw new Error("Sluice: messages need method \"post\" or \"fetch\"");
-      this.openEventSource(this.base + "/stream?" + this.query());
+      this.openEventSource(this.base + "/stream?" + this.query(), true);
     } else if (this.method === "fetch") {
       this.openFetch(this.base + "/stream", {
         method: "POST",
@@ -287,7 +297,13 @@
     return url;
   };
 
-  Stream.prototype.openEventSource = function (url) {
+  /**
+   * `starting`: this EventSource starts the generation (GET /stream). If the browser gives up
+   * on it before any event, it may have been refused (400, 401, 429, 503...), and EventSource
+   * hides the status: the same GET is sent once more with fetch, which can read it. The request
+   * carries this stream's client-chosen id, so if it did start, this attaches to it instead.
+   */
+  Stream.prototype.openEventSource = function (url, starting) {
     var self = this;
     var source = new global.EventSource(url, { withCredentials: !!this.opts.withCredentials });
     this.source = source;
@@ -304,6 +320,14 @@
       if (source.readyState === global.EventSource.CLOSED) {
         // The browser gave up (5xx, 204, not an event stream): we decide what happens next.
         self.source = null;
+        if (starting && !self.gotEventThisAttach && self.lastSeq === 0 && global.fetch) {
+          self.openFetch(url, {
+            method: "GET",
+            headers: self.headers({ "Accept": "text/event-stream" }),
+            credentials: self.opts.withCredentials ? "include" : "same-origin"
+          }, true);
+          return;
+        }
         self.recover();
       } else {
         // CONNECTING: the browser retries by itself, with Last-Event-ID.
@@ -325,7 +349,8 @@
       var type = response.headers.get("Content-Type") || "";
       if (response.status === 204) { self.abort = null; self.recover(); return null; }
       if (!response.ok || type.indexOf("text/event-stream") !== 0) {
-        if (first && response.status >= 400 && response.status < 500) {
+        if (first && response.status >= 400) {
+          // Refused before it started: nothing to re-attach to, the status tells why.
           return readJson(response).then(function (json) { self.fail(errorFromResponse(response, json)); });
         }
         self.abort = null;

@@ -19,6 +19,8 @@ Each request's behaviour comes from a directive in the last user message that ha
 ``drop_after=K``    abort the TCP connection after K tokens (no terminal events)
 ``drop=rst``        ... with a TCP reset instead of a FIN
 ``stall_after=K``   send nothing more after K tokens, until the client closes (0: before any)
+``hang=R``          accept call R and send nothing, not even headers, until the client closes
+                    (R=1: the first call; R=2: the call that carries a tool result)
 ``ping_every=S``    Anthropic ``ping`` events every S seconds while paced or stalled
 ``tool=NAME``       without a tool result in the messages: a tool call to NAME (stop tool_use);
 ``args=JSON``       its arguments (no spaces). With a tool result: "result: <content> " + tokens

@@ -53,6 +53,7 @@ class Script:
     think_as: str = "reasoning_content"
     calls: int = 1
     error_as: str = "error"
+    hang: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> Script:
@@ -63,7 +64,7 @@ class Script:
             return script
         for item in found[-1].split():
             key, _, value = item.partition("=")
-            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "calls"):
+            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "calls", "hang"):
                 setattr(script, key, int(value))
             elif key in ("pace", "first_delay", "ping_every"):
                 setattr(script, key, float(value))

@@ -250,6 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._send_json(400, wire.error_body(400, str(exc)))
             return
+        if script.hang == (1 if tool_result is None else 2):
+            self._hang()
+            return
         failing = script.times is None or self.fake._count(path + directive) <= script.times
         if script.hangup and failing:
             self._hang_up()
@@ -283,6 +286,18 @@ class _Handler(BaseHTTPRequestHandler):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             events = openai_wire.events(plan, model, input_tokens, counter, include_usage)
         self._stream(wire, script, events, counter)
+
+    def _hang(self) -> None:
+        """Send nothing, not even headers, until the client goes away (a model still loading)."""
+        sock = self.connection
+        self.fake._opened(sock)
+        try:
+            self._wait(3600.0, None, None)
+        except ClientGone:
+            pass
+        finally:
+            self.close_connection = True
+            self.fake._closed(sock)
 
     # -- streaming ------------------------------------------------------------------------------
 

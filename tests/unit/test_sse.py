@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from app import sse
@@ -88,3 +90,12 @@ def test_parser_follows_whatwg_rules() -> None:
         ("x", "keep", "named"),
         ("reset id", "", "message"),
     ]
+
+
+def test_a_lone_surrogate_from_upstream_stays_a_json_escape() -> None:
+    # An upstream may split a surrogate pair across two deltas, each as a \u escape.
+    halves = [json.loads('"\\ud83d"'), json.loads('"\\ude00"')]
+    wires = [sse.encode(sse.dumps({"type": "text", "content": half})) for half in halves]
+    assert [w.decode("utf-8") for w in wires]  # valid UTF-8 on the wire
+    texts = [json.loads(parse(w)[0].data)["content"] for w in wires]
+    assert "".join(texts).encode("utf-16", "surrogatepass").decode("utf-16") == "\U0001f600"
