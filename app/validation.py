@@ -42,10 +42,11 @@ MAX_MODEL_CHARS = 200
 RESPONSE_FORMATS = ("text", "json")
 CHUNKINGS = ("token", "word", "sentence")
 REASONING_EFFORTS = ("off", "low", "medium", "high")
-# Whole numbers and decimals as a query string spells them; `int()`/`float()` alone would also
-# take "1_000", "1e3", "nan" and "inf".
-_INT_TEXT = re.compile(r"^\s*\+?[0-9]{1,9}\s*$")
-_FLOAT_TEXT = re.compile(r"^\s*[+-]?([0-9]{1,9}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?\s*$")
+# Whole numbers and decimals as a query string spells them, matched whole (`fullmatch`: `$`
+# would let a trailing newline through); `int()`/`float()` alone would also take " 5",
+# "1_000", "nan" and "inf". docs/openapi.yaml has the same patterns.
+_INT_TEXT = re.compile(r"[0-9]{1,9}")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]{1,9}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?")
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class _Reader:
         if value is None:
             return ()
         if self.text and isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+            value = [name for name in (part.strip(" \t") for part in value.split(",")) if name]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("tools must be a list of tool names", "tools")
         for name in value:
@@ -166,9 +167,9 @@ class _Reader:
 
 def _from_text(value: str) -> int | float | str:
     """A query value that spells a number, as that number (else the text, which will be refused)."""
-    if _INT_TEXT.match(value):
+    if _INT_TEXT.fullmatch(value):
         return int(value)
-    if _FLOAT_TEXT.match(value):
+    if _FLOAT_TEXT.fullmatch(value):
         return float(value)
     return value
 

@@ -153,3 +153,14 @@ def test_a_json_field_spelled_as_text_is_a_400(body: dict[str, Any], field: str)
         spelled = as_query_text(value)
     result = outcome({**body, field: spelled}, text=False)
     assert isinstance(result, RequestError) and result.field == field
+
+
+@FAST
+@given(st.sampled_from(["max_tokens", "temperature"]),
+       st.sampled_from(["5\n", " 5", "5 ", "+5", "\u0665", "1_0", "nan", "inf", "0x10", "5.", "1e3"]))
+def test_query_numbers_are_plain_decimal_text(field: str, text: str) -> None:
+    result = outcome({"prompt": "x", field: text}, text=True)
+    if field == "temperature" and text in ("5.", "1e3", "+5"):
+        assert isinstance(result, RequestError) and "between 0 and 2" in result.message  # a number, out of range
+    else:
+        assert isinstance(result, RequestError) and result.field == field, (field, text)
