@@ -30,6 +30,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["SLUICE_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # "/streams//events" is an unknown stream (404 JSON), not an HTML redirect to another path.
+    app.url_map.merge_slashes = False
 
     providers = ProviderPool(settings)
     providers.warm()

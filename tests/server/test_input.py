@@ -165,3 +165,8 @@ def test_cancel_names_one_valid_id_wherever_it_is_given(sluice: Gunicorn) -> Non
     assert_400(resp, "stream_id")
     resp = requests.post(f"{sluice.url}/cancel", params={"stream_id": one}, json={"stream_id": one}, timeout=5)
     assert resp.status_code == 202 and resp.json()["status"] == "pending"
+
+
+def test_an_empty_path_segment_is_a_json_404_not_a_redirect(sluice: Gunicorn) -> None:
+    resp = requests.get(f"{sluice.url}/streams//events", timeout=5, allow_redirects=False)
+    assert resp.status_code == 404 and resp.json()["error"]["type"] == "not_found"
