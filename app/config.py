@@ -83,6 +83,9 @@ class Settings:
     shutdown_grace_seconds: float
     max_body_bytes: int = 1024 * 1024
     max_replay_events: int = 20000
+    max_stream_bytes: int = 4 * 1024 * 1024
+    max_write_bytes: int = 64 * 1024
+    max_tombstones: int = 10000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +134,9 @@ class Settings:
             coalesce_ms=_num(env, "SLUICE_COALESCE_MS", 0),
             log_content=_flag(env, "SLUICE_LOG_CONTENT", False),
             shutdown_grace_seconds=_num(env, "SLUICE_SHUTDOWN_GRACE_SECONDS", 20),
+            max_stream_bytes=_int(env, "SLUICE_MAX_STREAM_BYTES", 4 * 1024 * 1024, minimum=4096),
+            max_write_bytes=_int(env, "SLUICE_MAX_WRITE_BYTES", 64 * 1024, minimum=1024),
+            max_tombstones=_int(env, "SLUICE_MAX_TOMBSTONES", 10000, minimum=1),
         )
 
     def model_allowed(self, model: str) -> bool:

@@ -24,9 +24,10 @@ from gevent.event import Event
 
 from app.config import Settings
 from app.errors import SluiceError, UpstreamError
-from app.lifecycle.log import DONE, Entry, EventLog
+from app.lifecycle.log import DONE, Entry, EventLog, LogFull
 from app.lifecycle.relay import TextRelay
 from app.lifecycle.usage import UsageMeter
+from app.observability import metrics
 from app.providers.base import (
     Finish,
     Message,
@@ -87,7 +88,7 @@ class Generation:
         self.client = client
         self.provider_name = spec.provider
         self.model = spec.model
-        self.log = EventLog(stream_id)
+        self.log = EventLog(stream_id, settings.max_stream_bytes)
         self.state = "running"
         self.outcome_reason: str | None = None
         self.stop_reason: str | None = None
@@ -98,6 +99,7 @@ class Generation:
         self.duration_ms: int | None = None
         self.relay = TextRelay(
             self.emit,
+            self.emit_text,
             chunking=spec.chunking,
             coalesce_ms=settings.coalesce_ms,
             json_mode=spec.response_format == "json",
@@ -112,15 +114,61 @@ class Generation:
         self._grace: Greenlet | None = None
         self.meter = UsageMeter()
         self._round_text: list[str] = []
+        self._full = False  # the log reached its byte bound: only the ending goes in now
+        self._counted = 0  # text deltas already added to sluice_tokens_relayed_total
 
     # -- events -------------------------------------------------------------------------------
 
-    def emit(self, payload: dict[str, Any] | str) -> Entry:
-        """Append an event to the log (and mirror it to the shared backend, if any)."""
-        entry = self.log.append(payload)
+    def emit(self, payload: dict[str, Any] | str, *, terminal: bool = False) -> Entry | None:
+        """Append an event to the log (and mirror it to the shared backend, if any).
+
+        Past the log's byte bound the generation ends with an error (see `_overflow`); only a
+        `terminal` event (the ending and `[DONE]`) always goes in. None: the event was refused.
+        """
+        if self._full and not terminal:
+            return None
+        try:
+            entry = self.log.append(payload, bounded=not terminal)
+        except LogFull:
+            self._overflow()
+            return None
         if self._on_entry is not None:
             self._on_entry(self, entry)
         return entry
+
+    def emit_text(self, text: str) -> Entry | None:
+        """`emit` for a `text` event: the hot path (see `EventLog.append_text`)."""
+        if self._full:
+            return None
+        try:
+            entry = self.log.append_text(text)
+        except LogFull:
+            self._overflow()
+            return None
+        if self._on_entry is not None:
+            self._on_entry(self, entry)
+        if self.relay.deltas - self._counted >= 256:
+            self._count_tokens()
+        return entry
+
+    def _count_tokens(self) -> None:
+        # In bulk: a Prometheus update per token would cost more than relaying the token.
+        metrics.tokens_relayed(self.relay.deltas - self._counted)
+        self._counted = self.relay.deltas
+
+    def _overflow(self) -> None:
+        """The log is full: end with an error, from the producer (raise) or from elsewhere (kill)."""
+        self._full = True
+        exc = SluiceError(
+            "internal",
+            f"This answer passed the server's limit of {self.log.max_bytes} bytes per stream "
+            "(SLUICE_MAX_STREAM_BYTES) and was stopped there",
+            retryable=False,
+        )
+        if self._greenlet is not None and gevent.getcurrent() is self._greenlet:
+            raise exc
+        if self._greenlet is not None:
+            self._greenlet.kill(exc, block=False)
 
     @property
     def running(self) -> bool:
@@ -368,8 +416,13 @@ class Generation:
     def _end(self, state: str, payload: dict[str, Any], reason: str | None) -> None:
         if not self.running:
             return
-        if state == "done":
+        # Text held back (a partial word, a coalescing window) was received from the model:
+        # it is sent before the terminal event, whatever the ending.
+        try:
             self.relay.flush()
+        except SluiceError as exc:  # that text passed the byte bound: say so, not "done"
+            state, reason = "error", exc.type
+            payload = {"type": "error", "error": exc.to_event_error()}
         self.state = state
         self.outcome_reason = reason
         self.ended_at = time.time()
@@ -377,8 +430,9 @@ class Generation:
         if self._grace is not None and self._grace is not gevent.getcurrent():
             self._grace.kill(block=False)
         self._grace = None
-        self.emit(payload)
-        self.emit(DONE)
+        self.emit(payload, terminal=True)
+        self.emit(DONE, terminal=True)
+        self._count_tokens()
         if self._on_end is not None:
             self._on_end(self)
 

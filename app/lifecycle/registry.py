@@ -154,7 +154,10 @@ class Registry:
         if gen is not None and (gen.owner is None or gen.owner == owner):
             if gen.cancel("user"):
                 gen.join(timeout=1.0)  # the terminal event is in the log before we answer
-                return 200, {"stream_id": stream_id, "status": "cancelled"}
+                # The producer may have run to its end before the kill reached it (its last
+                # bytes were already in): answer what happened, not what was asked.
+                if gen.state in ("running", "cancelled"):
+                    return 200, {"stream_id": stream_id, "status": "cancelled"}
             return 200, {"stream_id": stream_id, "status": "finished"}
         if gen is None:
             outcome = self.backend.remote_cancel(stream_id, "user", owner)
