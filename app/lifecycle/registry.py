@@ -116,7 +116,10 @@ class Registry:
             fields["answer"] = gen.relay.answer
         log_generation(fields)
         self.backend.finished(gen)
-        gevent.spawn_later(self.settings.replay_ttl_seconds, self._forget, gen.id, gen)
+        # A timer in the event loop, not a greenlet: thousands of finished generations may be
+        # waiting out their replay TTL at once.
+        timer = gevent.get_hub().loop.timer(self.settings.replay_ttl_seconds)
+        timer.start(self._forget, gen.id, gen)
 
     def _forget(self, stream_id: str, gen: Generation) -> None:
         if self.local.get(stream_id) is gen:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
+import gevent
 from gevent.event import Event
 
 from app.backends.memory import MemoryBackend
@@ -83,3 +84,49 @@ def test_the_log_keeps_each_event_once_as_wire_bytes() -> None:
     assert done.done and log.closed
     assert log.nbytes >= sum(len(e.wire) for e in log.after(0))
     assert not hasattr(entry, "__dict__")
+
+
+class LogFeed:
+    """A bare EventLog as a Feed (what a Generation is to its subscribers)."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.wait_after = log.wait_after
+
+    @property
+    def closed(self) -> bool:
+        return self.log.closed
+
+    def attach(self) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass
+
+
+def test_events_that_piled_up_share_one_write_within_the_write_bound() -> None:
+    from app.lifecycle.delivery import Delivery
+
+    log = EventLog("s" * 22)
+    for i in range(50):
+        log.append_text(f"t{i} " * 100)  # ~420 bytes each
+    log.append({"type": "done"})
+    log.append("[DONE]")
+    body = Delivery(LogFeed(log), 0, heartbeat=5, max_write=4096)
+    chunks = list(body)
+    body.close()
+    assert len(chunks) > 3 and all(len(c) <= 4096 + 16 for c in chunks)
+    assert b"".join(chunks).count(b"\ndata: ") == 52, "every event, once, in order"
+    assert chunks[-1].endswith(b"data: [DONE]\n\n")
+
+
+def test_a_reader_beyond_the_end_of_a_closed_log_ends_at_once() -> None:
+    from app.lifecycle.delivery import Delivery
+
+    log = EventLog("s" * 22)
+    log.append({"type": "done"})
+    log.append("[DONE]")
+    body = Delivery(LogFeed(log), 99999, heartbeat=5)
+    with gevent.Timeout(2):
+        chunks = list(body)
+    assert chunks == [b"retry: 3000\n\n"]
