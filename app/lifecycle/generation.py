@@ -103,6 +103,7 @@ class Generation:
             chunking=spec.chunking,
             coalesce_ms=settings.coalesce_ms,
             json_mode=spec.response_format == "json",
+            keep_answer=settings.log_content,
             on_first=self._first_text,
         )
         self.subscribers = 0

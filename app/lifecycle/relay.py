@@ -31,6 +31,7 @@ class TextRelay:
         chunking: str = "token",
         coalesce_ms: float = 0.0,
         json_mode: bool = False,
+        keep_answer: bool = False,
         on_first: Callable[[], None] | None = None,
     ) -> None:
         self._emit = emit
@@ -39,6 +40,9 @@ class TextRelay:
         self._window = coalesce_ms / 1000.0
         self._json_mode = json_mode
         self._on_first = on_first
+        # The answer's text is kept only where it is used (JSON mode, SLUICE_LOG_CONTENT): the
+        # log already holds it once, as the bytes of its `text` events.
+        self._keep = keep_answer or json_mode
         self.parts: list[str] = []
         self.deltas = 0  # text deltas from the provider (the tokens relayed, for /metrics)
         self._size = 0  # characters in `parts`
@@ -49,7 +53,7 @@ class TextRelay:
 
     @property
     def answer(self) -> str:
-        """Everything relayed (or held for relay) so far."""
+        """Everything relayed (or held for relay) so far ("" unless kept: see `keep_answer`)."""
         return "".join(self.parts)
 
     def push(self, delta: str) -> None:
@@ -71,9 +75,10 @@ class TextRelay:
     def _out(self, text: str) -> None:
         if not text:
             return
-        if not self.parts and self._on_first is not None:
+        if not self._size and self._on_first is not None:
             self._on_first()
-        self.parts.append(text)
+        if self._keep:
+            self.parts.append(text)
         self._size += len(text)
         if self._window <= 0:
             self._send(text)

@@ -22,10 +22,9 @@ class Chunker:
 
     def push(self, text: str) -> str:
         """Add a delta; return the part that is ready to send ("" if none)."""
-        self.pending += text
         if self.mode == "token":
-            ready, self.pending = self.pending, ""
-            return ready
+            return text  # nothing is ever held back
+        self.pending += text
         if self.mode == "word":
             cut = max(self.pending.rfind(" "), self.pending.rfind("\n"), self.pending.rfind("\t"))
             cut = cut + 1 if cut >= 0 else 0
