@@ -18,7 +18,7 @@ import requests
 
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
-from tests.support.sse import open_stream, text_of, types
+from tests.support.sse import open_stream, text_of, types, unread_get
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -92,13 +92,8 @@ def test_a_slow_reader_costs_at_most_the_stream_byte_cap(start_sluice: Callable[
     pid = worker_pid(server)
     requests.get(f"{server.url}/stream", params={"prompt": "warm [fake tokens=3]"}, timeout=10).close()
     before = rss_kib(pid)
-    host, port = server.url.removeprefix("http://").split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((host, int(port)))
     # 3000 fragments of 10 KB (30 MB) from a fast upstream, to a client that reads nothing.
-    sock.sendall(b"GET /stream?max_tokens=4000&prompt=x+%5Bfake+tokens%3D3000+pad%3D10000%5D HTTP/1.1"
-                 b"\r\nHost: x\r\n\r\n")
+    sock = unread_get(server.url, "/stream?max_tokens=4000&prompt=x+%5Bfake+tokens%3D3000+pad%3D10000%5D")
     try:
         assert fresh.wait_open(1, 5)
         assert fresh.wait_closed(30), "the generation must stop at the byte cap"
