@@ -46,6 +46,7 @@ log = logging.getLogger("sluice.generation")
 
 ProviderFactory = Callable[[str], Provider]
 TERMINAL_TYPES = frozenset({"done", "error", "cancelled"})
+FAIR_SHARE = 64  # text deltas relayed between yields to the other greenlets (and metric updates)
 
 
 class _Deadline(Exception):
@@ -148,8 +149,14 @@ class Generation:
             return None
         if self._on_entry is not None:
             self._on_entry(self, entry)
-        if self.relay.deltas - self._counted >= 256:
+        if self.relay.deltas - self._counted >= FAIR_SHARE:
             self._count_tokens()
+            if gevent.getcurrent() is self._greenlet:
+                # A fast upstream keeps the socket readable, so the SDK's reads never block and
+                # this greenlet would never let another run: the worker's other streams, and
+                # /healthz, would wait for this whole answer. Yield now and then; the responses
+                # then find several events waiting and write them in one send.
+                gevent.sleep(0)
         return entry
 
     def _count_tokens(self) -> None:
