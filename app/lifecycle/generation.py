@@ -127,28 +127,11 @@ class Generation:
         Past the log's byte bound the generation ends with an error (see `_overflow`); only a
         `terminal` event (the ending and `[DONE]`) always goes in. None: the event was refused.
         """
-        if self._full and not terminal:
-            return None
-        try:
-            entry = self.log.append(payload, bounded=not terminal)
-        except LogFull:
-            self._overflow()
-            return None
-        if self._on_entry is not None:
-            self._on_entry(self, entry)
-        return entry
+        return self._add(self.log.append, payload, terminal)
 
     def emit_text(self, text: str) -> Entry | None:
         """`emit` for a `text` event: the hot path (see `EventLog.append_text`)."""
-        if self._full:
-            return None
-        try:
-            entry = self.log.append_text(text)
-        except LogFull:
-            self._overflow()
-            return None
-        if self._on_entry is not None:
-            self._on_entry(self, entry)
+        entry = self._add(self.log.append_text, text, False)
         if self.relay.deltas - self._counted >= FAIR_SHARE:
             self._count_tokens()
             if gevent.getcurrent() is self._greenlet:
@@ -157,6 +140,18 @@ class Generation:
                 # /healthz, would wait for this whole answer. Yield now and then; the responses
                 # then find several events waiting and write them in one send.
                 gevent.sleep(0)
+        return entry
+
+    def _add(self, add: Callable[..., Entry], item: Any, terminal: bool) -> Entry | None:
+        if self._full and not terminal:
+            return None
+        try:
+            entry = add(item, bounded=not terminal)
+        except LogFull:
+            self._overflow()
+            return None
+        if self._on_entry is not None:
+            self._on_entry(self, entry)
         return entry
 
     def _count_tokens(self) -> None:
