@@ -14,7 +14,8 @@ from app.lifecycle.shaping import Chunker, extends, parse_partial_json
 # JSON mode: a partial value is the whole value so far, so sending one per fragment is
 # quadratic (a 4 KB answer became 950 KB of events). One is sent only once the answer has grown
 # by half since the last one was tried (and by at least JSON_MIN_STEP characters): a geometric
-# series, so the partial values together stay under ~3x the answer (4x with the final one), and parsing is O(n log n).
+# series, so the partial values together stay under ~3x the answer (4x with the final one),
+# and parsing is O(n log n).
 JSON_MIN_STEP = 64
 JSON_GROWTH = 0.5
 
