@@ -124,6 +124,9 @@ class Settings:
     def auth_on(self) -> bool:
         """True when every route but /healthz needs a principal (keys or a trusted proxy)."""
         return bool(self.api_keys or self.trusted_user_header)
+    max_stream_bytes: int = 4 * 1024 * 1024
+    max_write_bytes: int = 64 * 1024
+    max_tombstones: int = 10000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -184,6 +187,9 @@ class Settings:
             proxy_count=_int(env, "SLUICE_PROXY_COUNT", 0),
             # gunicorn's own variable: the addresses a proxy's X-Forwarded-* may come from.
             proxy_addresses=_list(env, "FORWARDED_ALLOW_IPS") or ("127.0.0.1", "::1"),
+            max_stream_bytes=_int(env, "SLUICE_MAX_STREAM_BYTES", 4 * 1024 * 1024, minimum=4096),
+            max_write_bytes=_int(env, "SLUICE_MAX_WRITE_BYTES", 64 * 1024, minimum=1024),
+            max_tombstones=_int(env, "SLUICE_MAX_TOMBSTONES", 10000, minimum=1),
         )
 
     def model_allowed(self, model: str) -> bool:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from app.backends.base import CancelHandler, Feed
 from app.config import Settings
 from app.lifecycle.log import Entry
+from app.lifecycle.tombstones import Tombstones
 
 if TYPE_CHECKING:
     from app.lifecycle.generation import Generation
@@ -20,7 +20,7 @@ class MemoryBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._tombstones: dict[str, float] = {}
+        self._tombstones = Tombstones(settings.max_tombstones)
 
     def start(self, on_cancel: CancelHandler) -> None:
         """Nothing to start; warn when several workers share nothing."""
@@ -34,18 +34,11 @@ class MemoryBackend:
     def ready(self) -> tuple[bool, str]:
         return True, "in-process backend"
 
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, until in self._tombstones.items() if until <= now]:
-            del self._tombstones[key]
-
     def add_tombstone(self, stream_id: str, ttl: float) -> None:
-        self._sweep()
-        self._tombstones[stream_id] = time.monotonic() + ttl
+        self._tombstones.add(stream_id, ttl)
 
     def take_tombstone(self, stream_id: str) -> bool:
-        self._sweep()
-        return self._tombstones.pop(stream_id, None) is not None
+        return self._tombstones.take(stream_id)
 
     def claim(self, stream_id: str, ttl: float) -> bool:
         return True  # the registry checks its own dict; nobody else can hold the id

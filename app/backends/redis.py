@@ -227,7 +227,7 @@ class RedisBackend:
     def publish(self, generation: Generation, entry: Entry) -> None:
         mirror = self.mirrors.get(generation.id)
         if mirror is not None:
-            self._writer.mark(mirror, urgent=entry.data == DONE)
+            self._writer.mark(mirror, urgent=entry.done)
 
     def finished(self, generation: Generation) -> None:
         mirror = self.mirrors.get(generation.id)

@@ -79,7 +79,7 @@ class RedisFeed:
                 interrupt.set()
             return []
         entries = [make_entry(self.stream_id, seq_of(rid), fields["d"]) for rid, fields in rows]
-        if entries and entries[-1].data == DONE:
+        if entries and entries[-1].done:
             self._closed = True
         return entries
 
@@ -103,6 +103,8 @@ class RedisFeed:
             if time.monotonic() >= self._next_owner_check:
                 self._next_owner_check = time.monotonic() + OWNER_CHECK
                 self._end_if_owner_died()
+                if self._closed:
+                    return []
 
     def _end_if_owner_died(self) -> None:
         """The owner was killed outright (SIGKILL, OOM): write the terminal event it never will.
@@ -111,10 +113,13 @@ class RedisFeed:
         living owner): XADD of an id that already exists fails, and the stream keeps one ending.
         """
         r = self.backend.client
-        if not self.worker or r.exists(worker_alive(self.worker)):
-            return
         last = r.xrevrange(self._key, "+", "-", count=1)
-        if not last or last[0][1].get("d") == DONE:
+        if last and last[0][1].get("d") == DONE:
+            # It ended, and this reader (a Last-Event-ID beyond its end) has seen all there is:
+            # closed, so the response ends instead of waiting for events that will never come.
+            self._closed = True
+            return
+        if not last or not self.worker or r.exists(worker_alive(self.worker)):
             return
         seq = seq_of(last[0][0])
         log.warning("worker %s stopped without ending %s; ending it for its followers", self.worker, self.stream_id)

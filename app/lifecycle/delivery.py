@@ -1,49 +1,36 @@
 """Delivery: one HTTP response following one generation's feed.
 
 Replays what the client has not seen, then follows live; a heartbeat comment when nothing was
-sent for a while; ends after `[DONE]`. A client that goes away is noticed at once: under
-gunicorn's gevent worker a greenlet watches the client socket for EOF, instead of waiting for a
-write to fail (which, while the model is silent, would be never).
+sent for a while; ends after `[DONE]`, or when the feed is closed and nothing after the
+client's seq will ever come. A client that goes away is noticed at once (see `app.lifecycle.eof`),
+instead of waiting for a write to fail (which, while the model is silent, would be never).
+
+Each write carries every event that is ready, up to `max_write` bytes: under load, the events
+that piled up while this response waited its turn go out in one `send` (one event per fragment
+stays the wire contract), and a reader far behind gets its backlog in bounded pieces, each a
+join of bytes the log already holds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
-import gevent
 from gevent.event import Event
-from gevent.socket import wait_read
 
 from app import sse
 from app.backends.base import Feed
-from app.lifecycle.log import DONE
+from app.lifecycle.eof import EofWatch
+from app.lifecycle.log import Entry
 from app.observability import metrics
 
 log = logging.getLogger("sluice.delivery")
 
 RETRY_MS = 3000
-
-
-def _watch_for_eof(sock: Any, gone: Event) -> None:
-    """Set `gone` when the peer closes its side of the connection."""
-    try:
-        fd = sock.fileno()
-        while fd >= 0:
-            wait_read(fd)
-            # Peek, so that bytes the client might send (none, for an SSE GET) are left alone.
-            if sock.recv(1, socket.MSG_PEEK) == b"":
-                break
-            return  # readable with data: not a close; stop watching rather than spin
-    except (OSError, ValueError):
-        pass  # closed under us, or reset: gone either way
-    except gevent.GreenletExit:
-        return
-    gone.set()
+DEFAULT_MAX_WRITE = 64 * 1024
 
 
 class Delivery:
@@ -58,15 +45,17 @@ class Delivery:
         client_socket: Any = None,
         send_timeout: float | None = None,
         attached: bool = False,
+        max_write: int = DEFAULT_MAX_WRITE,
     ) -> None:
         self.feed = feed
         self.after_seq = after_seq
         self.heartbeat = heartbeat
         self.sock = client_socket
         self.send_timeout = send_timeout
+        self.max_write = max_write
         self.gone = Event()
         self._attached = attached
-        self._watcher: gevent.Greenlet | None = None
+        self._watch: EofWatch | None = None
         self._gen: Generator[bytes, None, None] | None = None
         self._closed = False
         if attached:
@@ -88,35 +77,58 @@ class Delivery:
                 # A client that stops reading makes gunicorn's blocking write time out, and the
                 # response ends (then the grace timer cancels the generation).
                 self.sock.settimeout(self.send_timeout)
-            self._watcher = gevent.spawn(_watch_for_eof, self.sock, self.gone)
+            try:
+                self._watch = EofWatch(self.sock, self.gone)
+            except (OSError, ValueError):
+                self.gone.set()  # closed before we could watch it
+
+    def _take(self, pending: list[Entry], out: list[bytes]) -> Entry:
+        """Move entries from `pending` to `out`, up to `max_write` bytes (at least one); return
+        the last one moved."""
+        size = taken = 0
+        for entry in pending:
+            if taken and size + len(entry.wire) > self.max_write:
+                break
+            out.append(entry.wire)
+            size += len(entry.wire)
+            taken += 1
+        last = pending[taken - 1]
+        del pending[:taken]
+        return last
 
     def _run(self) -> Generator[bytes, None, None]:
         self._attach()
         seq = self.after_seq
-        batch = self.feed.wait_after(seq, 0)
+        pending = self.feed.wait_after(seq, 0)
         # The first chunk goes out at once: gunicorn writes the headers with it.
-        out = [sse.retry(RETRY_MS)] if not batch else [f"retry: {RETRY_MS}\n".encode()]
+        out = [sse.retry(RETRY_MS)] if not pending else [f"retry: {RETRY_MS}\n".encode()]
         last_write = time.monotonic()
         while True:
-            if batch:
-                seq = batch[-1].seq
-                out.extend(e.wire for e in batch)
+            done = False
+            if pending:
+                last = self._take(pending, out)
+                seq, done = last.seq, last.done
             if out:
                 yield b"".join(out)
                 out = []
                 last_write = time.monotonic()
-                if batch and batch[-1].data == DONE:
-                    return
-            if self.gone.is_set():
+            if done or self.gone.is_set():
                 return
+            if pending:
+                continue
             wait = self.heartbeat - (time.monotonic() - last_write)
             if wait <= 0:
                 out.append(sse.PING)
-                batch = []
                 continue
-            batch = self.feed.wait_after(seq, wait, self.gone)
+            pending = self.feed.wait_after(seq, wait, self.gone)
             if self.gone.is_set():
                 return
+            if not pending and self.feed.closed:
+                # Nothing after `seq` will ever come (a Last-Event-ID beyond the end): end here,
+                # never loop on a read that answers "nothing new" at once.
+                pending = self.feed.wait_after(seq, 0)
+                if not pending:
+                    return
 
     def close(self) -> None:
         """Called by the WSGI server when the response ends, however it ends."""
@@ -125,8 +137,8 @@ class Delivery:
         self._closed = True
         if self._gen is not None:
             self._gen.close()
-        if self._watcher is not None:
-            self._watcher.kill(block=False)
+        if self._watch is not None:
+            self._watch.stop()
         if self.sock is not None and self.send_timeout and not hasattr(self.sock, "getpeercert"):
             with contextlib.suppress(OSError):
                 self.sock.settimeout(None)

@@ -27,9 +27,10 @@ from gevent.event import Event
 from app.config import Settings
 from app.errors import SluiceError, UpstreamError
 from app.lifecycle import recovery
-from app.lifecycle.log import DONE, Entry, EventLog
+from app.lifecycle.log import DONE, Entry, EventLog, LogFull
 from app.lifecycle.relay import TextRelay
 from app.lifecycle.usage import UsageMeter
+from app.observability import metrics
 from app.observability.tracing import NO_TRACE, NoTrace
 from app.providers.base import (
     Finish,
@@ -54,6 +55,7 @@ log = logging.getLogger("sluice.generation")
 
 ProviderFactory = Callable[[str], Provider]
 TERMINAL_TYPES = frozenset({"done", "error", "cancelled"})
+FAIR_SHARE = 64  # text deltas relayed between yields to the other greenlets (and metric updates)
 
 
 class _Deadline(BaseException):
@@ -128,7 +130,7 @@ class Generation:
         self.client = client
         self.provider_name = spec.provider
         self.model = spec.model
-        self.log = EventLog(stream_id)
+        self.log = EventLog(stream_id, settings.max_stream_bytes)
         self.state = "running"
         self.outcome_reason: str | None = None
         self.stop_reason: str | None = None
@@ -139,9 +141,11 @@ class Generation:
         self.duration_ms: int | None = None
         self.relay = TextRelay(
             self.emit,
+            self.emit_text,
             chunking=spec.chunking,
             coalesce_ms=settings.coalesce_ms,
             json_mode=spec.response_format == "json",
+            keep_answer=settings.log_content,
             on_first=self._first_text,
         )
         self.subscribers = 0
@@ -158,15 +162,62 @@ class Generation:
         self._resume: _Resume | None = None
         self._recovered = False
         self._fell_back = False
+        self._full = False  # the log reached its byte bound: only the ending goes in now
+        self._counted = 0  # text deltas already added to sluice_tokens_relayed_total
 
     # -- events -------------------------------------------------------------------------------
 
-    def emit(self, payload: dict[str, Any] | str) -> Entry:
-        """Append an event to the log (and mirror it to the shared backend, if any)."""
-        entry = self.log.append(payload)
+    def emit(self, payload: dict[str, Any] | str, *, terminal: bool = False) -> Entry | None:
+        """Append an event to the log (and mirror it to the shared backend, if any).
+
+        Past the log's byte bound the generation ends with an error (see `_overflow`); only a
+        `terminal` event (the ending and `[DONE]`) always goes in. None: the event was refused.
+        """
+        return self._add(self.log.append, payload, terminal)
+
+    def emit_text(self, text: str) -> Entry | None:
+        """`emit` for a `text` event: the hot path (see `EventLog.append_text`)."""
+        entry = self._add(self.log.append_text, text, False)
+        if self.relay.deltas - self._counted >= FAIR_SHARE:
+            self._count_tokens()
+            if gevent.getcurrent() is self._greenlet:
+                # A fast upstream keeps the socket readable, so the SDK's reads never block and
+                # this greenlet would never let another run: the worker's other streams, and
+                # /healthz, would wait for this whole answer. Yield now and then; the responses
+                # then find several events waiting and write them in one send.
+                gevent.sleep(0)
+        return entry
+
+    def _add(self, add: Callable[..., Entry], item: Any, terminal: bool) -> Entry | None:
+        if self._full and not terminal:
+            return None
+        try:
+            entry = add(item, bounded=not terminal)
+        except LogFull:
+            self._overflow()
+            return None
         if self._on_entry is not None:
             self._on_entry(self, entry)
         return entry
+
+    def _count_tokens(self) -> None:
+        # In bulk: a Prometheus update per token would cost more than relaying the token.
+        metrics.tokens_relayed(self.relay.deltas - self._counted)
+        self._counted = self.relay.deltas
+
+    def _overflow(self) -> None:
+        """The log is full: end with an error, from the producer (raise) or from elsewhere (kill)."""
+        self._full = True
+        exc = SluiceError(
+            "internal",
+            f"This answer passed the server's limit of {self.log.max_bytes} bytes per stream "
+            "(SLUICE_MAX_STREAM_BYTES) and was stopped there",
+            retryable=False,
+        )
+        if self._greenlet is not None and gevent.getcurrent() is self._greenlet:
+            raise exc
+        if self._greenlet is not None:
+            self._greenlet.kill(exc, block=False)
 
     @property
     def running(self) -> bool:
@@ -462,8 +513,13 @@ class Generation:
     def _end(self, state: str, payload: dict[str, Any], reason: str | None) -> None:
         if not self.running:
             return
-        if state == "done":
+        # Text held back (a partial word, a coalescing window) was received from the model:
+        # it is sent before the terminal event, whatever the ending.
+        try:
             self.relay.flush()
+        except SluiceError as exc:  # that text passed the byte bound: say so, not "done"
+            state, reason = "error", exc.type
+            payload = {"type": "error", "error": exc.to_event_error()}
         self.state = state
         self.outcome_reason = reason
         self.ended_at = time.time()
@@ -471,8 +527,9 @@ class Generation:
         if self._grace is not None and self._grace is not gevent.getcurrent():
             self._grace.kill(block=False)
         self._grace = None
-        self.emit(payload)
-        self.emit(DONE)
+        self.emit(payload, terminal=True)
+        self.emit(DONE, terminal=True)
+        self._count_tokens()
         self.trace.end(state, self.stop_reason, self.usage(), reason)
         if self._on_end is not None:
             self._on_end(self)

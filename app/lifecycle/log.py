@@ -1,13 +1,18 @@
-"""A generation's event log: numbered, encoded once, replayable, followed live.
+"""A generation's event log: numbered, encoded once, stored once, replayable, followed live.
 
 Producer and subscribers meet here. The producer appends; each subscriber asks for "everything
-after seq N", and waits on a wake-up event when it has seen it all. Events are encoded to SSE
-bytes once, at append time, so ten tabs on one generation cost one encode per event.
+after seq N", and waits on a wake-up event when it has seen it all. Each event is encoded to its
+SSE bytes once, at append time, and only those bytes are kept: ten tabs on one generation cost
+one encode per event, and a replay is a slice of this list.
+
+The log is bounded in bytes (`max_bytes`): an event that would pass the bound is refused with
+`LogFull`, and the generation ends with an error (its terminal event and `[DONE]` are always let
+in, so every stream still ends properly).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
 from typing import Any, NamedTuple
 
 import gevent
@@ -16,28 +21,61 @@ from gevent.event import Event
 from app import sse
 
 DONE = "[DONE]"
+_DONE_DATA = b"data: [DONE]\n\n"
+# What CPython spends on an entry besides its wire bytes: the tuple (56), the bytes object's
+# header (33), the int and the list slot. Counted, so that a bound in bytes also bounds a flood
+# of tiny events.
+ENTRY_OVERHEAD = 112
+# Entries handed out per read: a reader far behind gets its backlog in slices, never a copy
+# of the whole list each time it writes.
+READ_COUNT = 512
+
+# A text event is the hot path: its JSON is this template around the escaped content, with no
+# dict built and no generic encoder walked. (`json.dumps` of a str is the C string encoder.)
+_TEXT_HEAD = b'\ndata: {"type":"text","content":'
+_escape = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class LogFull(Exception):
+    """An event would take the log past its byte bound."""
 
 
 class Entry(NamedTuple):
-    """One event as stored and sent: its seq, its `data` text and its encoded SSE bytes."""
+    """One event as stored and sent: its seq and its encoded SSE bytes (nothing else)."""
 
     seq: int
-    data: str
     wire: bytes
+
+    @property
+    def done(self) -> bool:
+        """True for the `[DONE]` marker."""
+        return self.wire.endswith(_DONE_DATA)
+
+    @property
+    def data(self) -> str:
+        """The event's `data` text, read back from the wire bytes (for the Redis mirror)."""
+        body = self.wire.split(b"\ndata: ", 1)[1]
+        return body[:-2].decode("utf-8").replace("\ndata: ", "\n")
 
 
 def make_entry(stream_id: str, seq: int, data: str) -> Entry:
     """Encode one event with its `<stream_id>:<seq>` id."""
-    return Entry(seq, data, sse.encode(data, id=f"{stream_id}:{seq}"))
+    return Entry(seq, sse.encode(data, id=f"{stream_id}:{seq}"))
 
 
 class EventLog:
-    """Append-only list of entries with a wake-up for followers."""
+    """Append-only list of entries with a wake-up for followers, bounded in bytes."""
 
-    def __init__(self, stream_id: str) -> None:
+    __slots__ = ("stream_id", "entries", "nbytes", "max_bytes", "_prefix", "_wake", "_waiters")
+
+    def __init__(self, stream_id: str, max_bytes: int = 0) -> None:
         self.stream_id = stream_id
         self.entries: list[Entry] = []
+        self.nbytes = 0
+        self.max_bytes = max_bytes  # 0: unbounded
+        self._prefix = f"id: {stream_id}:".encode()
         self._wake = Event()
+        self._waiters = 0
 
     @property
     def last_seq(self) -> int:
@@ -46,26 +84,53 @@ class EventLog:
     @property
     def closed(self) -> bool:
         """True once `[DONE]` is in the log."""
-        return bool(self.entries) and self.entries[-1].data == DONE
+        return bool(self.entries) and self.entries[-1].done
 
-    def append(self, payload: dict[str, Any] | str) -> Entry:
-        """Add one event (a payload dict, or the `[DONE]` marker) and wake every follower."""
+    def append(self, payload: dict[str, Any] | str, *, bounded: bool = True) -> Entry:
+        """Add one event (a payload dict, or the `[DONE]` marker) and wake every follower.
+
+        Raises `LogFull` when `bounded` and the event would pass `max_bytes`.
+        """
         data = payload if isinstance(payload, str) else sse.dumps(payload)
-        entry = make_entry(self.stream_id, len(self.entries) + 1, data)
+        if "\n" in data or "\r" in data:  # never from JSON; a marker or a caller's own text
+            wire = sse.encode(data, id=f"{self.stream_id}:{len(self.entries) + 1}")
+            return self._add(wire, bounded)
+        return self._add(b"%s%d\ndata: %s\n\n" % (self._prefix, len(self.entries) + 1, data.encode()), bounded)
+
+    def append_text(self, text: str, *, bounded: bool = True) -> Entry:
+        """Add a `text` event: the hot path, from a template (see `_TEXT_HEAD`)."""
+        content = _escape(text).encode()
+        return self._add(b"%s%d%s%s}\n\n" % (self._prefix, len(self.entries) + 1, _TEXT_HEAD, content), bounded)
+
+    def _add(self, wire: bytes, bounded: bool) -> Entry:
+        size = len(wire) + ENTRY_OVERHEAD
+        if bounded and self.max_bytes and self.nbytes + size > self.max_bytes:
+            raise LogFull(self.max_bytes)
+        entry = Entry(len(self.entries) + 1, wire)
         self.entries.append(entry)
-        # Swap before set: a follower that wakes and finds nothing new waits on the new event.
-        wake, self._wake = self._wake, Event()
-        wake.set()
+        self.nbytes += size
+        if self._waiters:
+            # Swap before set: a follower that wakes and finds nothing new waits on the new event.
+            wake, self._wake = self._wake, Event()
+            wake.set()
         return entry
 
-    def after(self, seq: int) -> list[Entry]:
-        """Every entry with a seq greater than `seq` (seq counts from 1, so it is an index)."""
-        return self.entries[max(seq, 0):]
+    def after(self, seq: int, count: int = READ_COUNT) -> list[Entry]:
+        """Up to `count` entries with a seq greater than `seq` (seq counts from 1: an index)."""
+        start = max(seq, 0)
+        return self.entries[start : start + count]
 
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
-        """Entries after `seq`, waiting up to `timeout` for one if there are none yet."""
-        if len(self.entries) > seq or self.closed:
+        """Entries after `seq`, waiting up to `timeout` for one if there are none yet.
+
+        Returns [] at once for a closed log with nothing after `seq`: nothing more will come.
+        """
+        if len(self.entries) > seq or self.closed or (timeout is not None and timeout <= 0):
             return self.after(seq)
-        waits: Iterable[Event] = (self._wake, interrupt) if interrupt is not None else (self._wake,)
-        gevent.wait(list(waits), timeout=timeout, count=1)
+        waits = [self._wake] if interrupt is None else [self._wake, interrupt]
+        self._waiters += 1
+        try:
+            gevent.wait(waits, timeout=timeout, count=1)
+        finally:
+            self._waiters -= 1
         return self.after(seq)

@@ -139,7 +139,10 @@ class Registry:
             fields["answer"] = gen.relay.answer
         log_generation(fields)
         self.backend.finished(gen)
-        gevent.spawn_later(self.settings.replay_ttl_seconds, self._forget, gen.id, gen)
+        # A timer in the event loop, not a greenlet: thousands of finished generations may be
+        # waiting out their replay TTL at once.
+        timer = gevent.get_hub().loop.timer(self.settings.replay_ttl_seconds)
+        timer.start(self._forget, gen.id, gen)
 
     def _forget(self, stream_id: str, gen: Generation) -> None:
         if self.local.get(stream_id) is gen:
@@ -184,7 +187,10 @@ class Registry:
         if gen is not None and visible_to(gen.owner, owner):
             if gen.cancel("user"):
                 gen.join(timeout=1.0)  # the terminal event is in the log before we answer
-                return 200, {"stream_id": stream_id, "status": "cancelled"}
+                # The producer may have run to its end before the kill reached it (its last
+                # bytes were already in): answer what happened, not what was asked.
+                if gen.state in ("running", "cancelled"):
+                    return 200, {"stream_id": stream_id, "status": "cancelled"}
             return 200, {"stream_id": stream_id, "status": "finished"}
         if gen is None:
             outcome = self.backend.remote_cancel(stream_id, "user", owner)

@@ -2,51 +2,68 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import gevent
+import jiter
 
 from app.errors import UpstreamError
-from app.lifecycle.shaping import Chunker, parse_partial_json
-from app.observability import metrics
+from app.lifecycle.shaping import Chunker, extends, parse_partial_json
+
+# JSON mode: a partial value is the whole value so far, so sending one per fragment is
+# quadratic (a 4 KB answer became 950 KB of events). One is sent only once the answer has grown
+# by half since the last one was tried (and by at least JSON_MIN_STEP characters): a geometric
+# series, so the partial values together stay under ~3x the answer (4x with the final one),
+# and parsing is O(n log n).
+JSON_MIN_STEP = 64
+JSON_GROWTH = 0.5
 
 
 class TextRelay:
     """Cuts deltas at the requested boundary, merges those within the coalesce window, and in
-    JSON mode follows each `text` with the value parsed so far."""
+    JSON mode follows some `text` events with the value parsed so far."""
 
     def __init__(
         self,
         emit: Callable[[dict[str, Any]], object],
+        emit_text: Callable[[str], object],
         *,
         chunking: str = "token",
         coalesce_ms: float = 0.0,
         json_mode: bool = False,
+        keep_answer: bool = False,
         on_first: Callable[[], None] | None = None,
     ) -> None:
         self._emit = emit
+        self._emit_text = emit_text
         self._chunker = Chunker(chunking)
         self._window = coalesce_ms / 1000.0
         self._json_mode = json_mode
         self._on_first = on_first
+        # The answer's text is kept only where it is used (JSON mode, SLUICE_LOG_CONTENT): the
+        # log already holds it once, as the bytes of its `text` events.
+        self._keep = keep_answer or json_mode
         self.parts: list[str] = []
-        self._pending = ""
+        self.deltas = 0  # text deltas from the provider (the tokens relayed, for /metrics)
+        self._size = 0  # characters in `parts`
+        self._pending: list[str] = []
         self._flusher: gevent.Greenlet | None = None
         self._json_last: Any = None
+        self._json_next = JSON_MIN_STEP
 
     @property
     def answer(self) -> str:
-        """Everything relayed (or held for relay) so far."""
+        """Everything relayed (or held for relay) so far ("" unless kept: see `keep_answer`)."""
         return "".join(self.parts)
 
     def push(self, delta: str) -> None:
         """A text delta from the provider."""
+        self.deltas += 1
         self._out(self._chunker.push(delta))
 
     def flush(self) -> None:
-        """End of an upstream round: send whatever is held back."""
+        """End of an upstream round, or of the generation: send whatever is held back."""
         self._out(self._chunker.flush())
         self._flush_pending()
 
@@ -59,31 +76,38 @@ class TextRelay:
     def _out(self, text: str) -> None:
         if not text:
             return
-        if not self.parts and self._on_first is not None:
+        if not self._size and self._on_first is not None:
             self._on_first()
-        self.parts.append(text)
+        if self._keep:
+            self.parts.append(text)
+        self._size += len(text)
         if self._window <= 0:
             self._send(text)
             return
-        self._pending += text
+        self._pending.append(text)
         if self._flusher is None:
             self._flusher = gevent.spawn_later(self._window, self._flush_pending)
 
     def _flush_pending(self) -> None:
         self.stop()
-        text, self._pending = self._pending, ""
-        if text:
+        if self._pending:
+            text, self._pending = "".join(self._pending), []
             self._send(text)
 
     def _send(self, text: str) -> None:
-        self._emit({"type": "text", "content": text})
-        metrics.tokens_relayed(1)
-        if self._json_mode:
-            # Re-parsing the whole answer each time is O(n^2), but n is bounded by max_tokens.
-            value = parse_partial_json(self.answer)
-            if value is not None and value != self._json_last:
-                self._json_last = value
-                self._emit({"type": "json", "value": value, "complete": False})
+        self._emit_text(text)
+        if self._json_mode and self._size >= self._json_next:
+            self._send_partial()
+
+    def _send_partial(self) -> None:
+        self._json_next = self._size + max(JSON_MIN_STEP, int(self._size * JSON_GROWTH))
+        value = parse_partial_json(self.answer)
+        if value is None or value == self._json_last:
+            return
+        if self._json_last is not None and not extends(self._json_last, value):
+            return  # never send a value that lost something a client already has
+        self._json_last = value
+        self._emit({"type": "json", "value": value, "complete": False})
 
     def finish_json(self) -> None:
         """Validate the whole answer as JSON and send the final, complete value."""
@@ -91,7 +115,7 @@ class TextRelay:
         if raw.startswith("```"):
             raw = raw.strip("`").removeprefix("json").strip()
         try:
-            value = json.loads(raw)
+            value = jiter.from_json(raw.encode(), cache_mode="keys")
         except ValueError:
             raise UpstreamError("upstream", "The model's answer is not valid JSON", retryable=True) from None
         self._emit({"type": "json", "value": value, "complete": True})

@@ -1,13 +1,14 @@
-"""Text shaping between the provider and the event log: chunking, coalescing and partial JSON.
+"""Text shaping between the provider and the event log: chunking and partial JSON.
 
 Pure functions and a small buffer; the generation decides when to flush.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
+
+import jiter
 
 _SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"')\]\u201d\u2019]*\s+|\n")
 
@@ -21,10 +22,9 @@ class Chunker:
 
     def push(self, text: str) -> str:
         """Add a delta; return the part that is ready to send ("" if none)."""
-        self.pending += text
         if self.mode == "token":
-            ready, self.pending = self.pending, ""
-            return ready
+            return text  # nothing is ever held back
+        self.pending += text
         if self.mode == "word":
             cut = max(self.pending.rfind(" "), self.pending.rfind("\n"), self.pending.rfind("\t"))
             cut = cut + 1 if cut >= 0 else 0
@@ -41,64 +41,45 @@ class Chunker:
         return ready
 
 
-def _closers(text: str) -> tuple[list[str], bool, bool]:
-    stack: list[str] = []
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
-        elif ch in "}]" and stack:
-            stack.pop()
-    return stack, in_string, escaped
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_TRAILING_NUMBER = re.compile(r"-?\d[\d.eE+-]*$|-$")
+
+
+def _without_trailing_number(text: str) -> str:
+    """`text` less a number at its very end, outside any string: `1` may yet become `1.5`."""
+    if not text or text[-1] not in "0123456789.eE+-":
+        return text
+    outside = _STRING.sub("", text)
+    if outside.count('"') % 2:
+        return text  # the text ends inside a string: its digits are characters, not a number
+    match = _TRAILING_NUMBER.search(outside)
+    return text[: len(text) - len(match.group())] if match else text
 
 
 def parse_partial_json(text: str) -> Any:
     """Best-effort value of an incomplete JSON document (None when nothing can be read yet).
 
-    Closes an open string and open brackets; drops a dangling key, colon or comma.
+    jiter's partial mode closes open strings, arrays and objects and drops a dangling key; a
+    number at the very end is left out until it is complete, so the value only ever grows.
     """
-    text = text.strip()
+    text = _without_trailing_number(text.strip())
     if not text:
         return None
     try:
-        return json.loads(text)
+        return jiter.from_json(text.encode(), partial_mode="trailing-strings", cache_mode="keys")
     except ValueError:
-        pass
-    candidate = text
-    for _ in range(6):
-        stack, in_string, escaped = _closers(candidate)
-        attempt = candidate[:-1] if escaped else candidate
-        if in_string:
-            attempt += '"'
-        try:
-            return json.loads(attempt + "".join(reversed(stack)))
-        except ValueError:
-            pass
-        # Cut back to before the last separator and try again: `{"a": 1, "b` -> `{"a": 1`.
-        cut = max(candidate.rfind(","), candidate.rfind(":"))
-        opener = max(candidate.rfind("{"), candidate.rfind("["))
-        if cut <= 0 and opener < 0:
-            return None
-        if opener > cut:
-            candidate = candidate[: opener + 1]
-        else:
-            candidate = candidate[:cut].rstrip()
-            if candidate.endswith(":"):
-                continue
-            # `{"a": 1, "b": ` cut at ':' leaves a key: drop it too.
-            stack, in_string, _ = _closers(candidate)
-            if candidate.endswith('"') and not in_string:
-                key_start = candidate.rfind('"', 0, len(candidate) - 1)
-                before = candidate[:key_start].rstrip()
-                if before.endswith((",", "{")):
-                    candidate = before.rstrip(",")
-    return None
+        return None
+
+
+def extends(old: Any, new: Any) -> bool:
+    """True when `new` is `old` grown: longer strings, more items or members, nothing changed."""
+    if isinstance(old, str):
+        return isinstance(new, str) and new.startswith(old)
+    if isinstance(old, list):
+        if not isinstance(new, list) or len(new) < len(old):
+            return False
+        last = len(old) - 1
+        return all(a == b or (i == last and extends(a, b)) for i, (a, b) in enumerate(zip(old, new, strict=False)))
+    if isinstance(old, dict):
+        return isinstance(new, dict) and all(k in new and extends(v, new[k]) for k, v in old.items())
+    return bool(old == new)

@@ -63,6 +63,7 @@ def _sse_response(feed: Feed, after_seq: int, *, attached: bool = False, status:
         client_socket=request.environ.get("gunicorn.socket"),
         send_timeout=cfg.send_timeout,
         attached=attached,
+        max_write=cfg.max_write_bytes,
     )
     return Response(body, status=status, headers=sse.HEADERS)
 

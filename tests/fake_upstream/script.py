@@ -54,6 +54,7 @@ class Script:
     calls: int = 1
     error_as: str = "error"
     hang: int | None = None
+    pad: int = 0
 
     @classmethod
     def parse(cls, text: str) -> Script:
@@ -64,7 +65,7 @@ class Script:
             return script
         for item in found[-1].split():
             key, _, value = item.partition("=")
-            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "calls", "hang"):
+            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "calls", "hang", "pad"):
                 setattr(script, key, int(value))
             elif key in ("pace", "first_delay", "ping_every"):
                 setattr(script, key, float(value))
@@ -132,6 +133,8 @@ def plan_answer(script: Script, tool_result: str | None, max_tokens: int | None)
         pieces = [script.say[i : i + 5] for i in range(0, len(script.say), 5)]
     else:
         pieces = answer_tokens(script.tokens)
+        if script.pad:
+            pieces = [f"{p[:-1]}{'.' * script.pad} " for p in pieces]
     if tool_result is not None:
         pieces.insert(0, f"result: {tool_result} ")
     stop = script.stop or "end_turn"

@@ -18,7 +18,7 @@ import requests
 
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
-from tests.support.sse import open_stream, text_of, types
+from tests.support.sse import open_stream, text_of, types, unread_get
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -284,15 +284,12 @@ def test_a_client_that_stops_reading_is_dropped(start_sluice: Callable[..., Guni
     import os
 
     send_timeout = os.environ.get("SLUICE_TEST_SEND_TIMEOUT", "1")  # set it high to see this test fail
+    # The byte bound is set out of the way: this test is about the send timeout alone.
     server = start_sluice(SLUICE_SEND_TIMEOUT=send_timeout, SLUICE_DISCONNECT_GRACE_SECONDS="0.5",
-                          SLUICE_MAX_TOKENS="100000")
-    host, port = server.url.removeprefix("http://").split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((host, int(port)))
-    # ~5 MB of events, more than the socket buffers hold, then an upstream that stays open.
-    sock.sendall(b"GET /stream?max_tokens=100000&prompt=x+%5Bfake+tokens%3D70000+stall_after%3D60000%5D HTTP/1.1"
-                 b"\r\nHost: x\r\n\r\n")
+                          SLUICE_MAX_TOKENS="100000", SLUICE_MAX_STREAM_BYTES=str(1 << 30))
+    # ~6 MB of events (600 fragments of 10 KB: quick to produce), more than the socket buffers
+    # hold, then an upstream that stays open.
+    sock = unread_get(server.url, "/stream?max_tokens=1000&prompt=x+%5Bfake+tokens%3D700+pad%3D10000+stall_after%3D600%5D")
     assert fresh.wait_open(1, 3)
     # Never read: the server's writes block, time out, and the generation is cancelled.
     try:

@@ -9,6 +9,7 @@ event id persists across events; an `id` containing NUL is ignored.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -180,3 +181,13 @@ def text_of(events: Iterable[Event]) -> str:
 def reasoning_of(events: Iterable[Event]) -> str:
     """The model's thinking carried by `reasoning` events."""
     return "".join(e.json["content"] for e in events if e.data != "[DONE]" and e.json["type"] == "reasoning")
+
+
+def unread_get(base_url: str, target: str) -> socket.socket:
+    """Send `GET target` from a client that will read nothing (a 4 KB receive buffer)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock

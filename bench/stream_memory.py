@@ -1,0 +1,141 @@
+"""Where the memory of an open stream goes: tracemalloc at 0 and N open streams, greenlets per stream.
+
+    .venv/bin/python -m bench.stream_memory [--streams 200] [--top 12]
+
+The app runs in this process under gevent's WSGI server (the loop `gunicorn -k gevent` runs,
+with the client socket passed as `gunicorn.socket`, so the EOF watch is on), with tracemalloc
+on. The fake upstream (Anthropic wire format, through the real SDK) and the clients run in two
+child processes, so their memory is not counted. Each stream gets two tokens, then the upstream
+stalls: N streams stay open, each attached to one client. Prints the bytes per open stream
+(Python allocations only: tracemalloc does not see C libraries' buffers), the top allocation
+sites, and the greenlets per stream.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tracemalloc  # noqa: E402
+
+import gevent  # noqa: E402
+from gevent import pywsgi  # noqa: E402
+from greenlet import greenlet  # noqa: E402
+
+from tests.support.servers import ROOT, base_env  # noqa: E402
+
+CLIENTS = r"""
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /stream?prompt=m%d+%%5Bfake+stall_after%%3D2%%5D HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+    socks.append(s)
+for s in socks:
+    got = b""
+    while got.count(b'"type":"text"') < 2:
+        part = s.recv(65536)
+        if not part:
+            sys.exit("a stream ended early: " + got.decode(errors="replace")[-300:])
+        got += part
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+CHILDREN: list[subprocess.Popen[str]] = []
+
+
+class Handler(pywsgi.WSGIHandler):
+    """Passes the client socket as gunicorn's gevent worker does."""
+
+    def get_environ(self) -> dict:  # type: ignore[type-arg]
+        env = super().get_environ()
+        env["gunicorn.socket"] = self.socket
+        return env
+
+
+def greenlets() -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+
+    fake = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    CHILDREN.append(fake)
+    assert fake.stdout is not None
+    fake_url = fake.stdout.readline().strip()
+    os.environ.update(base_env(
+        SLUICE_PROVIDER="anthropic", ANTHROPIC_API_KEY="sk-bench", ANTHROPIC_BASE_URL=fake_url,
+        SLUICE_MAX_STREAMS_PER_CLIENT=str(args.streams + 10), SLUICE_DISCONNECT_GRACE_SECONDS="1",
+    ))
+    from app import create_app
+
+    server = pywsgi.WSGIServer(("127.0.0.1", 0), create_app(), handler_class=Handler, log=None)
+    server.start()
+    port = server.server_port
+
+    def open_streams(n: int) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", CLIENTS, str(port), str(n)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        CHILDREN.append(proc)
+        assert proc.stdout is not None
+        with gevent.Timeout(120):
+            assert proc.stdout.readline().strip() == "ready"  # gevent's subprocess: cooperative
+        return proc
+
+    def settle() -> None:
+        gevent.sleep(0.5)
+        gc.collect()
+
+    warm = open_streams(5)  # first use: SDK client, connection pool, metrics, imports
+    assert warm.stdin is not None
+    warm.stdin.close()
+    warm.wait()
+    gevent.sleep(2.5)  # disconnect grace: the warm-up generations end
+    tracemalloc.start(8)
+    settle()
+    g0 = greenlets()
+    before = tracemalloc.take_snapshot()
+    clients = open_streams(args.streams)
+    settle()
+    after = tracemalloc.take_snapshot()
+    g1 = greenlets()
+    stats = after.compare_to(before, "lineno")
+    total = sum(s.size_diff for s in stats)
+    print(f"{args.streams} open streams (Anthropic SDK -> fake upstream, stalled after 2 tokens)")
+    print(f"  Python memory per open stream: {total / args.streams / 1024:.1f} KiB")
+    print(f"  greenlets per open stream: {(g1 - g0) / args.streams:.2f}")
+    print(f"  top {args.top} allocation sites (KiB per stream):")
+    for s in stats[: args.top]:
+        frame = s.traceback[0]
+        where = os.path.relpath(frame.filename, ROOT) if frame.filename.startswith(str(ROOT)) else frame.filename
+        where = where.split("site-packages/")[-1]
+        print(f"    {s.size_diff / args.streams / 1024:7.2f}  {where}:{frame.lineno}")
+    assert clients.stdin is not None
+    clients.stdin.close()
+    clients.wait()
+    server.stop(timeout=1)
+
+
+def run() -> None:
+    try:
+        main()
+    finally:
+        for child in CHILDREN:
+            child.kill()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,132 @@
+"""The lifecycle's races and bounds, in one process under gevent, with a gated fake provider.
+
+The server tests cannot choose the instant a cancel lands; here the test holds the provider at
+a gate and decides exactly what the producer and the cancel see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import gevent
+from gevent.event import Event
+
+from app.backends.memory import MemoryBackend
+from app.config import Settings
+from app.lifecycle.log import EventLog
+from app.lifecycle.registry import Registry
+from app.lifecycle.tombstones import Tombstones
+from app.providers.base import Finish, Message, ProviderEvent, ProviderRequest, TextDelta, Usage
+from app.validation import GenerationSpec
+
+
+class GatedProvider:
+    """Sends one token once `gate` is set, then ends the answer."""
+
+    name = "demo"
+    default_model = "gated"
+
+    def __init__(self) -> None:
+        self.gate = Event()
+        self.waiting = Event()
+
+    def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
+        yield Usage(input_tokens=1)
+        self.waiting.set()
+        self.gate.wait()
+        yield TextDelta("hi")
+        yield Usage(output_tokens=1)
+        yield Finish("end_turn")
+
+
+def make_registry(provider: GatedProvider, **env: str) -> Registry:
+    settings = Settings.from_env({"SLUICE_PROVIDER": "demo", **env})
+    return Registry(settings, MemoryBackend(settings), lambda name: provider)
+
+
+def spec() -> GenerationSpec:
+    return GenerationSpec(provider="demo", model="gated", messages=(Message("user", "x"),), max_tokens=10)
+
+
+def test_cancel_of_a_generation_that_finished_meanwhile_answers_finished() -> None:
+    provider = GatedProvider()
+    reg = make_registry(provider)
+    gen = reg.create(spec(), owner=None, client="c", attached=True)
+    assert provider.waiting.wait(5)
+    # The upstream's last bytes are in: the producer is ready to run to the end. The cancel is
+    # handled before it runs, so it still sees the generation running.
+    provider.gate.set()
+    status, body = reg.cancel(gen.id, None)
+    assert gen.state == "done"
+    assert (status, body["status"]) == (200, "finished")
+
+
+def test_tombstones_expire_in_order_and_are_capped() -> None:
+    now = [0.0]
+    stones = Tombstones(max_count=3, clock=lambda: now[0])
+    for i in range(5):
+        stones.add(f"id{i}", ttl=10)
+    assert len(stones) == 3, "the oldest are forgotten past the cap"
+    assert not stones.take("id0") and stones.take("id4") and not stones.take("id4")
+    now[0] = 11.0
+    stones.add("late", ttl=10)
+    assert len(stones) == 1 and stones.take("late")
+
+
+def test_the_log_keeps_each_event_once_as_wire_bytes() -> None:
+    log = EventLog("s" * 22)
+    log.append({"type": "start"})
+    entry = log.append_text('he said "hi"\n')
+    assert entry.wire == b'id: ' + b"s" * 22 + b':2\ndata: {"type":"text","content":"he said \\"hi\\"\\n"}\n\n'
+    assert entry.data == '{"type":"text","content":"he said \\"hi\\"\\n"}'
+    assert not entry.done
+    done = log.append("[DONE]")
+    assert done.done and log.closed
+    assert log.nbytes >= sum(len(e.wire) for e in log.after(0))
+    assert not hasattr(entry, "__dict__")
+
+
+class LogFeed:
+    """A bare EventLog as a Feed (what a Generation is to its subscribers)."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.wait_after = log.wait_after
+
+    @property
+    def closed(self) -> bool:
+        return self.log.closed
+
+    def attach(self) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass
+
+
+def test_events_that_piled_up_share_one_write_within_the_write_bound() -> None:
+    from app.lifecycle.delivery import Delivery
+
+    log = EventLog("s" * 22)
+    for i in range(50):
+        log.append_text(f"t{i} " * 100)  # ~420 bytes each
+    log.append({"type": "done"})
+    log.append("[DONE]")
+    body = Delivery(LogFeed(log), 0, heartbeat=5, max_write=4096)
+    chunks = list(body)
+    body.close()
+    assert len(chunks) > 3 and all(len(c) <= 4096 + 16 for c in chunks)
+    assert b"".join(chunks).count(b"\ndata: ") == 52, "every event, once, in order"
+    assert chunks[-1].endswith(b"data: [DONE]\n\n")
+
+
+def test_a_reader_beyond_the_end_of_a_closed_log_ends_at_once() -> None:
+    from app.lifecycle.delivery import Delivery
+
+    log = EventLog("s" * 22)
+    log.append({"type": "done"})
+    log.append("[DONE]")
+    body = Delivery(LogFeed(log), 99999, heartbeat=5)
+    with gevent.Timeout(2):
+        chunks = list(body)
+    assert chunks == [b"retry: 3000\n\n"]
