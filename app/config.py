@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ class Settings:
             fallback_provider=fallback,
             coalesce_ms=_num(env, "SLUICE_COALESCE_MS", 0),
             log_content=_flag(env, "SLUICE_LOG_CONTENT", False),
-            shutdown_grace_seconds=_num(env, "SLUICE_SHUTDOWN_GRACE_SECONDS", 20),
+            shutdown_grace_seconds=_num(env, "SLUICE_SHUTDOWN_GRACE_SECONDS", math.inf),
         )
 
     def model_allowed(self, model: str) -> bool:

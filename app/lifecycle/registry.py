@@ -36,6 +36,7 @@ class Registry:
         self.providers = providers
         self.local: dict[str, Generation] = {}
         self.draining = False
+        self.closing = False  # past the drain deadline: what still runs is being ended
         self._per_client: Counter[str] = Counter()
         self._started = False
 
@@ -54,7 +55,9 @@ class Registry:
 
     def create(self, spec: GenerationSpec, *, owner: str | None, client: str, attached: bool = False) -> Generation:
         """Start a generation, or raise `RequestError` (503 draining/at capacity, 429, 409)."""
-        if self.draining:
+        # A worker that drains has stopped accepting (app.lifecycle.shutdown); a request that
+        # still reached it is served, within the drain deadline, rather than refused.
+        if self.closing:
             raise RequestError(503, "The server is restarting; try again in a moment", type="overloaded",
                                headers={"Retry-After": "2"})
         if len(self.running()) >= self.settings.max_streams:
@@ -176,6 +179,7 @@ class Registry:
         deadline = time.monotonic() + grace
         while self.running() and time.monotonic() < deadline:
             gevent.sleep(0.1)
+        self.closing = True
         left = self.running()
         for gen in left:
             gen.cancel("shutdown")
