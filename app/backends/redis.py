@@ -66,7 +66,8 @@ PRESENCE_TTL = 15.0  # a follower's presence lasts this long unless refreshed
 PRESENCE_REFRESH = 5.0
 INBOX_TTL = 120  # seconds an unhandled cancel message is kept
 CANCEL_WAIT = 1.0  # how long POST /cancel waits for the owner's terminal event
-RECONNECT_MAX = 5.0
+RECONNECT_MAX = 2.0  # seconds between reconnect attempts, at most: a returning Redis is seen soon
+RESYNC_WINDOW = 3.0  # seconds after Redis returns during which other workers may still be resyncing
 
 
 class RedisBackend:
@@ -93,6 +94,7 @@ class RedisBackend:
         self._listener: gevent.Greenlet | None = None
         self._closing = False
         self._next_presence = 0.0
+        self._resync_until = 0.0
         self._scripts: dict[str, Any] = {}
 
     # -- life ---------------------------------------------------------------------------------
@@ -132,6 +134,10 @@ class RedisBackend:
             return False, "redis backend not started"
         if self._state == "down":
             return False, self._reason
+        if time.monotonic() < self._resync_until:
+            # Redis came back (maybe empty): until every worker has written its generations
+            # again, "not found" may only mean "not rewritten yet".
+            return False, "redis is back; workers are resyncing their generations"
         try:
             self.client.ping()
         except (RedisError, OSError) as exc:
@@ -160,6 +166,7 @@ class RedisBackend:
         self._state = "up"
         self._reason = "redis"
         if was == "down":
+            self._resync_until = time.monotonic() + RESYNC_WINDOW
             log.warning("redis is reachable again at %s; resyncing this worker's generations", redacted_url(self.url))
             for mirror in self.mirrors.values():
                 # Redis may have restarted empty: find out again what it holds of each.

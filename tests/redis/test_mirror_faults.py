@@ -143,3 +143,29 @@ def test_the_mirror_costs_no_round_trip_per_token(redis_server, start_sluice, qu
         assert sent < events / 4, f"{sent} round trips for {events} events"
     finally:
         proxy.close()
+
+
+def test_a_reconnect_while_redis_is_down_is_told_to_come_back(
+    redis_server, start_sluice, quiet_fake: FakeUpstream
+) -> None:
+    # B does not run the generation and cannot ask Redis: 204 (or 404, 503) would make the
+    # browser's EventSource give up on a stream that may well be running on A. An empty 200
+    # with a `retry` makes it reconnect, and once Redis is back the resume goes through.
+    a = start_sluice(redis_server.url, workers=1)
+    b = start_sluice(redis_server.url, workers=1)
+    tokens = 60
+    owner = open_stream(a.url + "/stream", params={"prompt": f"x [fake tokens={tokens} pace=0.05]"})
+    seen = [owner.until("text")]
+    owner.close()  # the tab went away; A keeps the generation for the disconnect grace
+    redis_server.stop()
+    try:
+        for headers in ({"Last-Event-ID": seen[-1].id}, {}):
+            r = requests.get(b.url + f"/streams/{owner.stream_id}/events", headers=headers, timeout=5)
+            assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), r.text
+            assert r.text.startswith("retry:") and "data:" not in r.text
+    finally:
+        redis_server.start()
+    assert wait_for(lambda: requests.get(b.url + "/readyz", timeout=5).status_code == 200, 15)
+    resumed = open_stream(b.url + f"/streams/{owner.stream_id}/events", headers={"Last-Event-ID": seen[-1].id})
+    events = resumed.rest()
+    assert events[0].seq == seen[-1].seq + 1 and [e.type for e in events][-1] == "[DONE]"
