@@ -7,7 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.deploy.conftest import fake, make_stack, pytest_runtest_makereport, tls_cert  # noqa: F401 (fixtures, hook)
+from tests.deploy.conftest import (  # noqa: F401 (fixtures and hooks)
+    fake,
+    make_stack,
+    pytest_configure,
+    pytest_runtest_makereport,
+    tls_cert,
+)
 from tests.redis.conftest import RedisProcess
 from tests.support.system import require_binary
 
