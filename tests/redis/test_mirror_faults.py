@@ -33,15 +33,18 @@ def read_within(stream: Stream, seconds: float) -> list[str]:
     return [e.type for e in stream.events]
 
 
-def test_a_refused_mirror_write_is_retried_until_followers_get_the_end(
-    redis_server, start_sluice, quiet_fake: FakeUpstream
-) -> None:
+@pytest.fixture
+def hosts(redis_server, start_sluice, quiet_fake: FakeUpstream):  # type: ignore[no-untyped-def]
+    """Host A and host B on one Redis, one worker each: B never runs A's generations."""
+    return start_sluice(redis_server.url, workers=1), start_sluice(redis_server.url, workers=1)
+
+
+def test_a_refused_mirror_write_is_retried_until_followers_get_the_end(redis_server, hosts) -> None:  # type: ignore[no-untyped-def]
     # Host A runs the generation, host B follows it through Redis. While A's writes are
     # refused for another reason than a duplicate (here: XADD not permitted; OOM under
     # noeviction and READONLY during a failover are refused the same way), the generation
     # ends on A. Once Redis takes writes again, B must get every event and the end.
-    a = start_sluice(redis_server.url, workers=1)
-    b = start_sluice(redis_server.url, workers=1)
+    a, b = hosts
     tokens = 30
     local = open_stream(a.url + "/stream", params={"prompt": f"x [fake tokens={tokens} pace=0.05]"})
     local.until("text")
@@ -61,11 +64,8 @@ def test_a_refused_mirror_write_is_retried_until_followers_get_the_end(
     assert "redis refuses writes" in a.log()
 
 
-def test_presence_keeps_its_expiry_when_redis_lost_its_data(
-    redis_server, start_sluice, quiet_fake: FakeUpstream
-) -> None:
-    a = start_sluice(redis_server.url, workers=1)
-    b = start_sluice(redis_server.url, workers=1)
+def test_presence_keeps_its_expiry_when_redis_lost_its_data(redis_server, hosts) -> None:  # type: ignore[no-untyped-def]
+    a, b = hosts
     owner = open_stream(a.url + "/stream", params={"prompt": "x [fake tokens=300 pace=0.05]"})
     owner.until("text")
     follower = open_stream(b.url + f"/streams/{owner.stream_id}/events")
@@ -145,14 +145,11 @@ def test_the_mirror_costs_no_round_trip_per_token(redis_server, start_sluice, qu
         proxy.close()
 
 
-def test_a_reconnect_while_redis_is_down_is_told_to_come_back(
-    redis_server, start_sluice, quiet_fake: FakeUpstream
-) -> None:
+def test_a_reconnect_while_redis_is_down_is_told_to_come_back(redis_server, hosts) -> None:  # type: ignore[no-untyped-def]
     # B does not run the generation and cannot ask Redis: 204 (or 404, 503) would make the
     # browser's EventSource give up on a stream that may well be running on A. An empty 200
     # with a `retry` makes it reconnect, and once Redis is back the resume goes through.
-    a = start_sluice(redis_server.url, workers=1)
-    b = start_sluice(redis_server.url, workers=1)
+    a, b = hosts
     tokens = 60
     owner = open_stream(a.url + "/stream", params={"prompt": f"x [fake tokens={tokens} pace=0.05]"})
     seen = [owner.until("text")]
