@@ -106,7 +106,8 @@ def _resume(stream_id: str | None, seq: int) -> Response:
     """Replay everything after `seq` and follow; 204 if unknown or the client has it all."""
     feed = registry().feed(stream_id) if stream_id else None
     if feed is None:
-        return _come_back_later() or _no_content()
+        later = _come_back_later()
+        return later if later is not None else _no_content()
     if feed.closed and not feed.wait_after(seq, 0):
         return _no_content()
     return _sse_response(feed, seq)
