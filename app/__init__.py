@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Flask
 
 from app.backends import build_backend
+from app.backends.workers import MultiprocessCheck, warn_if_unshared
 from app.config import Settings
 from app.lifecycle import shutdown
 from app.lifecycle.registry import Registry
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     providers.warm()
     registry = Registry(settings, build_backend(settings), providers)
     app.extensions["sluice"] = registry
-    shutdown.install(registry, settings.shutdown_grace_seconds)
+    worker = shutdown.install(registry, settings.shutdown_grace_seconds)
 
     from app.web import errors, ops, pages, security, streams
 
@@ -47,6 +48,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
     _trust_proxy(app, settings.proxy_count)
+    if not registry.backend.shared:
+        if worker is not None:
+            warn_if_unshared(int(worker.cfg.workers))
+        else:
+            app.wsgi_app = MultiprocessCheck(app.wsgi_app)  # type: ignore[method-assign]
     # The SDKs leave ~200k long-lived objects; a full collection walking them pauses every
     # stream of the worker for 100+ ms (docs/benchmarks.md). Freeze what exists now.
     gc.collect()

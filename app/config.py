@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -177,7 +178,7 @@ class Settings:
             fallback_provider=fallback,
             coalesce_ms=_num(env, "SLUICE_COALESCE_MS", 0),
             log_content=_flag(env, "SLUICE_LOG_CONTENT", False),
-            shutdown_grace_seconds=_num(env, "SLUICE_SHUTDOWN_GRACE_SECONDS", 20),
+            shutdown_grace_seconds=_num(env, "SLUICE_SHUTDOWN_GRACE_SECONDS", math.inf),
             otel_traces=tracing.wanted(env),
             openai_api=openai_api,
             openai_think_tags=_flag(env, "SLUICE_OPENAI_THINK_TAGS", False),

@@ -11,7 +11,6 @@
 
 import os
 import shutil
-import signal
 import tempfile
 
 
@@ -63,10 +62,11 @@ backlog = 2048
 #   graceful_timeout - On reload (HUP) or stop (TERM), how long an old worker may keep
 #       serving its open streams before it is killed. Matched to the longest stream by
 #       default: SLUICE_MAX_DURATION (the app's hard cap on a generation) plus a margin, so
-#       a deploy never cuts an answer short. The app learns it as
-#       SLUICE_SHUTDOWN_GRACE_SECONDS (a few seconds less; see _agree_shutdown_grace): after
-#       that it ends what still runs with a `cancelled` event, reason `shutdown`, and
-#       `[DONE]`, so that every client gets a terminal event before the worker goes away.
+#       a deploy never cuts an answer short. The app reads it from its worker (with or
+#       without this file) and keeps a margin (a quarter of it, 1 to 5 s): after that it
+#       ends what still runs with a `cancelled` event, reason `shutdown`, and `[DONE]`, so
+#       that every client gets a terminal event before the worker goes away.
+#       SLUICE_SHUTDOWN_GRACE_SECONDS can only shorten that deadline.
 #       A reload (systemctl reload) does not wait for this: new workers serve at once while
 #       the old ones drain. A stop does, so systemd's TimeoutStopSec must be larger.
 #       Lower SLUICE_GRACEFUL_TIMEOUT for faster stops at the price of cut answers.
@@ -93,10 +93,6 @@ graceful_timeout = _env_int("SLUICE_GRACEFUL_TIMEOUT", _env_int("SLUICE_MAX_DURA
 keepalive = 75
 max_requests = 0
 preload_app = False
-
-# Seconds between the app's shutdown deadline and the worker's kill: the time to write the
-# `cancelled` events, `[DONE]`, flush the sockets and close the upstream connections.
-SHUTDOWN_MARGIN = 5
 
 #
 # Security
@@ -152,26 +148,22 @@ control_socket_disable = not os.environ.get("SLUICE_CONTROL_SOCKET")
 #
 # Server hooks
 #
-#   on_starting - In the master, once, before anything else: the Prometheus directory and
-#       the shutdown deadline the workers will inherit.
-#   on_reload - After SIGHUP re-read this file: keep the shutdown deadline in step.
+#   on_starting - In the master, once, before anything else: the Prometheus directory.
 #   when_ready - The sockets are bound: say what runs, and warn about a multi-worker
 #       setup without a shared backend.
-#   post_worker_init - In each worker, once the app is loaded: close idle keep-alive
-#       connections the moment the worker starts draining (see the function).
 #   worker_int - A worker got SIGINT or SIGQUIT (quick stop: streams are cut, no terminal
 #       event).
 #   worker_abort - A worker got SIGABRT: the master killed it for missing its heartbeat.
 #   child_exit - In the master, after a worker died: drop its live Prometheus gauges.
 #
-# No hook is needed for a graceful stop: the app chains the gevent worker's own SIGTERM
-# handler when it loads (app.lifecycle.shutdown.install) and starts its
-# SLUICE_SHUTDOWN_GRACE_SECONDS countdown from there.
+# No hook is needed for a graceful stop or reload: the app finds the gevent worker it runs in
+# when it loads (app.lifecycle.shutdown.install), whatever config started gunicorn, and on
+# SIGTERM stops accepting, closes its idle keep-alive connections (nginx retries a request
+# that meets one on a fresh connection: a live worker), and drains its streams until a
+# deadline inside this worker's graceful_timeout.
 #
 
 _PROM_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_GRACE_ENV = "SLUICE_SHUTDOWN_GRACE_SECONDS"
-_GRACE_DERIVED = "_SLUICE_SHUTDOWN_GRACE_FROM_GUNICORN"
 
 
 def _prepare_prometheus_dir(server):
@@ -195,36 +187,15 @@ def _prepare_prometheus_dir(server):
     server.log.info("Prometheus multiprocess directory: %s", path)
 
 
-def _agree_shutdown_grace(server):
-    """Give the app a shutdown deadline a few seconds inside gunicorn's graceful timeout.
-
-    Done here rather than at the top of this file because only here is graceful_timeout
-    final: a --graceful-timeout on the command line overrides the value above. An operator's
-    own SLUICE_SHUTDOWN_GRACE_SECONDS is left alone.
-    """
-    if _GRACE_ENV in os.environ and not os.environ.get(_GRACE_DERIVED):
-        return
-    graceful = server.cfg.graceful_timeout
-    grace = max(1, graceful - SHUTDOWN_MARGIN) if graceful > 2 else max(0.5, graceful / 2)
-    os.environ[_GRACE_ENV] = str(grace)
-    os.environ[_GRACE_DERIVED] = "1"
-
-
 def on_starting(server):
     _prepare_prometheus_dir(server)
-    _agree_shutdown_grace(server)
-
-
-def on_reload(server):
-    _agree_shutdown_grace(server)
 
 
 def when_ready(server):
     cfg = server.cfg
     server.log.info(
-        "Sluice ready: %d gevent worker(s) x %d connections, graceful timeout %ss, "
-        "app shutdown grace %ss",
-        cfg.workers, cfg.worker_connections, cfg.graceful_timeout, os.environ.get(_GRACE_ENV),
+        "Sluice ready: %d gevent worker(s) x %d connections, graceful timeout %ss",
+        cfg.workers, cfg.worker_connections, cfg.graceful_timeout,
     )
     if cfg.workers > 1 and not os.environ.get("SLUICE_REDIS_URL", "").strip():
         server.log.warning(
@@ -233,62 +204,6 @@ def when_ready(server):
             "will not find their stream. Set SLUICE_REDIS_URL, or run one worker.",
             cfg.workers,
         )
-
-
-def post_worker_init(worker):
-    # Trap: nginx keeps idle connections to gunicorn (upstream keepalive) and hands the next
-    # request to any of them. On a reload (HUP) the old workers stop accepting but keep their
-    # idle keep-alive connections open until gunicorn's keepalive expires; every request nginx
-    # sends down one of those lands on a draining worker, whose app answers 503 "restarting",
-    # and a browser's EventSource does not retry a 503. So: when a worker gets SIGTERM, end
-    # its keep-alive waits at once. nginx sees the close, drops the connection from its cache
-    # (or, for one it had just picked, retries on a new connection) and the request reaches a
-    # new worker. Streams in progress are not touched; when one of them ends, its connection
-    # is closed rather than kept for the next request.
-    import weakref
-    from contextlib import contextmanager
-
-    import gevent
-
-    keepalive_wait = worker.timeout_ctx  # gevent.Timeout(keepalive, False): silent on expiry
-    served = weakref.WeakKeyDictionary()  # connection greenlet -> requests waited for
-    idle = {}  # connection greenlet -> the Timeout of its keep-alive wait
-
-    @contextmanager
-    def timeout_ctx():
-        current = gevent.getcurrent()
-        served[current] = served.get(current, 0) + 1
-        between = served[current] > 1  # between two requests, not waiting for a first one
-        if between and not worker.alive:
-            # Draining, and a response (begun before SIGTERM, so kept alive) just ended.
-            timeout = gevent.Timeout(0.01, False)
-        else:
-            timeout = keepalive_wait()
-        if between:
-            idle[current] = timeout
-        try:
-            with timeout:
-                yield
-        finally:
-            idle.pop(current, None)
-
-    worker.timeout_ctx = timeout_ctx
-
-    def close_idle():
-        for glet, timeout in list(idle.items()):
-            # Raising the wait's own Timeout ends it as if keepalive had expired: the
-            # worker's loop sees no request and closes the socket, without an error page.
-            glet.kill(timeout, block=False)
-
-    previous = signal.getsignal(signal.SIGTERM)  # gunicorn's, possibly chained by the app
-
-    def handle_term(sig, frame):
-        if callable(previous):
-            previous(sig, frame)
-        gevent.spawn(close_idle)
-
-    signal.signal(signal.SIGTERM, handle_term)
-    signal.siginterrupt(signal.SIGTERM, False)
 
 
 def worker_int(worker):

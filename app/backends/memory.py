@@ -23,10 +23,7 @@ class MemoryBackend:
         self._tombstones = Tombstones(settings.max_tombstones)
 
     def start(self, on_cancel: CancelHandler) -> None:
-        """Nothing to start; warn when several workers share nothing."""
-        from app.backends.workers import warn_if_unshared
-
-        warn_if_unshared()
+        """Nothing to start (app.backends.workers warns when several workers share nothing)."""
 
     def close(self) -> None:
         """Nothing to close."""

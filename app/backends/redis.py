@@ -33,12 +33,13 @@ import gevent
 import redis
 from gevent.event import Event
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from app.backends.base import CancelHandler, Feed
 from app.backends.redis_feed import RedisFeed
 from app.backends.redis_keys import (
+    ALIVE_TTL,
     client_key,
     entry_id,
     redacted_url,
@@ -65,8 +66,8 @@ PRESENCE_TTL = 15.0  # a follower's presence lasts this long unless refreshed
 PRESENCE_REFRESH = 5.0
 INBOX_TTL = 120  # seconds an unhandled cancel message is kept
 CANCEL_WAIT = 1.0  # how long POST /cancel waits for the owner's terminal event
-RECONNECT_MAX = 5.0
-ALIVE_TTL = 10  # seconds a worker counts as alive after its last tick
+RECONNECT_MAX = 2.0  # seconds between reconnect attempts, at most: a returning Redis is seen soon
+RESYNC_WINDOW = 3.0  # seconds after Redis returns during which other workers may still be resyncing
 
 
 class RedisBackend:
@@ -93,6 +94,8 @@ class RedisBackend:
         self._listener: gevent.Greenlet | None = None
         self._closing = False
         self._next_presence = 0.0
+        self._resync_until = 0.0
+        self._scripts: dict[str, Any] = {}
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -131,6 +134,10 @@ class RedisBackend:
             return False, "redis backend not started"
         if self._state == "down":
             return False, self._reason
+        if time.monotonic() < self._resync_until:
+            # Redis came back (maybe empty): until every worker has written its generations
+            # again, "not found" may only mean "not rewritten yet".
+            return False, "redis is back; workers are resyncing their generations"
         try:
             self.client.ping()
         except (RedisError, OSError) as exc:
@@ -145,7 +152,10 @@ class RedisBackend:
         return self.client is not None and self._state != "down"
 
     def mark_down(self, exc: BaseException) -> None:
-        self._reason = f"redis unreachable at {redacted_url(self.url)}: {type(exc).__name__}: {exc}"
+        # A refusal (OOM under noeviction, READONLY replica, no permission) is "down" too: a
+        # Redis that takes no writes cannot carry cancels, replays or status.
+        what = "refuses writes" if isinstance(exc, ResponseError) else "unreachable"
+        self._reason = f"redis {what} at {redacted_url(self.url)}: {type(exc).__name__}: {exc}"
         if self._state != "down":
             log.warning("%s; cross-worker cancel, resume and status are paused, local streams continue", self._reason)
         self._state = "down"
@@ -156,11 +166,20 @@ class RedisBackend:
         self._state = "up"
         self._reason = "redis"
         if was == "down":
+            self._resync_until = time.monotonic() + RESYNC_WINDOW
             log.warning("redis is reachable again at %s; resyncing this worker's generations", redacted_url(self.url))
             for mirror in self.mirrors.values():
-                mirror.synced = False
+                # Redis may have restarted empty: find out again what it holds of each.
+                mirror.synced = mirror.final = False
                 self._writer.mark(mirror)
         self.up.set()
+
+    def script(self, source: str) -> Any:
+        """A Lua script registered once (redis-py runs it by hash, loading it again if needed)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script
 
     def ttl_for(self, gen: Generation) -> int:
         return self.running_ttl if gen.running else self.replay_ttl
@@ -458,6 +477,8 @@ class RedisBackend:
         expires = time.time() + PRESENCE_TTL
         for member, sid in list(self.following.items()):
             pipe.zadd(stream_key(sid, "subs"), {member: expires})
+            # With its expiry: after a Redis restart this ZADD creates the key anew.
+            pipe.expire(stream_key(sid, "subs"), self.running_ttl)
         # A generation nobody follows here, and whose remote followers vanished without a word
         # (their worker died): arm its grace, so it does not run on for nobody.
         orphans = [m.gen for m in self.mirrors.values() if m.gen.unattended]

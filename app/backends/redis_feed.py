@@ -42,6 +42,28 @@ OWNER_GONE = {
     },
 }
 
+# KEYS: the events stream, the status hash, the owner's alive key. ARGV: the error event, DONE.
+# Ends the stream only if the owner is still gone and its last entry is not [DONE]; a last
+# entry that is already a terminal event gets only the [DONE].
+END_ORPHAN = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last == 0 then return 0 end
+local data = last[1][2][2]
+if data == ARGV[2] then return 0 end
+local seq = tonumber(string.match(last[1][1], '%-(%d+)$'))
+local ok, event = pcall(cjson.decode, data)
+local kind = ok and type(event) == 'table' and event['type'] or nil
+if kind == 'done' or kind == 'error' or kind == 'cancelled' then
+  redis.call('XADD', KEYS[1], '0-' .. (seq + 1), 'd', ARGV[2])
+  return 1
+end
+redis.call('XADD', KEYS[1], '0-' .. (seq + 1), 'd', ARGV[1])
+redis.call('XADD', KEYS[1], '0-' .. (seq + 2), 'd', ARGV[2])
+redis.call('HSET', KEYS[2], 'state', 'error')
+return 1
+"""
+
 
 class RedisFeed:
     """The `Feed` of a generation owned by another worker (see app.backends.base.Feed)."""
@@ -109,8 +131,9 @@ class RedisFeed:
     def _end_if_owner_died(self) -> None:
         """The owner was killed outright (SIGKILL, OOM): write the terminal event it never will.
 
-        Explicit entry ids make this safe against a race with another follower (or a slow but
-        living owner): XADD of an id that already exists fails, and the stream keeps one ending.
+        One script, so that the check and the writes are one step inside Redis: a living owner
+        (whose alive key is back, or who wrote since) is never followed by our `[DONE]`, and its
+        state is never overwritten. A worker refreshes its alive key whenever it writes.
         """
         r = self.backend.client
         last = r.xrevrange(self._key, "+", "-", count=1)
@@ -119,18 +142,15 @@ class RedisFeed:
             # closed, so the response ends instead of waiting for events that will never come.
             self._closed = True
             return
-        if not last or not self.worker or r.exists(worker_alive(self.worker)):
+        if not self.worker:
             return
-        seq = seq_of(last[0][0])
-        log.warning("worker %s stopped without ending %s; ending it for its followers", self.worker, self.stream_id)
-        try:
-            pipe = r.pipeline(transaction=True)
-            pipe.xadd(self._key, {"d": sse.dumps(OWNER_GONE)}, id=entry_id(seq + 1))
-            pipe.xadd(self._key, {"d": DONE}, id=entry_id(seq + 2))
-            pipe.hset(stream_key(self.stream_id, "meta"), mapping={"state": "error"})
-            pipe.execute()
-        except RedisError:
-            pass  # someone else ended it first
+        script = self.backend.script(END_ORPHAN)
+        ended = script(
+            keys=[self._key, stream_key(self.stream_id, "meta"), worker_alive(self.worker)],
+            args=[sse.dumps(OWNER_GONE), DONE],
+        )
+        if ended:
+            log.warning("worker %s stopped without ending %s; ended it for its followers", self.worker, self.stream_id)
 
     # -- presence: the owner must not cancel for "disconnect" while we follow from here ---------
 

@@ -24,6 +24,7 @@ import hashlib
 from urllib.parse import urlsplit, urlunsplit
 
 PREFIX = "sluice"
+ALIVE_TTL = 10  # seconds a worker counts as alive after it last ticked or wrote
 
 
 def stream_key(stream_id: str, part: str) -> str:

@@ -3,8 +3,13 @@
     producer ──publish()──▶ mark dirty (a dict insert; never I/O, never blocks)
                                    │
                  writer greenlet ◀─┘ wakes, waits FLUSH_INTERVAL (or not at all for `[DONE]`
-                                     or FLUSH_AT queued events), then ONE pipeline:
-                                     XADD every new entry, HSET the status, EXPIREs
+                                     or FLUSH_AT queued events), then ONE round trip for every
+                                     generation of the worker: MULTI, XADD every new entry,
+                                     the progress in the status hash (at most every
+                                     PROGRESS_INTERVAL), EXPIREs, EXEC
+
+So a token costs no round trip of its own: one flush carries every event of every stream
+that arrived in the last FLUSH_INTERVAL, and only a stream's end is written at once.
 
 Nothing is queued but a reference to the generation: the entries to write are the tail of its
 own log after the last seq written (`Mirror.written`). So a failed flush loses nothing and
@@ -13,7 +18,14 @@ writer asks Redis for the last entry it has (`XREVRANGE + - COUNT 1`) and writes
 status and claim included. That also covers a Redis that restarted empty.
 
 Re-writing an entry that did make it (a pipeline cut half-way) fails alone with "ID equal or
-smaller than the target stream top item", which is expected and ignored.
+smaller than the target stream top item", which is expected and ignored. Any other refusal
+(OOM under `noeviction`, READONLY during a failover) is a failure like a lost connection:
+MULTI makes Redis refuse the whole batch at once (no gap in a stream), nothing is counted as
+written, and the batch is retried once Redis takes writes again, so a follower on another
+worker always gets the terminal event in the end.
+
+A stream that already ends with `[DONE]` when the writer resyncs was ended by a follower that
+believed this worker dead (app.backends.redis_feed); nothing is written after it.
 """
 
 from __future__ import annotations
@@ -21,15 +33,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import Event
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.backends.redis_keys import client_key, entry_id, seq_of, stream_key
+from app.backends.redis_keys import ALIVE_TTL, client_key, entry_id, seq_of, stream_key, worker_alive
 from app.lifecycle.log import DONE
 
 if TYPE_CHECKING:
@@ -38,20 +49,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sluice.redis")
 
-FLUSH_INTERVAL = 0.005  # seconds events may wait to share a round trip
-FLUSH_AT = 64  # queued events that trigger a flush at once
+FLUSH_INTERVAL = 0.02  # seconds events may wait to share a round trip (followers elsewhere only)
+FLUSH_AT = 256  # queued events that trigger a flush at once
+PROGRESS_INTERVAL = 0.5  # seconds between updates of a running generation's event count and usage
 
 
 class Mirror:
     """What Redis holds of one local generation."""
 
-    __slots__ = ("gen", "written", "synced", "final")
+    __slots__ = ("gen", "written", "synced", "final", "progress_at")
 
     def __init__(self, gen: Generation) -> None:
         self.gen = gen
         self.written = 0  # last seq known to be in the Redis stream
         self.synced = False  # claim/meta written and `written` trustworthy
-        self.final = False  # terminal status written
+        self.final = False  # terminal status written (or the stream was ended elsewhere)
+        self.progress_at = 0.0  # monotonic time of the last progress update in the status hash
 
 
 def meta_fields(gen: Generation, worker_id: str) -> dict[str, Any]:
@@ -142,16 +155,25 @@ class Writer:
     def _write(self, batch: dict[str, Mirror]) -> None:
         b = self.backend
         r = b.client
-        unsynced = [m for m in batch.values() if not m.synced]
+        unsynced = [m for m in batch.values() if not m.synced and not m.final]
         if unsynced:
             pipe = r.pipeline(transaction=False)
             for m in unsynced:
                 pipe.xrevrange(stream_key(m.gen.id, "events"), "+", "-", count=1)
             for m, rows in zip(unsynced, pipe.execute(), strict=True):
                 m.written = seq_of(rows[0][0]) if rows else 0
-        pipe = r.pipeline(transaction=False)
+                if rows and rows[0][1].get("d") == DONE:
+                    # Ended here or by a follower that thought this worker dead: keep it ended.
+                    m.final = True
+                    m.synced = True
+        todo = [m for m in batch.values() if not m.final]
+        if not todo:
+            return
+        now = time.monotonic()
+        pipe = r.pipeline(transaction=True)
+        pipe.set(worker_alive(b.worker_id), "1", ex=ALIVE_TTL)  # a worker that writes is alive
         plan: list[tuple[Mirror, int, bool]] = []
-        for m in batch.values():
+        for m in todo:
             gen = m.gen
             meta = stream_key(gen.id, "meta")
             events = stream_key(gen.id, "events")
@@ -160,31 +182,37 @@ class Writer:
             new = gen.log.entries[m.written :]
             for entry in new:
                 pipe.xadd(events, {"d": entry.data}, id=entry_id(entry.seq), maxlen=b.max_events, approximate=True)
-            if new and (m.written == 0 or not m.synced):
-                pipe.expire(events, b.ttl_for(gen))
             last = new[-1].seq if new else m.written
-            final = not gen.running and gen.log.closed and not m.final and last == gen.log.last_seq
+            final = not gen.running and gen.log.closed and last == gen.log.last_seq
             if final:
-                # After the XADDs in the same pipeline: a reader that sees the end state finds
-                # the terminal event and [DONE] in the stream.
+                # After the XADDs in the same transaction: a reader that sees the end state
+                # finds the terminal event and [DONE] in the stream.
                 pipe.hset(meta, mapping=meta_fields(gen, b.worker_id))
                 ttl = b.replay_ttl
                 for part in ("meta", "events", "claim", "subs"):
                     pipe.expire(stream_key(gen.id, part), ttl)
                 pipe.zrem(client_key(gen.client), f"{b.worker_id}|{gen.id}")
-            elif new:
+            elif new and (now - m.progress_at >= PROGRESS_INTERVAL or m.written == 0):
                 pipe.hset(meta, mapping={"events": last, "usage": json.dumps(gen.usage())})
+                # Expiries again with each progress update: a Redis that lost its data (a
+                # restart) gets these keys back from the XADD/HSET alone, without one.
+                for key in (meta, events):
+                    pipe.expire(key, b.ttl_for(gen))
+                m.progress_at = now
             plan.append((m, last, final))
+        # A refusal at queue time (OOM, READONLY) aborts the transaction: pipe.execute raises
+        # it, and flush() keeps the whole batch for the retry.
         results = pipe.execute(raise_on_error=False)
         for result in results:
-            if isinstance(result, (RedisConnectionError, RedisTimeoutError)):
-                raise result
             if isinstance(result, ResponseError) and "equal or smaller" not in str(result):
                 log.warning("redis refused a mirror write: %s", result)
+                raise result
+            if isinstance(result, RedisError):
+                raise result
         for m, last, final in plan:
             m.written = last
             m.synced = True
-            m.final = m.final or final
+            m.final = final
 
     @staticmethod
     def is_terminal(data: str) -> bool:

@@ -44,6 +44,7 @@ class Registry:
         self.providers = providers
         self.local: dict[str, Generation] = {}
         self.draining = False
+        self.closing = False  # past the drain deadline: what still runs is being ended
         self._per_client: Counter[str] = Counter()
         self._started = False
         self.tracing = Tracing(settings.otel_traces)
@@ -74,7 +75,9 @@ class Registry:
 
         `trace_headers`: the request's headers, for a `traceparent` to continue (tracing on).
         """
-        if self.draining:
+        # A worker that drains has stopped accepting (app.lifecycle.shutdown); a request that
+        # still reached it is served, within the drain deadline, rather than refused.
+        if self.closing:
             raise RequestError(503, "The server is restarting; try again in a moment", type="overloaded",
                                headers={"Retry-After": "2"})
         if len(self.running()) >= self.settings.max_streams:
@@ -212,6 +215,7 @@ class Registry:
         deadline = time.monotonic() + grace
         while self.running() and time.monotonic() < deadline:
             gevent.sleep(0.1)
+        self.closing = True
         left = self.running()
         for gen in left:
             gen.cancel("shutdown")

@@ -1,42 +1,163 @@
-"""Graceful shutdown under gunicorn: no stream is ever cut without a terminal event.
+"""Stop and reload inside a gunicorn gevent worker: no stream cut, no request lost.
 
-gunicorn's gevent worker, on SIGTERM (a stop, or the old workers of a HUP reload), stops
-accepting, then waits up to `graceful_timeout` for open responses to end before it kills them.
-We chain its SIGTERM handler to drain the registry: running generations get
-SLUICE_SHUTDOWN_GRACE_SECONDS to finish, then end with `cancelled` (reason `shutdown`) and
-`[DONE]`, their responses close, and the worker exits before gunicorn would cut anything.
-The grace must stay below gunicorn's `graceful_timeout` (deploy/gunicorn.conf.py sets both).
+On SIGTERM (a stop, or the old workers of a HUP reload) gunicorn's gevent worker sets
+`alive = False`, keeps accepting for up to a second more, closes its listener, waits up to
+`graceful_timeout` for its connections to end, and then kills them (on a stop the master
+SIGKILLs it after the same time). `install` chains that handler, whatever config started
+gunicorn, and on SIGTERM:
+
+1. stops accepting at once. The listening socket is shared with the other workers (the new
+   ones, on a reload), so new connections go to them;
+2. closes its idle keep-alive connections now, and every other one as its response ends, and
+   closes without an answer a request that still arrives on a reused connection. nginx (and
+   browsers) retry a request that fails on a reused keep-alive connection, on a fresh one that
+   a live worker accepts; a 503 "restarting" they would pass on to the client;
+3. lets running generations finish until the drain deadline, then ends them with `cancelled`
+   (reason `shutdown`) and `[DONE]`. The deadline comes from the worker itself:
+   `graceful_timeout` minus a margin for writing those endings, or
+   SLUICE_SHUTDOWN_GRACE_SECONDS when that is shorter.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
+import weakref
+from types import TracebackType
 from typing import Any
 
 import gevent
+from gevent.server import BaseServer
 
 from app.lifecycle.registry import Registry
 
 log = logging.getLogger("sluice.shutdown")
 
+MARGIN_SHARE = 0.25  # of graceful_timeout, kept for the endings to be written and flushed
+MARGIN_MIN = 1.0
+MARGIN_MAX = 5.0
 
-def _is_gunicorn_handler(handler: Any) -> bool:
+
+def drain_deadline(graceful_timeout: float, configured: float) -> float:
+    """Seconds running generations may go on after SIGTERM, inside gunicorn's own limit."""
+    if graceful_timeout >= 2 * MARGIN_MIN:
+        limit = graceful_timeout - min(MARGIN_MAX, max(MARGIN_MIN, graceful_timeout * MARGIN_SHARE))
+    else:
+        limit = graceful_timeout / 2
+    return max(0.0, min(configured, limit))
+
+
+def gunicorn_worker() -> Any | None:
+    """The gunicorn worker this process is, found through its SIGTERM handler; else None."""
+    handler = signal.getsignal(signal.SIGTERM)
     owner = getattr(handler, "__self__", None)
-    return owner is not None and type(owner).__module__.startswith("gunicorn.workers")
+    if owner is not None and type(owner).__module__.startswith("gunicorn.workers") and hasattr(owner, "cfg"):
+        return owner
+    return None
 
 
-def install(registry: Registry, grace: float) -> bool:
-    """Chain the worker's SIGTERM handler (only inside a gunicorn worker); True if installed."""
-    previous = signal.getsignal(signal.SIGTERM)
-    if not _is_gunicorn_handler(previous):
+class _Wait:
+    """One wait of a connection for its next request (see KeepAliveGate)."""
+
+    __slots__ = ("gate", "glet", "between", "timeout")
+
+    def __init__(self, gate: KeepAliveGate) -> None:
+        self.gate = gate
+        self.glet = gevent.getcurrent()
+        count = gate.served.get(self.glet, 0) + 1
+        gate.served[self.glet] = count
+        self.between = count > 1  # the connection was used before: nginx retries on it
+        self.timeout = gevent.Timeout(gate.keepalive, False)
+
+    def __enter__(self) -> _Wait:
+        if self.between and self.gate.draining:
+            raise StopIteration  # a response ended while draining: close, keep nothing alive
+        if self.between:
+            self.gate.idle[self.glet] = self.timeout
+        self.timeout.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        self.timeout.close()
+        self.gate.idle.pop(self.glet, None)
+        if exc is self.timeout:
+            return True  # keep-alive expired (or ended by close_idle): gunicorn closes quietly
+        if kind is None and self.between and self.gate.draining:
+            # A request read after SIGTERM on a reused connection: close without an answer,
+            # so that the client retries it on a new connection (a live worker).
+            raise StopIteration
         return False
 
+
+class KeepAliveGate:
+    """Replaces the gevent worker's `timeout_ctx`: the wait between two requests of one connection.
+
+    gunicorn raises StopIteration out of this wait to close a connection (its own signal for
+    "no more requests"): the socket is closed and no response is written.
+    """
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.keepalive = float(worker.cfg.keepalive)
+        self.served: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self.idle: dict[Any, gevent.Timeout] = {}
+
+    @property
+    def draining(self) -> bool:
+        return not self.worker.alive
+
+    def __call__(self) -> _Wait:
+        return _Wait(self)
+
+    def close_idle(self) -> None:
+        """End every keep-alive wait now, as if it had expired: those connections close."""
+        for glet, timeout in list(self.idle.items()):
+            glet.kill(timeout, block=False)
+
+
+def _fileno(sock: Any) -> int:
+    try:
+        return int(sock.fileno())
+    except (AttributeError, OSError, ValueError):
+        return -1
+
+
+def _stop_accepting(worker: Any) -> int:
+    """Stop this worker's servers from accepting (gunicorn closes them only a second later)."""
+    mine = {_fileno(s) for s in getattr(worker, "sockets", ())} - {-1}
+    stopped = 0
+    # The servers are locals of the worker's run(); the one place that reaches them is the
+    # garbage collector's list (made after the app's gc.freeze(), so it is a short walk).
+    # Matched by file descriptor: a server keeps the socket object underneath the worker's.
+    for obj in gc.get_objects():
+        if isinstance(obj, BaseServer) and _fileno(getattr(obj, "socket", None)) in mine:
+            obj.stop_accepting()
+            stopped += 1
+    return stopped
+
+
+def install(registry: Registry, configured_grace: float) -> Any | None:
+    """Chain the gunicorn worker's SIGTERM handler; the worker, or None when not under gunicorn."""
+    worker = gunicorn_worker()
+    if worker is None:
+        return None
+    grace = drain_deadline(float(worker.cfg.graceful_timeout), configured_grace)
+    gate = KeepAliveGate(worker)
+    if float(worker.cfg.keepalive) > 0:
+        worker.timeout_ctx = gate
+    previous = signal.getsignal(signal.SIGTERM)
+
     def on_term(signum: int, frame: Any) -> None:
-        # Signal handlers must not block: the drain runs in its own greenlet.
-        gevent.spawn(registry.drain, grace)
         if callable(previous):
-            previous(signum, frame)
+            previous(signum, frame)  # gunicorn's: alive = False
+        stopped = _stop_accepting(worker)
+        log.info("worker %s draining: stopped accepting on %d listener(s)", worker.pid, stopped)
+        # Signal handlers must not block: the rest runs in greenlets.
+        gevent.spawn(gate.close_idle)
+        gevent.spawn(registry.drain, grace)
 
     signal.signal(signal.SIGTERM, on_term)
-    return True
+    signal.siginterrupt(signal.SIGTERM, False)
+    log.debug("shutdown: drain deadline %.1f s (gunicorn graceful_timeout %s s)", grace, worker.cfg.graceful_timeout)
+    return worker

@@ -91,6 +91,19 @@ def _unknown_stream() -> RequestError:
     return RequestError(404, "No such stream (it never existed, or its replay has expired)", type="not_found")
 
 
+RETRY_LATER_MS = 1000
+
+
+def _come_back_later() -> Response | None:
+    """For a stream not found while the shared backend cannot tell (Redis down, or back and not
+    yet resynced): it may well run elsewhere. 204, 404 or 503 would make EventSource give up;
+    an empty 200 makes it come back after `retry`. None when the backend can tell."""
+    backend = registry().backend
+    if backend.shared and not backend.ready()[0]:
+        return Response(sse.retry(RETRY_LATER_MS), headers=sse.HEADERS)
+    return None
+
+
 def _no_content() -> Response:
     # 204 tells EventSource to stop reconnecting.
     return Response(status=204, headers={"Cache-Control": "no-cache"})
@@ -100,7 +113,8 @@ def _resume(stream_id: str | None, seq: int) -> Response:
     """Replay everything after `seq` and follow; 204 if unknown or the client has it all."""
     feed = registry().feed(stream_id, principal()) if stream_id else None
     if feed is None:
-        return _no_content()
+        later = _come_back_later()
+        return later if later is not None else _no_content()
     if feed.closed and not feed.wait_after(seq, 0):
         return _no_content()
     return _sse_response(feed, seq)
@@ -186,7 +200,12 @@ def stream_events(stream_id: str) -> Response:
         if parsed is None or parsed[0] != stream_id:
             return _no_content()
         seq = parsed[1]
-    if not STREAM_ID_RE.match(stream_id) or registry().feed(stream_id, principal()) is None:
+    if not STREAM_ID_RE.match(stream_id):
+        raise _unknown_stream()
+    if registry().feed(stream_id, principal()) is None:
+        later = _come_back_later()
+        if later is not None:
+            return later
         if value is not None:
             return _no_content()
         raise _unknown_stream()
