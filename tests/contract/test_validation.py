@@ -252,3 +252,19 @@ def test_a_post_without_origin_or_from_the_site_or_an_allowed_origin_is_accepted
         headers = {"Referer": srv.url + "/"}
     events = check_well_formed(post_stream(srv, {"prompt": "hi [fake tokens=2]"}, headers=headers).rest())
     assert events[-2].json["type"] == "done"
+
+
+# -- CORS for the GET streams ----------------------------------------------------------------------
+
+
+def test_get_streams_are_readable_cross_origin_only_by_allowed_origins(srv: Gunicorn, fresh: FakeUpstream) -> None:
+    from tests.support.sse import open_stream
+
+    allowed = open_stream(srv.url + "/stream", params={"prompt": "x [fake tokens=1]"}, headers={"Origin": PARTNER})
+    assert allowed.response.headers.get("Access-Control-Allow-Origin") == PARTNER
+    allowed.rest()
+    other = open_stream(srv.url + "/stream", params={"prompt": "x [fake tokens=1]"},
+                        headers={"Origin": "https://evil.example"})
+    assert other.response.headers.get("Access-Control-Allow-Origin") in (None, "null")
+    assert other.response.headers.get("Access-Control-Allow-Origin") != "*"
+    other.rest()
