@@ -110,11 +110,31 @@ def assert_rejected(resp: requests.Response, status: int, field: str | None = No
     return dict(err)
 
 
-def no_upstream_call(fake: FakeUpstream, settle: float = 0.3) -> None:
-    """Nothing reached the provider (checked again a moment later: a call could be async)."""
-    assert fake.request_count == 0, [r.json for r in fake.requests]
+def no_upstream_call(fake: FakeUpstream, settle: float = 0.3, marker: str | None = None) -> None:
+    """Nothing reached the provider (checked again a moment later: a call could be async).
+
+    With `marker`, only calls carrying it count: a generation wrongly started by an earlier
+    test may reach the fake late, and must not fail this one."""
+
+    def calls() -> list[Any]:
+        found = [r.json for r in fake.requests]
+        return [c for c in found if marker in json.dumps(c)] if marker else found
+
+    assert not calls(), calls()
     time.sleep(settle)
-    assert fake.request_count == 0, [r.json for r in fake.requests]
+    assert not calls(), calls()
+
+
+def rest_within(stream: Stream, seconds: float) -> list[Event]:
+    """Read a stream to its end, failing if that takes longer than `seconds` (heartbeats keep
+    a hung stream's reads alive, so a read timeout alone would never fire)."""
+    deadline = time.monotonic() + seconds
+    for chunk in stream._iter:  # raw chunks, so that a `: ping` wakes this loop too
+        stream.events.extend(stream.parser.feed(chunk))
+        if time.monotonic() > deadline:
+            stream.close()
+            raise AssertionError(f"the stream did not end within {seconds}s: {[e.data for e in stream.events]}")
+    return stream.events
 
 
 def wait_until(cond: Callable[[], Any], timeout: float = 10.0, every: float = 0.05) -> Any:

@@ -207,3 +207,34 @@ def test_a_refusal_is_shown(web: Gunicorn, fresh: FakeUpstream, page: Any) -> No
     send(page, "x [fake stop=refusal say=I%20cannot%20help.]")
     assert wait_end(page) == "done"
     expect(page.locator("#answer")).to_contain_text("I cannot help.")
+
+
+# -- sign-in with auth on (issue 11) ---------------------------------------------------------------
+
+PAGE_KEY = "page-sign-in-key-" + "M" * 20
+
+
+def test_sign_in_stream_and_sign_out_with_auth_on(upstream: FakeUpstream, fresh: FakeUpstream, page: Any) -> None:
+    import re
+
+    env = sluice_env(upstream, SLUICE_API_KEYS=PAGE_KEY, SLUICE_SECRET_KEY="page-secret-" + "s" * 30)
+    with Gunicorn(env) as server:
+        page.goto(server.url + "/")
+        key_box = page.locator("input[type=password]")
+        assert key_box.count() == 1, "a sign-in form: a box to paste a key"
+        key_box.fill(PAGE_KEY)
+        page.get_by_role("button", name=re.compile(r"sign in|log in", re.I)).click()
+        page.wait_for_selector("#prompt", state="visible", timeout=10000)
+        send(page, "x [fake tokens=4]")
+        assert wait_end(page) == "done"
+        assert (page.text_content("#answer") or "").strip() == expected(4).strip()
+        assert PAGE_KEY not in page.url
+        assert PAGE_KEY not in page.evaluate("() => document.cookie + JSON.stringify(localStorage) + "
+                                             "JSON.stringify(sessionStorage)")
+        cookies = page.context.cookies()
+        assert cookies and all(PAGE_KEY not in c["value"] for c in cookies)
+        assert all(c["httpOnly"] and c["sameSite"] == "Strict" for c in cookies)
+        page.get_by_role("button", name=re.compile(r"sign out|log out", re.I)).click()
+        page.wait_for_selector("input[type=password]", state="visible", timeout=10000)
+        resp = page.request.get(server.url + "/streams/unknownStreamId_0123456789")
+        assert resp.status == 401

@@ -3,6 +3,7 @@ and no upstream call (CONTRACT "JSON body", "Errors before the stream starts"; i
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,9 +74,12 @@ BAD_BODIES = [
 def test_a_field_of_the_wrong_type_or_value_is_400_naming_it(
     srv: Gunicorn, fresh: FakeUpstream, path: str, body: dict[str, Any], field: str
 ) -> None:
+    marker = f"marker-{uuid.uuid4().hex}"
+    if isinstance(body.get("prompt"), str):
+        body = {**body, "prompt": f"{body['prompt']} {marker}"}
     resp = requests.post(srv.url + path, json=body, timeout=15)
     assert_rejected(resp, 400, field)
-    no_upstream_call(fresh, settle=0)
+    no_upstream_call(fresh, settle=0, marker=marker if marker in str(body) else None)
 
 
 @pytest.mark.parametrize(
@@ -154,8 +158,10 @@ def test_json_nested_ten_thousand_deep_is_400_not_500(srv: Gunicorn, fresh: Fake
     ],
 )
 def test_get_stream_rejects_bad_query_values(srv: Gunicorn, fresh: FakeUpstream, query: str, field: str) -> None:
+    marker = f"marker-{uuid.uuid4().hex}"
+    query = query.replace("prompt=hi", f"prompt=hi+{marker}")
     assert_rejected(requests.get(f"{srv.url}/stream?{query}", timeout=15), 400, field)
-    no_upstream_call(fresh, settle=0)
+    no_upstream_call(fresh, settle=0, marker=marker if marker in query else None)
 
 
 def test_get_stream_parses_scalars_and_a_comma_separated_tools_list(srv: Gunicorn, fresh: FakeUpstream) -> None:

@@ -22,6 +22,7 @@ from tests.contract.conftest import (
     kinds,
     of,
     post_stream,
+    rest_within,
     status_of,
     terminal,
     text,
@@ -356,7 +357,8 @@ def test_the_upstream_sends_no_headers_first_token_timeout(upstream: FakeUpstrea
     try:
         with Gunicorn(env) as server:
             for provider in ("anthropic", "openai"):
-                events = check_well_formed(post_stream(server, {"prompt": "hi", "provider": provider}, timeout=30).rest())
+                stream = post_stream(server, {"prompt": "hi", "provider": provider}, timeout=30)
+                events = check_well_formed(rest_within(stream, 12))
                 err = terminal(events)
                 assert err["type"] == "error" and err["error"]["type"] == "timeout", err
             assert accepted
