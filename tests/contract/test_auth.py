@@ -27,15 +27,20 @@ B = {"X-API-Key": KEY_B}
 
 @pytest.fixture(scope="module")
 def srv(upstream: FakeUpstream) -> Iterator[Gunicorn]:
-    env = sluice_env(upstream, SLUICE_API_KEYS=f"{KEY_A},{KEY_B}", SLUICE_SECRET_KEY=SECRET,
-                     SLUICE_MAX_STREAMS_PER_CLIENT="2")
+    env = sluice_env(
+        upstream, SLUICE_API_KEYS=f"{KEY_A},{KEY_B}", SLUICE_SECRET_KEY=SECRET, SLUICE_MAX_STREAMS_PER_CLIENT="2"
+    )
     with Gunicorn(env) as server:
         yield server
 
 
 def key_forms(key: str) -> list[str]:
-    return [key, base64.b64encode(key.encode()).decode().rstrip("="),
-            base64.urlsafe_b64encode(key.encode()).decode().rstrip("="), key.encode().hex()]
+    return [
+        key,
+        base64.b64encode(key.encode()).decode().rstrip("="),
+        base64.urlsafe_b64encode(key.encode()).decode().rstrip("="),
+        key.encode().hex(),
+    ]
 
 
 def assert_no_key(blob: str) -> None:
@@ -54,9 +59,16 @@ def session(srv: Gunicorn, headers: dict[str, str]) -> requests.Session:
 # -- who needs a principal -------------------------------------------------------------------------
 
 
-ROUTES = [("GET", "/stream?prompt=hi"), ("POST", "/stream"), ("POST", "/streams"), ("POST", "/cancel"),
-          ("GET", "/streams/unknownStreamId_0123456789"), ("GET", "/streams/unknownStreamId_0123456789/events"),
-          ("GET", "/metrics"), ("GET", "/readyz")]
+ROUTES = [
+    ("GET", "/stream?prompt=hi"),
+    ("POST", "/stream"),
+    ("POST", "/streams"),
+    ("POST", "/cancel"),
+    ("GET", "/streams/unknownStreamId_0123456789"),
+    ("GET", "/streams/unknownStreamId_0123456789/events"),
+    ("GET", "/metrics"),
+    ("GET", "/readyz"),
+]
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
@@ -64,11 +76,16 @@ ROUTES = [("GET", "/stream?prompt=hi"), ("POST", "/stream"), ("POST", "/streams"
 def test_every_route_but_healthz_needs_a_principal(
     srv: Gunicorn, fresh: FakeUpstream, method: str, path: str, cred: str
 ) -> None:
-    headers = {"none": {}, "wrong-bearer": {"Authorization": "Bearer not-a-key-123456"},
-               "wrong-x-api-key": {"X-API-Key": "not-a-key-123456"},
-               "basic": {"Authorization": "Basic " + base64.b64encode(f"u:{KEY_A}".encode()).decode()}}[cred]
+    headers = {
+        "none": {},
+        "wrong-bearer": {"Authorization": "Bearer not-a-key-123456"},
+        "wrong-x-api-key": {"X-API-Key": "not-a-key-123456"},
+        "basic": {"Authorization": "Basic " + base64.b64encode(f"u:{KEY_A}".encode()).decode()},
+    }[cred]
     body = {"stream_id": "unknownStreamId_0123456789"} if path == "/cancel" else {"prompt": "hi"}
-    resp = requests.request(method, srv.url + path, headers=headers, json=body if method == "POST" else None, timeout=10)
+    resp = requests.request(
+        method, srv.url + path, headers=headers, json=body if method == "POST" else None, timeout=10
+    )
     assert_rejected(resp, 401)
     assert "not-a-key-123456" not in resp.text
     no_upstream_call(fresh, settle=0)
@@ -79,25 +96,34 @@ def test_healthz_needs_nothing(srv: Gunicorn) -> None:
     assert resp.status_code == 200 and resp.json() == {"status": "ok"}
 
 
-@pytest.mark.parametrize("headers", [A, B, {"Authorization": f"Bearer {KEY_B}"}, {"X-API-Key": KEY_A}],
-                         ids=["bearer-a", "x-api-key-b", "bearer-b", "x-api-key-a"])
+@pytest.mark.parametrize(
+    "headers",
+    [A, B, {"Authorization": f"Bearer {KEY_B}"}, {"X-API-Key": KEY_A}],
+    ids=["bearer-a", "x-api-key-b", "bearer-b", "x-api-key-a"],
+)
 def test_a_key_in_a_header_works(srv: Gunicorn, fresh: FakeUpstream, headers: dict[str, str]) -> None:
     stream = open_stream(srv.url + "/stream", method="POST", json={"prompt": "x [fake tokens=2]"}, headers=headers)
     assert stream.response.status_code == 200
     assert terminal(check_well_formed(stream.rest()))["type"] == "done"
     assert "Set-Cookie" not in stream.response.headers or all(
-        f not in stream.response.headers["Set-Cookie"] for f in key_forms(KEY_A) + key_forms(KEY_B))
+        f not in stream.response.headers["Set-Cookie"] for f in key_forms(KEY_A) + key_forms(KEY_B)
+    )
 
 
 @pytest.mark.parametrize("param", ["api_key", "token"])
-@pytest.mark.parametrize(("method", "path"), [("GET", "/stream"), ("POST", "/stream"), ("POST", "/streams"),
-                                              ("POST", "/session"), ("GET", "/metrics")])
-def test_a_key_in_a_url_is_never_accepted(srv: Gunicorn, fresh: FakeUpstream, param: str, method: str, path: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/stream"), ("POST", "/stream"), ("POST", "/streams"), ("POST", "/session"), ("GET", "/metrics")],
+)
+def test_a_key_in_a_url_is_never_accepted(
+    srv: Gunicorn, fresh: FakeUpstream, param: str, method: str, path: str
+) -> None:
     params = {param: KEY_A}
     if path == "/stream" and method == "GET":
         params["prompt"] = "x [fake tokens=2]"
-    resp = requests.request(method, srv.url + path, params=params, json={"prompt": "x"} if method == "POST" else None,
-                            timeout=10)
+    resp = requests.request(
+        method, srv.url + path, params=params, json={"prompt": "x"} if method == "POST" else None, timeout=10
+    )
     assert_rejected(resp, 401)
     assert "Set-Cookie" not in resp.headers
     assert_no_key(resp.text)
@@ -156,13 +182,17 @@ def test_post_session_without_a_valid_key_is_401(srv: Gunicorn, creds: dict[str,
 def _tamper(value: str) -> list[str]:
     flip = "A" if value[-1] != "A" else "B"
     mid = len(value) // 2
-    return [value[:-1] + flip, value[:mid] + ("x" if value[mid] != "x" else "y") + value[mid + 1:], value + "x",
-            value[: len(value) // 2]]
+    return [
+        value[:-1] + flip,
+        value[:mid] + ("x" if value[mid] != "x" else "y") + value[mid + 1 :],
+        value + "x",
+        value[: len(value) // 2],
+    ]
 
 
 def test_forged_and_tampered_cookies_are_401(srv: Gunicorn, fresh: FakeUpstream) -> None:
     s = session(srv, A)
-    (name, value), = dict(s.cookies).items()
+    ((name, value),) = dict(s.cookies).items()
     for bad in [*_tamper(value), "forged-session-value", KEY_A, base64.b64encode(KEY_A.encode()).decode(), ""]:
         resp = requests.post(srv.url + "/streams", json={"prompt": "x"}, cookies={name: bad}, timeout=10)
         assert_rejected(resp, 401)
@@ -189,7 +219,9 @@ def _same_answer(owner_view: requests.Response, unknown: requests.Response) -> N
 
 
 def test_another_principal_sees_a_generation_as_unknown(srv: Gunicorn, fresh: FakeUpstream) -> None:
-    made = requests.post(srv.url + "/streams", json={"prompt": "x [fake tokens=30 stall_after=2]"}, headers=A, timeout=10)
+    made = requests.post(
+        srv.url + "/streams", json={"prompt": "x [fake tokens=30 stall_after=2]"}, headers=A, timeout=10
+    )
     assert made.status_code == 201
     sid = made.json()["stream_id"]
     mine = open_stream(f"{srv.url}/streams/{sid}/events", headers=A)
@@ -213,8 +245,9 @@ def _strangers_probe(srv: Gunicorn, sid: str, mine: Stream) -> None:
         h = {"Last-Event-ID": f"{sid}:1", **who.get("headers", {})}
         ev2 = requests.get(f"{srv.url}/streams/{sid}/events", headers=h, cookies=who.get("cookies"), timeout=10)
         h2 = {"Last-Event-ID": f"{unknown}:1", **who.get("headers", {})}
-        _same_answer(ev2, requests.get(f"{srv.url}/streams/{unknown}/events", headers=h2, cookies=who.get("cookies"),
-                                       timeout=10))
+        _same_answer(
+            ev2, requests.get(f"{srv.url}/streams/{unknown}/events", headers=h2, cookies=who.get("cookies"), timeout=10)
+        )
         assert "data:" not in ev2.text
         c = requests.post(srv.url + "/cancel", json={"stream_id": sid}, timeout=10, **who)  # type: ignore[arg-type]
         assert c.status_code == 202 and c.json()["status"] == "pending", c.text
@@ -222,7 +255,10 @@ def _strangers_probe(srv: Gunicorn, sid: str, mine: Stream) -> None:
     # The owner's generation is untouched, and the owner can still see and cancel it.
     st = requests.get(f"{srv.url}/streams/{sid}", headers=A, timeout=10)
     assert st.status_code == 200 and st.json()["state"] == "running"
-    assert requests.post(srv.url + "/cancel", json={"stream_id": sid}, headers=A, timeout=10).json()["status"] == "cancelled"
+    assert (
+        requests.post(srv.url + "/cancel", json={"stream_id": sid}, headers=A, timeout=10).json()["status"]
+        == "cancelled"
+    )
     end = terminal(check_well_formed(mine.rest(), sid))
     assert end["type"] == "cancelled" and end["reason"] == "user"
 
@@ -231,8 +267,12 @@ def test_a_strangers_early_cancel_does_not_cancel_the_owners_generation(srv: Gun
     sid = "owned-by-a-0123456789abc"
     c = requests.post(srv.url + "/cancel", json={"stream_id": sid}, headers=B, timeout=10)
     assert c.status_code == 202
-    events = check_well_formed(open_stream(srv.url + "/stream", method="POST", headers=A,
-                                           json={"prompt": "x [fake tokens=3]", "stream_id": sid}).rest(), sid)
+    events = check_well_formed(
+        open_stream(
+            srv.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake tokens=3]", "stream_id": sid}
+        ).rest(),
+        sid,
+    )
     assert terminal(events)["type"] == "done", kinds(events)
 
 
@@ -240,7 +280,9 @@ def test_limits_count_per_principal(srv: Gunicorn, fresh: FakeUpstream) -> None:
     held = []
     try:
         for _ in range(2):
-            stream = open_stream(srv.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake stall_after=1]"})
+            stream = open_stream(
+                srv.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake stall_after=1]"}
+            )
             stream.until("text")
             held.append(stream)
         third = requests.post(srv.url + "/stream", headers=A, json={"prompt": "x [fake tokens=1]"}, timeout=10)
@@ -289,8 +331,9 @@ server {{
 """
 
 
-def test_trusted_user_header_only_through_the_proxy(start_sluice: Callable[..., Gunicorn], fresh: FakeUpstream,
-                                                    tmp_path: Path) -> None:
+def test_trusted_user_header_only_through_the_proxy(
+    start_sluice: Callable[..., Gunicorn], fresh: FakeUpstream, tmp_path: Path
+) -> None:
     from tests.deploy.conftest import Nginx
 
     app = start_sluice(SLUICE_API_KEYS=KEY_A, SLUICE_TRUSTED_USER_HEADER="X-Sluice-User", SLUICE_PROXY_COUNT="1")
@@ -299,12 +342,15 @@ def test_trusted_user_header_only_through_the_proxy(start_sluice: Callable[..., 
     try:
         proxy = f"http://127.0.0.1:{port}"
         # Straight to Sluice, the header is not believed.
-        direct = requests.post(app.url + "/streams", json={"prompt": "x"}, headers={"X-Sluice-User": "alice"}, timeout=10)
+        direct = requests.post(
+            app.url + "/streams", json={"prompt": "x"}, headers={"X-Sluice-User": "alice"}, timeout=10
+        )
         assert_rejected(direct, 401)
         no_upstream_call(fresh, settle=0)
         # Through the proxy, it is the principal: no key needed, and ownership per user.
-        made = requests.post(proxy + "/streams", json={"prompt": "x [fake tokens=2]"},
-                             headers={"X-Test-Login": "alice"}, timeout=10)
+        made = requests.post(
+            proxy + "/streams", json={"prompt": "x [fake tokens=2]"}, headers={"X-Test-Login": "alice"}, timeout=10
+        )
         assert made.status_code == 201, made.text
         sid = made.json()["stream_id"]
         alice = requests.get(f"{proxy}/streams/{sid}", headers={"X-Test-Login": "alice"}, timeout=10)

@@ -20,8 +20,13 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def srv(upstream: FakeUpstream) -> Iterator[Gunicorn]:
-    env = sluice_env(upstream, SLUICE_MAX_STREAMS_PER_CLIENT="50", SLUICE_IDLE_TIMEOUT="2", SLUICE_MAX_DURATION="5",
-                     SLUICE_HEARTBEAT_SECONDS="1")
+    env = sluice_env(
+        upstream,
+        SLUICE_MAX_STREAMS_PER_CLIENT="50",
+        SLUICE_IDLE_TIMEOUT="2",
+        SLUICE_MAX_DURATION="5",
+        SLUICE_HEARTBEAT_SECONDS="1",
+    )
     with Gunicorn(env) as server:
         yield server
 
@@ -32,8 +37,11 @@ def test_calculate_with_a_huge_result_is_an_error_result_not_a_failed_generation
 ) -> None:
     args = json.dumps({"expression": expr}, separators=(",", ":"))
     t0 = time.monotonic()
-    events = check_well_formed(post_stream(srv, {"prompt": f"x [fake tool=calculate args={args} tokens=2]",
-                                                 "tools": ["calculate"]}, timeout=30).rest())
+    events = check_well_formed(
+        post_stream(
+            srv, {"prompt": f"x [fake tool=calculate args={args} tokens=2]", "tools": ["calculate"]}, timeout=30
+        ).rest()
+    )
     result = of(events, "tool_result")
     end = terminal(events)
     assert end["type"] == "done", end
@@ -51,16 +59,20 @@ def grows(before: Any, after: Any) -> bool:
     if isinstance(before, dict):
         return isinstance(after, dict) and all(k in after and grows(v, after[k]) for k, v in before.items())
     if isinstance(before, list):
-        return isinstance(after, list) and len(after) >= len(before) and all(
-            grows(a, b) for a, b in zip(before, after[: len(before)], strict=False))
+        return (
+            isinstance(after, list)
+            and len(after) >= len(before)
+            and all(grows(a, b) for a, b in zip(before, after[: len(before)], strict=False))
+        )
     if isinstance(before, str):
         return isinstance(after, str) and after.startswith(before)
     return bool(before == after)
 
 
 def test_json_mode_values_only_grow_and_cost_a_small_multiple_of_the_answer(srv: Gunicorn, fresh: FakeUpstream) -> None:
-    events = check_well_formed(post_stream(srv, {"prompt": "x [fake json=1 tokens=600]", "response_format": "json"},
-                                           timeout=30).rest())
+    events = check_well_formed(
+        post_stream(srv, {"prompt": "x [fake json=1 tokens=600]", "response_format": "json"}, timeout=30).rest()
+    )
     values = [v["value"] for v in of(events, "json")]
     assert values and of(events, "json")[-1]["complete"] is True
     for a, b in zip(values, values[1:], strict=False):
@@ -72,7 +84,9 @@ def test_json_mode_values_only_grow_and_cost_a_small_multiple_of_the_answer(srv:
 
 def test_a_number_being_written_never_disappears(srv: Gunicorn, fresh: FakeUpstream) -> None:
     # {"answer": ..., "n": 600}: "n" must not appear as 6, then vanish, then 600.
-    events = check_well_formed(post_stream(srv, {"prompt": "x [fake json=1 tokens=3]", "response_format": "json"}).rest())
+    events = check_well_formed(
+        post_stream(srv, {"prompt": "x [fake json=1 tokens=3]", "response_format": "json"}).rest()
+    )
     values = [v["value"] for v in of(events, "json")]
     seen_n = [v.get("n") for v in values if isinstance(v, dict) and "n" in v]
     assert seen_n and seen_n[-1] == 3
@@ -83,8 +97,9 @@ def test_a_number_being_written_never_disappears(srv: Gunicorn, fresh: FakeUpstr
 def test_an_upstream_silent_past_the_idle_timeout_is_a_timeout_error(srv: Gunicorn, fresh: FakeUpstream) -> None:
     """SLUICE_IDLE_TIMEOUT=2 (heartbeats from Sluice or pings from the provider do not count)."""
     t0 = time.monotonic()
-    events = check_well_formed(post_stream(srv, {"prompt": "x [fake tokens=20 stall_after=2 ping_every=0.5]"},
-                                           timeout=30).rest())
+    events = check_well_formed(
+        post_stream(srv, {"prompt": "x [fake tokens=20 stall_after=2 ping_every=0.5]"}, timeout=30).rest()
+    )
     end = terminal(events)
     assert end["type"] == "error" and end["error"]["type"] == "timeout", end
     assert time.monotonic() - t0 < 15

@@ -23,7 +23,6 @@ from tests.contract.conftest import (
 )
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import ROOT, Gunicorn, free_port
-from tests.support.sse import open_stream
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -69,11 +68,14 @@ def test_metrics_names_and_types(srv: Gunicorn, fresh: FakeUpstream) -> None:
     assert resp.status_code == 200
     assert resp.headers["Content-Type"].startswith("text/plain") or "openmetrics" in resp.headers["Content-Type"]
     body = resp.text
-    for name, kind in [("sluice_active_generations", "gauge"), ("sluice_generations_total", "counter"),
-                       ("sluice_tokens_relayed_total", "counter"),
-                       ("sluice_time_to_first_token_seconds", "histogram"),
-                       ("sluice_generation_duration_seconds", "histogram"),
-                       ("sluice_rejected_requests_total", "counter")]:
+    for name, kind in [
+        ("sluice_active_generations", "gauge"),
+        ("sluice_generations_total", "counter"),
+        ("sluice_tokens_relayed_total", "counter"),
+        ("sluice_time_to_first_token_seconds", "histogram"),
+        ("sluice_generation_duration_seconds", "histogram"),
+        ("sluice_rejected_requests_total", "counter"),
+    ]:
         base = name.removesuffix("_total")
         assert re.search(rf"^# TYPE ({name}|{base}) {kind}$", body, re.M), f"{name} {kind} missing"
     assert metric(body, "sluice_time_to_first_token_seconds_bucket") is not None
@@ -89,8 +91,10 @@ def test_metrics_are_correct_across_workers(upstream: FakeUpstream, fresh: FakeU
 
 def _six_generations_counted_by_every_scrape(srv: Gunicorn) -> None:
     def done_count() -> float:
-        return metric(requests.get(srv.url + "/metrics", timeout=10).text, "sluice_generations_total",
-                      outcome="done") or 0.0
+        return (
+            metric(requests.get(srv.url + "/metrics", timeout=10).text, "sluice_generations_total", outcome="done")
+            or 0.0
+        )
 
     before = max(done_count() for _ in range(6))
     for _ in range(6):  # new connections: spread over both workers
@@ -104,8 +108,10 @@ def _six_generations_counted_by_every_scrape(srv: Gunicorn) -> None:
 
 def test_metrics_count_outcomes(srv: Gunicorn, fresh: FakeUpstream) -> None:
     def sample(outcome: str) -> float:
-        return metric(requests.get(srv.url + "/metrics", timeout=10).text, "sluice_generations_total",
-                      outcome=outcome) or 0.0
+        return (
+            metric(requests.get(srv.url + "/metrics", timeout=10).text, "sluice_generations_total", outcome=outcome)
+            or 0.0
+        )
 
     err0, can0 = sample("error"), sample("cancelled")
     check_well_formed(post_stream(srv, {"prompt": "x [fake status=401]"}).rest())
@@ -129,8 +135,16 @@ def test_one_json_log_line_per_generation_without_content(srv: Gunicorn, fresh: 
         lines = wait_until(lambda i=ident: [ln for ln in log_lines(srv) if ln.get("stream_id") == i], timeout=5)
         assert len(lines) == 1, lines
         line = lines[0]
-        for key in ("stream_id", "provider", "model", "outcome", "ttft_ms", "input_tokens", "output_tokens",
-                    "duration_ms"):
+        for key in (
+            "stream_id",
+            "provider",
+            "model",
+            "outcome",
+            "ttft_ms",
+            "input_tokens",
+            "output_tokens",
+            "duration_ms",
+        ):
             assert key in line, (key, line)
         assert line["outcome"] == outcome
         if outcome == "cancelled":
@@ -153,8 +167,13 @@ def test_too_many_streams_for_one_client_is_429_with_retry_after(srv: Gunicorn, 
             held.append(stream)
         fresh.reset()
         for method in ("POST", "GET"):
-            resp = requests.request(method, srv.url + "/stream", params={"prompt": "x"} if method == "GET" else None,
-                                    json={"prompt": "x"} if method == "POST" else None, timeout=10)
+            resp = requests.request(
+                method,
+                srv.url + "/stream",
+                params={"prompt": "x"} if method == "GET" else None,
+                json={"prompt": "x"} if method == "POST" else None,
+                timeout=10,
+            )
             assert_rejected(resp, 429)
             assert int(resp.headers["Retry-After"]) >= 1
         no_upstream_call(fresh, settle=0)
@@ -205,3 +224,20 @@ def test_an_example_page_and_the_chat_page_are_served(srv: Gunicorn) -> None:
     example = requests.get(srv.url + "/examples/eventsource", timeout=10)
     assert example.status_code == 200 and "EventSource" in example.text
     assert "/stream" in example.text and "[DONE]" in example.text and "/cancel" in example.text
+
+
+@pytest.fixture(scope="module")
+def exposed(upstream: FakeUpstream) -> Iterator[Gunicorn]:
+    """Two workers, no Redis, no keys, listening on 0.0.0.0 too."""
+    with Gunicorn(sluice_env(upstream), workers=2, args=("-b", f"0.0.0.0:{free_port()}")) as server:
+        yield server
+
+
+def test_a_warning_when_auth_is_off_beyond_loopback(exposed: Gunicorn) -> None:
+    """Issue 11: at start-up, a warning when auth is off and the server listens beyond loopback."""
+    wait_until(lambda: "SLUICE_API_KEYS" in exposed.log(), timeout=15)
+
+
+def test_a_warning_when_several_workers_run_without_redis(exposed: Gunicorn) -> None:
+    """Issue 9: under plain `gunicorn -w 2` the several-workers-without-Redis warning is reliable."""
+    wait_until(lambda: "SLUICE_REDIS_URL" in exposed.log(), timeout=15)

@@ -9,7 +9,6 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import browser, page  # noqa: F401  (fixtures)
 from tests.conftest import sluice_env
 from tests.contract.conftest import expected
 from tests.fake_upstream import FakeUpstream
@@ -25,8 +24,9 @@ STATES = {"idle", "streaming", "reconnecting", "done", "cancelled", "error"}
 def web(upstream: FakeUpstream) -> Iterator[Gunicorn]:
     # OpenAI-compatible provider: it may send reasoning unasked, which the page must keep apart.
     # A grace longer than EventSource's 3 s retry, so a cut connection can come back in time.
-    env = sluice_env(upstream, SLUICE_PROVIDER="openai", SLUICE_MAX_STREAMS_PER_CLIENT="50",
-                     SLUICE_DISCONNECT_GRACE_SECONDS="8")
+    env = sluice_env(
+        upstream, SLUICE_PROVIDER="openai", SLUICE_MAX_STREAMS_PER_CLIENT="50", SLUICE_DISCONNECT_GRACE_SECONDS="8"
+    )
     with Gunicorn(env) as server:
         yield server
 
@@ -132,10 +132,13 @@ def test_markdown_renders_and_the_plain_text_stays_available(web: Gunicorn, fres
     # The plain-text answer: in a data- attribute, or behind a "copy as text" action.
     attrs = page.evaluate(
         "() => Array.from(document.querySelectorAll('*')).flatMap(el => Array.from(el.attributes)"
-        ".filter(a => a.name.startsWith('data-')).map(a => a.value))")
+        ".filter(a => a.name.startsWith('data-')).map(a => a.value))"
+    )
     has_plain = any("**bold**" in v for v in attrs)
-    has_action = page.get_by_text("copy as text", exact=False).count() > 0 or page.locator(
-        "[aria-label*='text' i][aria-label*='copy' i], [title*='text' i][title*='copy' i]").count() > 0
+    has_action = (
+        page.get_by_text("copy as text", exact=False).count() > 0
+        or page.locator("[aria-label*='text' i][aria-label*='copy' i], [title*='text' i][title*='copy' i]").count() > 0
+    )
     assert has_plain or has_action, "the plain-text answer must stay available"
     assert not page.js_errors
 
@@ -187,8 +190,10 @@ def test_code_blocks_get_a_copy_button(web: Gunicorn, fresh: FakeUpstream, page:
     page.goto(web.url + "/")
     send(page, say("```\ncode here\n```\n"))
     assert wait_end(page) == "done"
-    assert page.locator("#answer button", has_text="Copy").count() >= 1 or page.locator(
-        "#answer button[aria-label*='opy']").count() >= 1
+    assert (
+        page.locator("#answer button", has_text="Copy").count() >= 1
+        or page.locator("#answer button[aria-label*='opy']").count() >= 1
+    )
 
 
 # -- reasoning (issue 14) --------------------------------------------------------------------------
@@ -229,8 +234,9 @@ def test_sign_in_stream_and_sign_out_with_auth_on(upstream: FakeUpstream, fresh:
         assert wait_end(page) == "done"
         assert (page.text_content("#answer") or "").strip() == expected(4).strip()
         assert PAGE_KEY not in page.url
-        assert PAGE_KEY not in page.evaluate("() => document.cookie + JSON.stringify(localStorage) + "
-                                             "JSON.stringify(sessionStorage)")
+        assert PAGE_KEY not in page.evaluate(
+            "() => document.cookie + JSON.stringify(localStorage) + JSON.stringify(sessionStorage)"
+        )
         cookies = page.context.cookies()
         assert cookies and all(PAGE_KEY not in c["value"] for c in cookies)
         assert all(c["httpOnly"] and c["sameSite"] == "Strict" for c in cookies)

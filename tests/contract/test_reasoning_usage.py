@@ -40,7 +40,9 @@ def run(srv: Gunicorn, **body: object) -> list:  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize("effort", ["low", "medium", "high"])
-def test_anthropic_thinking_streams_as_reasoning_before_the_answer(srv: Gunicorn, fresh: FakeUpstream, effort: str) -> None:
+def test_anthropic_thinking_streams_as_reasoning_before_the_answer(
+    srv: Gunicorn, fresh: FakeUpstream, effort: str
+) -> None:
     events = run(srv, prompt="x [fake think=3 tokens=4]", reasoning=effort, max_tokens=200)
     assert terminal(events)["type"] == "done", [e.data for e in events]
     assert reasoning(events) == "r0 r1 r2 "
@@ -69,8 +71,12 @@ def test_redacted_thinking_is_not_sent(srv: Gunicorn, fresh: FakeUpstream) -> No
 
 
 def test_thinking_in_every_tool_round(srv: Gunicorn, fresh: FakeUpstream) -> None:
-    events = run(srv, prompt='x [fake think=2 tool=calculate args={"expression":"6*7"} tokens=2]',
-                 reasoning="medium", tools=["calculate"])
+    events = run(
+        srv,
+        prompt='x [fake think=2 tool=calculate args={"expression":"6*7"} tokens=2]',
+        reasoning="medium",
+        tools=["calculate"],
+    )
     assert terminal(events)["type"] == "done", [e.data for e in events]
     order = kinds(events)
     call = order.index("tool_call")
@@ -80,8 +86,9 @@ def test_thinking_in_every_tool_round(srv: Gunicorn, fresh: FakeUpstream) -> Non
 
 
 def test_reasoning_on_get_stream(srv: Gunicorn, fresh: FakeUpstream) -> None:
-    events = check_well_formed(open_stream(srv.url + "/stream", params={"prompt": "x [fake think=2 tokens=1]",
-                                                                     "reasoning": "low"}).rest())
+    events = check_well_formed(
+        open_stream(srv.url + "/stream", params={"prompt": "x [fake think=2 tokens=1]", "reasoning": "low"}).rest()
+    )
     assert reasoning(events) == "r0 r1 "
 
 
@@ -115,6 +122,16 @@ def test_anthropic_cache_usage_is_reported_and_counted_in_input(srv: Gunicorn, f
         assert key not in plain, plain
 
 
+def test_the_log_line_carries_the_usage_breakdown(srv: Gunicorn, fresh: FakeUpstream) -> None:
+    from tests.contract.conftest import log_lines, wait_until
+
+    events = run(srv, prompt="a b [fake tokens=2 cache_read=11 cache_write=4]")
+    sid = events[0].json["stream_id"]
+    line = wait_until(lambda: [ln for ln in log_lines(srv) if ln.get("stream_id") == sid], timeout=5)[0]
+    assert line.get("cache_read_input_tokens") == 11 and line.get("cache_creation_input_tokens") == 4, line
+    assert line["input_tokens"] == terminal(events)["usage"]["input_tokens"]
+
+
 def test_openai_cached_tokens_are_reported(srv: Gunicorn, fresh: FakeUpstream) -> None:
     usage = terminal(run(srv, prompt="a b c d e [fake tokens=2 cached=3]", provider="openai"))["usage"]
     assert usage["cache_read_input_tokens"] == 3, usage
@@ -135,7 +152,9 @@ def test_the_status_route_reports_the_same_usage(srv: Gunicorn, fresh: FakeUpstr
 
 @pytest.fixture(scope="module")
 def responses(upstream: FakeUpstream) -> Iterator[Gunicorn]:
-    env = sluice_env(upstream, SLUICE_PROVIDER="openai", SLUICE_OPENAI_API="responses", SLUICE_MAX_STREAMS_PER_CLIENT="50")
+    env = sluice_env(
+        upstream, SLUICE_PROVIDER="openai", SLUICE_OPENAI_API="responses", SLUICE_MAX_STREAMS_PER_CLIENT="50"
+    )
     with Gunicorn(env) as server:
         yield server
 
@@ -150,18 +169,30 @@ def test_responses_api_streams_text(responses: Gunicorn, fresh: FakeUpstream) ->
 
 
 def test_responses_api_reasoning_summary_and_tool_loop(responses: Gunicorn, fresh: FakeUpstream) -> None:
-    events = run(responses, prompt='x [fake think=2 tool=calculate args={"expression":"3*3"} tokens=1]',
-                 tools=["calculate"], reasoning="low")
+    events = run(
+        responses,
+        prompt='x [fake think=2 tool=calculate args={"expression":"3*3"} tokens=1]',
+        tools=["calculate"],
+        reasoning="low",
+    )
     assert terminal(events)["type"] == "done", [e.data for e in events]
     assert "r0" in reasoning(events) and "r0" not in text(events)
     assert of(events, "tool_result")[0]["content"].strip() == "9"
+    asked = fresh.requests[0].json.get("reasoning") or {}
+    assert asked.get("effort") == "low" and asked.get("summary"), asked  # summaries requested
 
 
-@pytest.mark.parametrize(("directive", "body", "reason"), [("tokens=20", {"max_tokens": 4}, "max_tokens"),
-                                                          ("stop=content_filter", {}, "content_filter"),
-                                                          ("stop=refusal say=No.", {}, "refusal")])
-def test_responses_api_stop_reasons(responses: Gunicorn, fresh: FakeUpstream, directive: str, body: dict,
-                                    reason: str) -> None:
+@pytest.mark.parametrize(
+    ("directive", "body", "reason"),
+    [
+        ("tokens=20", {"max_tokens": 4}, "max_tokens"),
+        ("stop=content_filter", {}, "content_filter"),
+        ("stop=refusal say=No.", {}, "refusal"),
+    ],
+)
+def test_responses_api_stop_reasons(
+    responses: Gunicorn, fresh: FakeUpstream, directive: str, body: dict, reason: str
+) -> None:
     events = run(responses, prompt=f"x [fake {directive}]", **body)
     assert terminal(events)["stop_reason"] == reason, [e.data for e in events]
 

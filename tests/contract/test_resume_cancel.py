@@ -115,7 +115,9 @@ def test_the_client_that_has_the_last_event_or_beyond_gets_204(srv: Gunicorn, fr
     for seq in (last, last + 1, 99999):
         resp = requests.get(f"{srv.url}/streams/{sid}/events", headers={"Last-Event-ID": f"{sid}:{seq}"}, timeout=10)
         assert resp.status_code == 204, (seq, resp.text[:200])
-    resp = requests.get(srv.url + "/stream", params={"prompt": "x"}, headers={"Last-Event-ID": f"{sid}:{last}"}, timeout=10)
+    resp = requests.get(
+        srv.url + "/stream", params={"prompt": "x"}, headers={"Last-Event-ID": f"{sid}:{last}"}, timeout=10
+    )
     assert resp.status_code == 204
     assert fresh.request_count == 1
 
@@ -153,8 +155,9 @@ def test_a_seq_far_beyond_a_running_generation_does_not_freeze_the_worker(
 
     def far() -> None:
         try:
-            resp = requests.get(f"{srv.url}/streams/{sid}/events", headers={"Last-Event-ID": f"{sid}:99999"},
-                                timeout=30)
+            resp = requests.get(
+                f"{srv.url}/streams/{sid}/events", headers={"Last-Event-ID": f"{sid}:99999"}, timeout=30
+            )
             outcome["status"], outcome["body"] = resp.status_code, resp.content
         except requests.RequestException as exc:  # pragma: no cover - reported below
             outcome["exc"] = exc
@@ -188,7 +191,8 @@ def test_cancel_a_running_generation(srv: Gunicorn, fresh: FakeUpstream, how: st
         resp = requests.post(srv.url + "/cancel", params={"stream_id": sid}, timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"stream_id": sid, "status": "cancelled"} or (
-        resp.json()["status"] == "cancelled" and resp.json()["stream_id"] == sid)
+        resp.json()["status"] == "cancelled" and resp.json()["stream_id"] == sid
+    )
     events = check_well_formed(stream.rest(), sid)
     end = terminal(events)
     assert end["type"] == "cancelled" and end["reason"] == "user", end
@@ -236,8 +240,10 @@ def test_an_early_cancel_is_remembered_and_the_generation_never_calls_upstream(
     assert fresh.request_count == 0
 
 
-@pytest.mark.parametrize("payload", [{"stream_id": "bad id!"}, {"stream_id": "short"}, {"stream_id": 12345678901234567},
-                                     {}, {"stream_id": "x" * 65}])
+@pytest.mark.parametrize(
+    "payload",
+    [{"stream_id": "bad id!"}, {"stream_id": "short"}, {"stream_id": 12345678901234567}, {}, {"stream_id": "x" * 65}],
+)
 def test_a_malformed_cancel_is_400(srv: Gunicorn, fresh: FakeUpstream, payload: dict) -> None:
     resp = requests.post(srv.url + "/cancel", json=payload, timeout=10)
     assert resp.status_code == 400, resp.text

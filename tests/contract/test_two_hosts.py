@@ -27,8 +27,13 @@ A, B = {"Authorization": f"Bearer {KEY_A}"}, {"Authorization": f"Bearer {KEY_B}"
 @pytest.fixture(scope="module")
 def hosts(upstream: FakeUpstream) -> Iterator[tuple[Gunicorn, Gunicorn]]:
     redis = RedisProcess(require_binary("redis-server", "/usr/bin/redis-server")).start()
-    env = sluice_env(upstream, SLUICE_REDIS_URL=redis.url, SLUICE_API_KEYS=f"{KEY_A},{KEY_B}",
-                     SLUICE_SECRET_KEY="two-hosts-shared-secret-" + "k" * 20, SLUICE_MAX_STREAMS_PER_CLIENT="50")
+    env = sluice_env(
+        upstream,
+        SLUICE_REDIS_URL=redis.url,
+        SLUICE_API_KEYS=f"{KEY_A},{KEY_B}",
+        SLUICE_SECRET_KEY="two-hosts-shared-secret-" + "k" * 20,
+        SLUICE_MAX_STREAMS_PER_CLIENT="50",
+    )
     one, two = Gunicorn(env), Gunicorn(env)
     try:
         one.start()
@@ -47,7 +52,9 @@ def test_readyz_with_the_backend_up(hosts: tuple[Gunicorn, Gunicorn]) -> None:
 
 def test_cancel_on_the_other_host(hosts: tuple[Gunicorn, Gunicorn], fresh: FakeUpstream) -> None:
     one, two = hosts
-    stream = open_stream(one.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake tokens=50 stall_after=2]"})
+    stream = open_stream(
+        one.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake tokens=50 stall_after=2]"}
+    )
     stream.until("text")
     assert fresh.wait_open(1, 5)
     resp = requests.post(two.url + "/cancel", json={"stream_id": stream.stream_id}, headers=A, timeout=10)
@@ -85,7 +92,9 @@ def test_a_stranger_on_the_other_host_sees_nothing_and_cancels_nothing(
     hosts: tuple[Gunicorn, Gunicorn], fresh: FakeUpstream
 ) -> None:
     one, two = hosts
-    stream = open_stream(one.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake tokens=50 stall_after=2]"})
+    stream = open_stream(
+        one.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake tokens=50 stall_after=2]"}
+    )
     try:
         stream.until("text")
         sid = stream.stream_id
@@ -100,13 +109,18 @@ def test_a_stranger_on_the_other_host_sees_nothing_and_cancels_nothing(
     assert terminal(stream.rest())["reason"] == "user"
 
 
-def test_an_early_cancel_on_one_host_stops_a_start_on_the_other(hosts: tuple[Gunicorn, Gunicorn],
-                                                                fresh: FakeUpstream) -> None:
+def test_an_early_cancel_on_one_host_stops_a_start_on_the_other(
+    hosts: tuple[Gunicorn, Gunicorn], fresh: FakeUpstream
+) -> None:
     one, two = hosts
     sid = "two-hosts-early-cancel-0001"
     assert requests.post(two.url + "/cancel", json={"stream_id": sid}, headers=A, timeout=10).status_code == 202
-    events = check_well_formed(open_stream(one.url + "/stream", method="POST", headers=A,
-                                           json={"prompt": "x [fake tokens=3]", "stream_id": sid}).rest(), sid)
+    events = check_well_formed(
+        open_stream(
+            one.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake tokens=3]", "stream_id": sid}
+        ).rest(),
+        sid,
+    )
     assert kinds(events) == ["start", "cancelled", "[DONE]"]
     time.sleep(0.3)
     assert fresh.request_count == 0

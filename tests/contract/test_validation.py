@@ -34,7 +34,9 @@ def srv(upstream: FakeUpstream) -> Iterator[Gunicorn]:
         yield server
 
 
-def raw_post(srv: Gunicorn, path: str, data: bytes | str, ctype: str = "application/json", **kw: Any) -> requests.Response:
+def raw_post(
+    srv: Gunicorn, path: str, data: bytes | str, ctype: str = "application/json", **kw: Any
+) -> requests.Response:
     headers = {"Content-Type": ctype, **kw.pop("headers", {})}
     return requests.post(srv.url + path, data=data, headers=headers, timeout=15, **kw)
 
@@ -95,7 +97,17 @@ def test_a_field_of_the_wrong_type_or_value_is_400_naming_it(
         {"messages": ["hi"]},
         {"prompt": ""},
     ],
-    ids=["empty", "both", "no-messages", "system-role", "no-content", "unknown-key", "list-content", "str-msg", "empty-prompt"],
+    ids=[
+        "empty",
+        "both",
+        "no-messages",
+        "system-role",
+        "no-content",
+        "unknown-key",
+        "list-content",
+        "str-msg",
+        "empty-prompt",
+    ],
 )
 def test_messages_or_prompt_exactly_one_well_formed(srv: Gunicorn, fresh: FakeUpstream, body: dict[str, Any]) -> None:
     assert_rejected(requests.post(srv.url + "/stream", json=body, timeout=15), 400)
@@ -126,7 +138,9 @@ def test_a_lone_surrogate_in_the_query_is_400(srv: Gunicorn, fresh: FakeUpstream
 
 @pytest.mark.parametrize("path", ["/stream", "/streams", "/cancel"])
 @pytest.mark.parametrize("shape", ["list", "object", "in-messages"])
-def test_json_nested_ten_thousand_deep_is_400_not_500(srv: Gunicorn, fresh: FakeUpstream, path: str, shape: str) -> None:
+def test_json_nested_ten_thousand_deep_is_400_not_500(
+    srv: Gunicorn, fresh: FakeUpstream, path: str, shape: str
+) -> None:
     depth = 10_000
     if shape == "list":
         data = "[" * depth + "]" * depth
@@ -167,8 +181,15 @@ def test_get_stream_rejects_bad_query_values(srv: Gunicorn, fresh: FakeUpstream,
 def test_get_stream_parses_scalars_and_a_comma_separated_tools_list(srv: Gunicorn, fresh: FakeUpstream) -> None:
     from tests.support.sse import open_stream
 
-    params = {"prompt": "hi [fake tokens=9]", "max_tokens": "4", "temperature": "0.5", "system": "be brief",
-              "tools": "calculate,get_time", "provider": "anthropic", "model": MODEL_A}
+    params = {
+        "prompt": "hi [fake tokens=9]",
+        "max_tokens": "4",
+        "temperature": "0.5",
+        "system": "be brief",
+        "tools": "calculate,get_time",
+        "provider": "anthropic",
+        "model": MODEL_A,
+    }
     events = check_well_formed(open_stream(srv.url + "/stream", params=params).rest())
     done = events[-2].json
     assert done["type"] == "done" and done["stop_reason"] == "max_tokens", done
@@ -180,11 +201,23 @@ def test_get_stream_parses_scalars_and_a_comma_separated_tools_list(srv: Gunicor
 
 
 def test_a_valid_body_with_every_field_is_accepted(srv: Gunicorn, fresh: FakeUpstream) -> None:
-    body = {"messages": [{"role": "user", "content": "one"}, {"role": "assistant", "content": "two"},
-                         {"role": "user", "content": "three [fake tokens=3]"}],
-            "system": "s", "provider": "anthropic", "model": MODEL_A, "max_tokens": 100, "temperature": 0.2,
-            "tools": ["calculate"], "response_format": "text", "chunking": "token", "reasoning": "off",
-            "stream_id": "client-chosen-id-0123456789"}
+    body = {
+        "messages": [
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "two"},
+            {"role": "user", "content": "three [fake tokens=3]"},
+        ],
+        "system": "s",
+        "provider": "anthropic",
+        "model": MODEL_A,
+        "max_tokens": 100,
+        "temperature": 0.2,
+        "tools": ["calculate"],
+        "response_format": "text",
+        "chunking": "token",
+        "reasoning": "off",
+        "stream_id": "client-chosen-id-0123456789",
+    }
     events = check_well_formed(post_stream(srv, body).rest(), "client-chosen-id-0123456789")
     assert events[-2].json["type"] == "done"
 
@@ -208,8 +241,10 @@ def test_a_body_too_large_is_413(srv: Gunicorn, fresh: FakeUpstream) -> None:
     no_upstream_call(fresh)
 
 
-@pytest.mark.parametrize(("method", "path"), [("PUT", "/stream"), ("DELETE", "/stream"), ("GET", "/cancel"),
-                                              ("GET", "/streams"), ("PATCH", "/cancel")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("PUT", "/stream"), ("DELETE", "/stream"), ("GET", "/cancel"), ("GET", "/streams"), ("PATCH", "/cancel")],
+)
 def test_a_wrong_method_is_405(srv: Gunicorn, fresh: FakeUpstream, method: str, path: str) -> None:
     assert_rejected(requests.request(method, srv.url + path, timeout=10), 405)
     no_upstream_call(fresh, settle=0)
@@ -241,14 +276,21 @@ def test_a_cross_site_post_is_403(srv: Gunicorn, fresh: FakeUpstream, path: str,
 
 
 def test_an_origin_decides_before_a_referer(srv: Gunicorn, fresh: FakeUpstream) -> None:
-    resp = requests.post(srv.url + "/streams", json={"prompt": "hi"}, timeout=10,
-                         headers={"Origin": "https://evil.example", "Referer": srv.url + "/"})
+    resp = requests.post(
+        srv.url + "/streams",
+        json={"prompt": "hi"},
+        timeout=10,
+        headers={"Origin": "https://evil.example", "Referer": srv.url + "/"},
+    )
     assert_rejected(resp, 403)
     no_upstream_call(fresh, settle=0)
 
 
-@pytest.mark.parametrize("headers", [{}, "same-origin", "same-referer", {"Origin": PARTNER}],
-                         ids=["no-header", "same-origin", "same-referer", "allowed-origin"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, "same-origin", "same-referer", {"Origin": PARTNER}],
+    ids=["no-header", "same-origin", "same-referer", "allowed-origin"],
+)
 def test_a_post_without_origin_or_from_the_site_or_an_allowed_origin_is_accepted(
     srv: Gunicorn, fresh: FakeUpstream, headers: Any
 ) -> None:
@@ -269,8 +311,9 @@ def test_get_streams_are_readable_cross_origin_only_by_allowed_origins(srv: Guni
     allowed = open_stream(srv.url + "/stream", params={"prompt": "x [fake tokens=1]"}, headers={"Origin": PARTNER})
     assert allowed.response.headers.get("Access-Control-Allow-Origin") == PARTNER
     allowed.rest()
-    other = open_stream(srv.url + "/stream", params={"prompt": "x [fake tokens=1]"},
-                        headers={"Origin": "https://evil.example"})
+    other = open_stream(
+        srv.url + "/stream", params={"prompt": "x [fake tokens=1]"}, headers={"Origin": "https://evil.example"}
+    )
     assert other.response.headers.get("Access-Control-Allow-Origin") in (None, "null")
     assert other.response.headers.get("Access-Control-Allow-Origin") != "*"
     other.rest()

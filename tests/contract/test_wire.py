@@ -112,8 +112,12 @@ def test_done_carries_stop_reason_usage_and_metrics(srv: Gunicorn, fresh: FakeUp
         ("anthropic", "stop=refusal", {}, "refusal"),
     ],
 )
-def test_stop_reasons(srv: Gunicorn, fresh: FakeUpstream, provider: str, directive: str, body: dict, reason: str) -> None:
-    events = check_well_formed(post_stream(srv, {"prompt": f"x [fake {directive}]", "provider": provider, **body}).rest())
+def test_stop_reasons(
+    srv: Gunicorn, fresh: FakeUpstream, provider: str, directive: str, body: dict, reason: str
+) -> None:
+    events = check_well_formed(
+        post_stream(srv, {"prompt": f"x [fake {directive}]", "provider": provider, **body}).rest()
+    )
     done = terminal(events)
     assert done["type"] == "done" and done["stop_reason"] == reason, done
     if reason == "max_tokens":
@@ -121,8 +125,11 @@ def test_stop_reasons(srv: Gunicorn, fresh: FakeUpstream, provider: str, directi
 
 
 def test_openai_refusal_arrives_as_text_with_stop_reason_refusal(srv: Gunicorn, fresh: FakeUpstream) -> None:
-    events = check_well_formed(post_stream(
-        srv, {"prompt": "x [fake stop=refusal say=I%20cannot%20help%20with%20that.]", "provider": "openai"}).rest())
+    events = check_well_formed(
+        post_stream(
+            srv, {"prompt": "x [fake stop=refusal say=I%20cannot%20help%20with%20that.]", "provider": "openai"}
+        ).rest()
+    )
     done = terminal(events)
     assert done["type"] == "done" and done["stop_reason"] == "refusal", done
     assert text(events) == "I cannot help with that."
@@ -181,8 +188,11 @@ def test_calculate_tool_round(srv: Gunicorn, fresh: FakeUpstream) -> None:
 
 
 def test_calculate_tool_round_over_openai(srv: Gunicorn, fresh: FakeUpstream) -> None:
-    body = {"prompt": 'x [fake tool=calculate args={"expression":"2**10"} tokens=1]', "tools": ["calculate"],
-            "provider": "openai"}
+    body = {
+        "prompt": 'x [fake tool=calculate args={"expression":"2**10"} tokens=1]',
+        "tools": ["calculate"],
+        "provider": "openai",
+    }
     events = check_well_formed(post_stream(srv, body).rest())
     assert of(events, "tool_result")[0]["content"].strip() == "1024"
     assert terminal(events)["type"] == "done"
@@ -223,7 +233,9 @@ def test_tools_are_only_offered_when_named(srv: Gunicorn, fresh: FakeUpstream) -
 
 
 def test_json_mode_sends_growing_values_and_one_complete_object(srv: Gunicorn, fresh: FakeUpstream) -> None:
-    events = check_well_formed(post_stream(srv, {"prompt": "x [fake json=1 tokens=5]", "response_format": "json"}).rest())
+    events = check_well_formed(
+        post_stream(srv, {"prompt": "x [fake json=1 tokens=5]", "response_format": "json"}).rest()
+    )
     values = of(events, "json")
     assert values, kinds(events)
     complete = [v for v in values if v["complete"] is True]
@@ -279,8 +291,7 @@ def test_a_transient_529_before_the_first_token_is_retried(srv: Gunicorn, fresh:
 
 
 def test_a_mid_stream_upstream_error_is_one_error_event_after_the_text(srv: Gunicorn, fresh: FakeUpstream) -> None:
-    events = check_well_formed(post_stream(
-        srv, {"prompt": "x [fake tokens=10 error_after=3]"}, timeout=60).rest())
+    events = check_well_formed(post_stream(srv, {"prompt": "x [fake tokens=10 error_after=3]"}, timeout=60).rest())
     err = terminal(events)
     assert err["type"] == "error" and err["error"]["type"] in ("overloaded", "upstream"), err
     assert text(events).startswith(expected(3))
@@ -340,8 +351,12 @@ def test_the_upstream_sends_no_headers_first_token_timeout(upstream: FakeUpstrea
     hole = socket.create_server(("127.0.0.1", 0))
     hole.listen(16)
     port = hole.getsockname()[1]
-    env = sluice_env(upstream, ANTHROPIC_BASE_URL=f"http://127.0.0.1:{port}",
-                     OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", SLUICE_FIRST_TOKEN_TIMEOUT="1")
+    env = sluice_env(
+        upstream,
+        ANTHROPIC_BASE_URL=f"http://127.0.0.1:{port}",
+        OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1",
+        SLUICE_FIRST_TOKEN_TIMEOUT="1",
+    )
     accepted: list[socket.socket] = []
     import threading
 
