@@ -295,3 +295,42 @@ def test_several_tabs_see_the_same_cancel(srv: Gunicorn, fresh: FakeUpstream) ->
     ends = [terminal(check_well_formed(tab.rest(), sid)) for tab in tabs]
     assert all(e["type"] == "cancelled" and e["reason"] == "user" for e in ends)
     assert of(attach(srv, sid).rest(), "cancelled")
+
+
+# -- how long things are remembered (and coalescing, on the same tuned server) ----------------------------
+
+
+@pytest.fixture(scope="module")
+def short(upstream: FakeUpstream) -> Iterator[Gunicorn]:
+    env = sluice_env(
+        upstream, SLUICE_REPLAY_TTL_SECONDS="2", SLUICE_CANCEL_TOMBSTONE_SECONDS="1", SLUICE_COALESCE_MS="300"
+    )
+    with Gunicorn(env) as server:
+        yield server
+
+
+def test_a_finished_generation_is_forgotten_after_the_replay_ttl(short: Gunicorn, fresh: FakeUpstream) -> None:
+    events = check_well_formed(post_stream(short, {"prompt": "x [fake tokens=2]"}).rest())
+    sid = events[0].json["stream_id"]
+    assert status_of(short, sid).status_code == 200
+    wait_until(lambda: status_of(short, sid).status_code == 404, timeout=15)
+    assert requests.get(f"{short.url}/streams/{sid}/events", timeout=10).status_code == 404
+    gone = requests.get(f"{short.url}/streams/{sid}/events", headers={"Last-Event-ID": f"{sid}:2"}, timeout=10)
+    assert gone.status_code == 204
+
+
+def test_an_early_cancel_is_forgotten_after_the_tombstone_time(short: Gunicorn, fresh: FakeUpstream) -> None:
+    sid = "tombstone-expires-0123456789"
+    assert cancel(short, sid).status_code == 202
+    time.sleep(2.5)  # the remembered time itself is under test: nothing to wait on
+    events = check_well_formed(post_stream(short, {"prompt": "x [fake tokens=2]", "stream_id": sid}).rest(), sid)
+    assert terminal(events)["type"] == "done" and fresh.request_count == 1
+
+
+def test_coalescing_merges_text_deltas_without_changing_the_text(short: Gunicorn, fresh: FakeUpstream) -> None:
+    """SLUICE_COALESCE_MS=300 on this server: fragments that arrive within it share one `text` event."""
+    events = check_well_formed(post_stream(short, {"prompt": "x [fake tokens=40 pace=0.02]"}, timeout=30).rest())
+    texts = of(events, "text")
+    assert "".join(t["content"] for t in texts) == "".join(f"t{i} " for i in range(40))
+    assert len(texts) < 20, len(texts)
+    assert terminal(events)["type"] == "done"

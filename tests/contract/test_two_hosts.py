@@ -4,6 +4,7 @@ Sluice hosts sharing one Redis and one session secret (CONTRACT "Identity, recon
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -36,8 +37,14 @@ def hosts(upstream: FakeUpstream) -> Iterator[tuple[Gunicorn, Gunicorn]]:
     )
     one, two = Gunicorn(env), Gunicorn(env)
     try:
-        one.start()
-        two.start()
+        # Both hosts boot at once: the machine is slow, and they share nothing but Redis.
+        booting = [threading.Thread(target=host.start) for host in (one, two)]
+        for thread in booting:
+            thread.start()
+        for thread in booting:
+            thread.join(60)
+        for host in (one, two):
+            assert requests.get(host.url + "/healthz", timeout=5).status_code == 200, host.log()
         yield one, two
     finally:
         one.stop()

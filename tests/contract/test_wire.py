@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -29,7 +29,7 @@ from tests.contract.conftest import (
     wait_until,
 )
 from tests.fake_upstream import FakeUpstream
-from tests.support.servers import Gunicorn
+from tests.support.servers import Gunicorn, free_port
 from tests.support.sse import open_stream
 
 pytestmark = pytest.mark.timeout(60)
@@ -381,3 +381,15 @@ def test_the_upstream_sends_no_headers_first_token_timeout(upstream: FakeUpstrea
         hole.close()
         for c in accepted:
             c.close()
+
+
+def test_the_fallback_provider_takes_over_before_the_first_token(
+    start_sluice: Callable[..., Gunicorn], fresh: FakeUpstream
+) -> None:
+    """SLUICE_FALLBACK_PROVIDER: Anthropic refuses connections (nobody listens), OpenAI answers."""
+    server = start_sluice(ANTHROPIC_BASE_URL=f"http://127.0.0.1:{free_port()}", SLUICE_FALLBACK_PROVIDER="openai")
+    stream = post_stream(server, {"prompt": "x [fake tokens=3]"}, timeout=30)
+    events = check_well_formed(rest_within(stream, 20))
+    assert terminal(events)["type"] == "done", [e.data for e in events]
+    assert text(events) == expected(3)
+    assert fresh.last_request.path.startswith("/v1/")
