@@ -231,7 +231,11 @@ def test_sign_in_stream_and_sign_out_with_auth_on(upstream: FakeUpstream, fresh:
         page.get_by_role("button", name=re.compile(r"sign in|log in", re.I)).click()
         page.wait_for_selector("#prompt", state="visible", timeout=10000)
         send(page, "x [fake tokens=4]")
-        assert wait_end(page) == "done"
+        try:
+            assert wait_end(page, timeout=30) == "done"
+        except Exception as exc:
+            status = page.text_content("#status")
+            raise AssertionError(f"status {state(page)!r} {status!r}, js errors {page.js_errors}: {exc}") from exc
         assert (page.text_content("#answer") or "").strip() == expected(4).strip()
         assert PAGE_KEY not in page.url
         assert PAGE_KEY not in page.evaluate(
