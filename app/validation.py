@@ -118,11 +118,12 @@ class _Reader:
         self.text = text
 
     def given(self, key: str) -> Any:
-        """The field's value, or None when absent (JSON `null`; in a query also an empty value)."""
-        value = self.body.get(key)
-        if self.text and value == "":
-            return None
-        return value
+        """The field's value, or None when absent (JSON `null`).
+
+        An empty query value is the text "", as `""` in a JSON body is: an empty `provider` is
+        400 either way, an empty `system` or `model` is no system prompt or the default model.
+        """
+        return self.body.get(key)
 
     def string(self, key: str, *, limit: int = MAX_PROMPT_CHARS) -> str | None:
         value = self.given(key)

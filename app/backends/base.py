@@ -71,12 +71,16 @@ class Backend(Protocol):
         """(ready, reason) for /readyz."""
         ...
 
-    def add_tombstone(self, stream_id: str, ttl: float) -> None:
-        """Remember a cancel for an id not (yet) known."""
+    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
+        """Remember `principal`'s cancel of an id not (yet) known."""
         ...
 
-    def take_tombstone(self, stream_id: str) -> bool:
-        """True (once) if `stream_id` was cancelled before it started."""
+    def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
+        """True (once) if `principal` cancelled `stream_id` before it started.
+
+        Only the principal that starts a generation can have cancelled it early: another's
+        cancel is answered as for an unknown id and has no effect (CONTRACT.md).
+        """
         ...
 
     def claim(self, stream_id: str, ttl: float) -> bool:

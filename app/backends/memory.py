@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from app.backends.base import CancelHandler, Feed
 from app.config import Settings
 from app.lifecycle.log import Entry
-from app.lifecycle.tombstones import Tombstones
+from app.lifecycle.tombstones import Tombstones, tombstone_name
 
 if TYPE_CHECKING:
     from app.lifecycle.generation import Generation
@@ -31,11 +31,11 @@ class MemoryBackend:
     def ready(self) -> tuple[bool, str]:
         return True, "in-process backend"
 
-    def add_tombstone(self, stream_id: str, ttl: float) -> None:
-        self._tombstones.add(stream_id, ttl)
+    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
+        self._tombstones.add(tombstone_name(stream_id, principal), ttl)
 
-    def take_tombstone(self, stream_id: str) -> bool:
-        return self._tombstones.take(stream_id)
+    def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
+        return self._tombstones.take(tombstone_name(stream_id, principal))
 
     def claim(self, stream_id: str, ttl: float) -> bool:
         return True  # the registry checks its own dict; nobody else can hold the id

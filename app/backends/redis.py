@@ -52,6 +52,7 @@ from app.backends.redis_keys import (
 from app.backends.redis_writer import Mirror, Writer, meta_fields
 from app.config import Settings
 from app.lifecycle.log import DONE, Entry
+from app.lifecycle.tombstones import tombstone_name
 
 if TYPE_CHECKING:
     from app.lifecycle.generation import Generation
@@ -186,19 +187,19 @@ class RedisBackend:
 
     # -- tombstones and claims ----------------------------------------------------------------
 
-    def add_tombstone(self, stream_id: str, ttl: float) -> None:
+    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
         if not self.usable():
             return
         try:
-            self.client.set(stream_key(stream_id, "tomb"), "1", ex=max(1, int(math.ceil(ttl))))
+            self.client.set(_tomb_key(stream_id, principal), "1", ex=max(1, int(math.ceil(ttl))))
         except (RedisError, OSError) as exc:
             self.mark_down(exc)
 
-    def take_tombstone(self, stream_id: str) -> bool:
+    def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
         if not self.usable():
             return False
         try:
-            return self.client.getdel(stream_key(stream_id, "tomb")) is not None
+            return self.client.getdel(_tomb_key(stream_id, principal)) is not None
         except (RedisError, OSError) as exc:
             self.mark_down(exc)
             return False
@@ -488,3 +489,9 @@ class RedisBackend:
         for gen, count in zip(orphans, results[len(results) - len(orphans) :], strict=True):
             if not count:
                 gen.recheck_attached()
+
+
+def _tomb_key(stream_id: str, principal: str | None) -> str:
+    """The tombstone of `principal`'s early cancel (hash-tagged on the id, as its other keys)."""
+    name = tombstone_name(stream_id, principal)
+    return stream_key(stream_id, "tomb" + name[len(stream_id):])

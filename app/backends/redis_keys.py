@@ -7,7 +7,7 @@ one Redis Cluster slot (pipelines and multi-key reads of one generation stay on 
     sluice:{<id>}:meta     hash    status fields (state, provider, model, events, usage, owner, worker, ...)
     sluice:{<id>}:events   stream  one entry per event, entry id `0-<seq>`, field `d` = the data text
     sluice:{<id>}:subs     zset    presence of followers on other workers, score = expiry (unix time)
-    sluice:{<id>}:tomb     string  early-cancel tombstone                         SLUICE_CANCEL_TOMBSTONE_SECONDS
+    sluice:{<id>}:tomb[:<d>] string early cancel (<d>: the canceller's digest)  SLUICE_CANCEL_TOMBSTONE_SECONDS
 
 Per worker (hash tag `{w:<worker id>}`) and per client (`{c:<digest>}`):
 

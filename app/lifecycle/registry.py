@@ -90,7 +90,7 @@ class Registry:
         stream_id = spec.stream_id or new_stream_id()
         if stream_id in self.local or not self.backend.claim(stream_id, self.settings.max_duration + 60):
             raise RequestError(409, "stream_id is already in use", field="stream_id")
-        cancelled = self.backend.take_tombstone(stream_id)
+        cancelled = self.backend.take_tombstone(stream_id, owner)
         gen = Generation(
             stream_id, spec, self.settings, self.providers,
             owner=owner, client=client, on_entry=self._on_entry, on_end=self._on_end,
@@ -201,7 +201,7 @@ class Registry:
                 return 200, {"stream_id": stream_id, "status": outcome}
         # Unknown, or not the caller's: remember it, and answer exactly the same either way.
         if gen is None:
-            self.backend.add_tombstone(stream_id, self.settings.cancel_tombstone_seconds)
+            self.backend.add_tombstone(stream_id, self.settings.cancel_tombstone_seconds, owner)
         return 202, {"stream_id": stream_id, "status": "pending"}
 
     # -- shutdown -----------------------------------------------------------------------------

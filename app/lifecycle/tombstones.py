@@ -7,9 +7,17 @@ amortised per add), and past `max_count` the oldest are dropped first.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+
+
+def tombstone_name(stream_id: str, principal: str | None) -> str:
+    """One tombstone per id and canceller: `stream_id`, or `stream_id:<digest of principal>`."""
+    if principal is None:
+        return stream_id
+    return f"{stream_id}:{hashlib.sha256(principal.encode()).hexdigest()[:24]}"
 
 
 class Tombstones:

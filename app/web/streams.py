@@ -7,6 +7,7 @@ before the `Delivery` body is handed to the server.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
@@ -46,11 +47,17 @@ def _json_body() -> dict[str, Any]:
 
 
 def _query() -> dict[str, Any]:
+    # Decoded strictly here: werkzeug's `request.args` keeps bytes that are not UTF-8 (a lone
+    # surrogate's %ED%A0%80) as literal "%ED%A0%80" text, which would reach the model altered.
+    try:
+        pairs = parse_qsl(request.query_string.decode("latin-1"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise bad("The query string must be valid UTF-8 text") from None
     out: dict[str, Any] = {}
-    for key, values in request.args.lists():
-        if len(values) > 1:
+    for key, value in pairs:
+        if key in out:
             raise bad(f"{key} is given more than once", key)
-        out[key] = values[0]
+        out[key] = value
     return out
 
 
