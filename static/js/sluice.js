@@ -2,7 +2,11 @@
  * sluice.js — a small client for Sluice's Server-Sent Events streams.
  *
  * Plain ES5 syntax, no modules, no build step; it defines one global, `Sluice`.
- * It needs `EventSource`, and `fetch` + `Promise` for the "post" and "fetch" modes.
+ * It needs `EventSource`, and `fetch` + `Promise` for the "post" and "fetch" modes, and
+ * sse-parser.js (the global `SluiceSSE`) loaded before it:
+ *
+ *   <script src="/static/js/sse-parser.js"></script>
+ *   <script src="/static/js/sluice.js"></script>
  *
  *   var s = Sluice.stream({
  *     messages: [{role: "user", content: "Hello"}],   // or prompt: "Hello"
@@ -37,6 +41,12 @@
  */
 (function (global) {
   "use strict";
+
+  // Loud at load time: without the parser, only a refused start or a "fetch" stream would fail.
+  if (!global.SluiceSSE || !global.SluiceSSE.Parser) {
+    throw new Error("sluice.js needs sse-parser.js: load /static/js/sse-parser.js before it");
+  }
+  var SSEParser = global.SluiceSSE.Parser;
 
   var ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   var TERMINAL = { done: true, error: true, cancelled: true };
@@ -112,60 +122,6 @@
     var n = parseInt(id.slice(i + 1), 10);
     return isNaN(n) ? -1 : n;
   }
-
-  /**
-   * An event-stream parser (WHATWG rules): lines end with CRLF, LF or CR; ':' starts a comment;
-   * data lines join with "\n"; a blank line dispatches, if there is data; the id persists.
-   * feed(text) calls onEvent({data, id, event}) for each dispatched event.
-   */
-  function SSEParser(onEvent) {
-    this.onEvent = onEvent;
-    this.buf = "";
-    this.pendingCR = false;
-    this.data = [];
-    this.event = "";
-    this.lastEventId = "";
-    this.retry = null;
-  }
-  SSEParser.prototype.feed = function (text) {
-    var start = 0, i, ch;
-    var s = this.buf + text;
-    this.buf = "";
-    for (i = 0; i < s.length; i++) {
-      ch = s.charAt(i);
-      if (this.pendingCR) {
-        this.pendingCR = false;
-        if (ch === "\n") { start = i + 1; continue; }
-      }
-      if (ch === "\r" || ch === "\n") {
-        this.line(s.slice(start, i));
-        start = i + 1;
-        if (ch === "\r") this.pendingCR = true;
-      }
-    }
-    this.buf = s.slice(start);
-  };
-  SSEParser.prototype.line = function (line) {
-    if (line === "") {
-      if (this.data.length) {
-        var ev = { data: this.data.join("\n"), id: this.lastEventId, event: this.event || "message" };
-        this.data = [];
-        this.event = "";
-        this.onEvent(ev);
-      }
-      this.event = "";
-      return;
-    }
-    if (line.charAt(0) === ":") return;
-    var colon = line.indexOf(":");
-    var name = colon < 0 ? line : line.slice(0, colon);
-    var value = colon < 0 ? "" : line.slice(colon + 1);
-    if (value.charAt(0) === " ") value = value.slice(1);
-    if (name === "data") this.data.push(value);
-    else if (name === "event") this.event = value;
-    else if (name === "id") { if (value.indexOf("\0") < 0) this.lastEventId = value; }
-    else if (name === "retry" && /^\d+$/.test(value)) this.retry = parseInt(value, 10);
-  };
 
   function call(fn) {
     if (typeof fn !== "function") return;
@@ -359,16 +315,15 @@
       }
       if (!first || self.state === "reconnecting") self.setState("streaming");
       var reader = response.body.getReader();
-      var decoder = new global.TextDecoder("utf-8");
       function pump() {
         return reader.read().then(function (chunk) {
           if (aborted) { reader.cancel(); return null; }
           if (chunk.done) {
-            parser.feed(decoder.decode());
+            parser.end();
             if (!self.finished) { self.abort = null; self.recover(); }
             return null;
           }
-          parser.feed(decoder.decode(chunk.value, { stream: true }));
+          parser.feed(chunk.value);
           return pump();
         });
       }
@@ -593,7 +548,7 @@
     signOut: signOut,
     newStreamId: newStreamId,
     describeError: describeError,
-    SSEParser: SSEParser,
+    SSEParser: SSEParser,     // the same as SluiceSSE.Parser, kept for pages that used it here
     Stream: Stream
   };
 })(typeof window !== "undefined" ? window : this);
