@@ -213,8 +213,3 @@ class Writer:
             m.written = last
             m.synced = True
             m.final = final
-
-    @staticmethod
-    def is_terminal(data: str) -> bool:
-        """`[DONE]` is flushed at once (the terminal event just before it goes with it)."""
-        return data == DONE

@@ -54,7 +54,6 @@ from app.validation import GenerationSpec
 log = logging.getLogger("sluice.generation")
 
 ProviderFactory = Callable[[str], Provider]
-TERMINAL_TYPES = frozenset({"done", "error", "cancelled"})
 FAIR_SHARE = 64  # text deltas relayed between yields to the other greenlets (and metric updates)
 
 

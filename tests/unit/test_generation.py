@@ -52,7 +52,6 @@ class Scripted:
 
     def __init__(self, name: str, *scripts: Script) -> None:
         self.name = name
-        self.default_model = "m"
         self.scripts = list(scripts)
         self.requests: list[ProviderRequest] = []
 

@@ -24,7 +24,6 @@ class GatedProvider:
     """Sends one token once `gate` is set, then ends the answer."""
 
     name = "demo"
-    default_model = "gated"
 
     def __init__(self) -> None:
         self.gate = Event()
