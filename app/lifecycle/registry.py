@@ -15,7 +15,7 @@ from app.backends.base import Backend, Feed
 from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle.generation import Generation, ProviderFactory
-from app.lifecycle.log import Entry
+from app.lifecycle.journal import Entry
 from app.lifecycle.usage import BREAKDOWN
 from app.observability import metrics
 from app.observability.logging import log_generation
@@ -184,7 +184,7 @@ class Registry:
         gen = self.local.get(stream_id)
         if gen is not None and visible_to(gen.owner, owner):
             if gen.cancel("user"):
-                gen.join(timeout=1.0)  # the terminal event is in the log before we answer
+                gen.join(timeout=1.0)  # the terminal event is in the journal before we answer
                 # The producer may have run to its end before the kill reached it (its last
                 # bytes were already in): answer what happened, not what was asked.
                 if gen.state in ("running", "cancelled"):
