@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.observability.test_metrics import run as python
+from tests.observability.test_metrics import value
 from tests.support.servers import ROOT, VENV_BIN, base_env
 
 from .conftest import GUNICORN_CONF
@@ -39,23 +37,9 @@ def test_a_whole_number_written_as_a_float_is_accepted() -> None:
     assert any(line.replace(" ", "") == "workers=3" for line in out.stdout.splitlines())
 
 
-def python(code: str, prom_dir: Path) -> str:
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(prom_dir), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT,
-        capture_output=True, text=True, timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def active_generations(prom_dir: Path) -> float:
     text = python("from app.observability import metrics; print(metrics.render()[0].decode())", prom_dir)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "sluice_active_generations":
-                return sample.value
-    return 0.0
+    return value(text, "sluice_active_generations")
 
 
 def test_child_exit_drops_the_dead_workers_live_gauges(tmp_path: Path) -> None:
