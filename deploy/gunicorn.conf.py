@@ -9,19 +9,27 @@
 # this file rarely needs editing. See docs/deploy.md for the whole picture.
 #
 
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 
 
 def _env_int(name, default):
+    # As app/config.py reads its integers: "3" and "3.0" are 3; "2.5", "inf" or "-1" stop the
+    # start (truncating "2.5" to 2 would run a setting nobody asked for). Not imported from the
+    # app: importing the `app` package here would load it into the master (see preload_app).
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(float(raw))
+        value = float(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be a whole number of seconds or a count, got {raw!r}") from None
+        value = -1.0
+    if not value.is_integer() or value < 0:
+        raise SystemExit(f"{name} must be a whole number of seconds or a count, got {raw!r}")
+    return int(value)
 
 
 #
@@ -219,12 +227,16 @@ def worker_abort(worker):
 
 
 def child_exit(server, worker):
-    path = os.environ.get(_PROM_ENV)
-    if not path:
-        return
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid, path)
+    # The app's own metrics.mark_process_dead, loaded from its file (a module with no app
+    # imports): importing the `app` package in the master would load Flask, the SDKs and ssl
+    # before any worker's gevent patching (the preload_app trap above).
+    metrics = sys.modules.get("_sluice_metrics")
+    if metrics is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "app", "observability", "metrics.py")
+        spec = importlib.util.spec_from_file_location("_sluice_metrics", path)
+        metrics = sys.modules["_sluice_metrics"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(metrics)
+    metrics.mark_process_dead(worker.pid)
 
 
 def on_exit(server):

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gevent.event import Event
 
-from app.lifecycle.log import Entry
+from app.lifecycle.journal import Entry
 
 if TYPE_CHECKING:
     from app.lifecycle.generation import Generation
 
 
 class Feed(Protocol):
-    """Events of a generation, to replay and follow (local log or a remote stream)."""
+    """Events of a generation, to replay and follow (local journal or a remote stream)."""
 
     owner: str | None
     """The principal that started the generation (None: started with authentication off)."""

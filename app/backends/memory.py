@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.backends.base import CancelHandler, Feed
 from app.config import Settings
-from app.lifecycle.log import Entry
+from app.lifecycle.journal import Entry
 from app.lifecycle.tombstones import Tombstones, tombstone_name
 
 if TYPE_CHECKING:

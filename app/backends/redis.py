@@ -51,7 +51,7 @@ from app.backends.redis_keys import (
 )
 from app.backends.redis_writer import Mirror, Writer, meta_fields
 from app.config import Settings
-from app.lifecycle.log import DONE, Entry
+from app.lifecycle.journal import DONE, Entry
 from app.lifecycle.tombstones import tombstone_name
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from app import sse
 from app.backends.redis_keys import entry_id, seq_of, stream_key, worker_alive
-from app.lifecycle.log import DONE, Entry, make_entry
+from app.lifecycle.journal import DONE, Entry, make_entry
 
 if TYPE_CHECKING:
     from app.backends.redis import RedisBackend

@@ -12,7 +12,7 @@ So a token costs no round trip of its own: one flush carries every event of ever
 that arrived in the last FLUSH_INTERVAL, and only a stream's end is written at once.
 
 Nothing is queued but a reference to the generation: the entries to write are the tail of its
-own log after the last seq written (`Mirror.written`). So a failed flush loses nothing and
+own journal after the last seq written (`Mirror.written`). So a failed flush loses nothing and
 holds no extra memory — the mirror is marked unsynced and, once Redis answers again, the
 writer asks Redis for the last entry it has (`XREVRANGE + - COUNT 1`) and writes the rest,
 status and claim included. That also covers a Redis that restarted empty.
@@ -41,7 +41,7 @@ from gevent.event import Event
 from redis.exceptions import RedisError, ResponseError
 
 from app.backends.redis_keys import ALIVE_TTL, client_key, entry_id, seq_of, stream_key, worker_alive
-from app.lifecycle.log import DONE
+from app.lifecycle.journal import DONE
 
 if TYPE_CHECKING:
     from app.backends.redis import RedisBackend
@@ -77,7 +77,7 @@ def meta_fields(gen: Generation, worker_id: str) -> dict[str, Any]:
         "provider": gen.provider_name,
         "model": gen.model,
         "created_at": repr(gen.created_at),
-        "events": gen.log.last_seq,
+        "events": gen.journal.last_seq,
         "usage": json.dumps(gen.usage()),
         "stop_reason": json.dumps(gen.stop_reason),
     }
@@ -179,11 +179,11 @@ class Writer:
             events = stream_key(gen.id, "events")
             if not m.synced:
                 b.write_registration(pipe, gen)
-            new = gen.log.entries[m.written :]
+            new = gen.journal.entries[m.written :]
             for entry in new:
                 pipe.xadd(events, {"d": entry.data}, id=entry_id(entry.seq), maxlen=b.max_events, approximate=True)
             last = new[-1].seq if new else m.written
-            final = not gen.running and gen.log.closed and last == gen.log.last_seq
+            final = not gen.running and gen.journal.closed and last == gen.journal.last_seq
             if final:
                 # After the XADDs in the same transaction: a reader that sees the end state
                 # finds the terminal event and [DONE] in the stream.
@@ -213,8 +213,3 @@ class Writer:
             m.written = last
             m.synced = True
             m.final = final
-
-    @staticmethod
-    def is_terminal(data: str) -> bool:
-        """`[DONE]` is flushed at once (the terminal event just before it goes with it)."""
-        return data == DONE

@@ -8,7 +8,7 @@ instead of waiting for a write to fail (which, while the model is silent, would 
 Each write carries every event that is ready, up to `max_write` bytes: under load, the events
 that piled up while this response waited its turn go out in one `send` (one event per fragment
 stays the wire contract), and a reader far behind gets its backlog in bounded pieces, each a
-join of bytes the log already holds.
+join of bytes the journal already holds.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from gevent.event import Event
 from app import sse
 from app.backends.base import Feed
 from app.lifecycle.eof import EofWatch
-from app.lifecycle.log import Entry
+from app.lifecycle.journal import Entry
 from app.observability import metrics
 
 log = logging.getLogger("sluice.delivery")

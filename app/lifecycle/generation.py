@@ -1,6 +1,6 @@
-"""One generation's life: a producer greenlet that reads a provider and publishes to its log.
+"""One generation's life: a producer greenlet that reads a provider and publishes to its journal.
 
-    provider ──next()──▶ producer greenlet ──append──▶ EventLog ──▶ subscribers (HTTP responses)
+    provider ──next()──▶ producer greenlet ──append──▶ Journal ──▶ subscribers (HTTP responses)
                                ▲
      cancel / disconnect / timeout / shutdown: one path — the greenlet is killed (or its
      Timeout fires) *while it is blocked in the provider's socket read*; the exception unwinds
@@ -27,7 +27,7 @@ from gevent.event import Event
 from app.config import Settings
 from app.errors import SluiceError, UpstreamError
 from app.lifecycle import recovery
-from app.lifecycle.log import DONE, Entry, EventLog, LogFull
+from app.lifecycle.journal import DONE, Entry, Journal, JournalFull
 from app.lifecycle.relay import TextRelay
 from app.lifecycle.usage import UsageMeter
 from app.observability import metrics
@@ -54,7 +54,6 @@ from app.validation import GenerationSpec
 log = logging.getLogger("sluice.generation")
 
 ProviderFactory = Callable[[str], Provider]
-TERMINAL_TYPES = frozenset({"done", "error", "cancelled"})
 FAIR_SHARE = 64  # text deltas relayed between yields to the other greenlets (and metric updates)
 
 
@@ -107,7 +106,7 @@ class _Resume:
 
 
 class Generation:
-    """A generation: its spec, its log, its state, and the greenlet that produces it."""
+    """A generation: its spec, its journal, its state, and the greenlet that produces it."""
 
     def __init__(
         self,
@@ -130,10 +129,10 @@ class Generation:
         self.client = client
         self.provider_name = spec.provider
         self.model = spec.model
-        self.log = EventLog(stream_id, settings.max_stream_bytes)
+        self.journal = Journal(stream_id, settings.max_stream_bytes)
         self.state = "running"
         self.outcome_reason: str | None = None
-        self.stop_reason: str | None = None
+        self.stop_reason: str | None = None  # the model's (end_turn, max_tokens...); a cancel's is _cancel_reason
         self.created_at = time.time()
         self.ended_at: float | None = None
         self._t0 = time.monotonic()
@@ -154,7 +153,7 @@ class Generation:
         self.trace = trace
         self._greenlet: Greenlet | None = None
         self._running = False
-        self._stop_reason = "shutdown"
+        self._cancel_reason = "shutdown"
         self._grace: Greenlet | None = None
         self.meter = UsageMeter()
         self._upstream, self._upstream_model = spec.provider, spec.model  # changed by a fallback
@@ -162,22 +161,22 @@ class Generation:
         self._resume: _Resume | None = None
         self._recovered = False
         self._fell_back = False
-        self._full = False  # the log reached its byte bound: only the ending goes in now
+        self._full = False  # the journal reached its byte bound: only the ending goes in now
         self._counted = 0  # text deltas already added to sluice_tokens_relayed_total
 
     # -- events -------------------------------------------------------------------------------
 
     def emit(self, payload: dict[str, Any] | str, *, terminal: bool = False) -> Entry | None:
-        """Append an event to the log (and mirror it to the shared backend, if any).
+        """Append an event to the journal (and mirror it to the shared backend, if any).
 
-        Past the log's byte bound the generation ends with an error (see `_overflow`); only a
+        Past the journal's byte bound the generation ends with an error (see `_overflow`); only a
         `terminal` event (the ending and `[DONE]`) always goes in. None: the event was refused.
         """
-        return self._add(self.log.append, payload, terminal)
+        return self._add(self.journal.append, payload, terminal)
 
     def emit_text(self, text: str) -> Entry | None:
-        """`emit` for a `text` event: the hot path (see `EventLog.append_text`)."""
-        entry = self._add(self.log.append_text, text, False)
+        """`emit` for a `text` event: the hot path (see `Journal.append_text`)."""
+        entry = self._add(self.journal.append_text, text, False)
         if self.relay.deltas - self._counted >= FAIR_SHARE:
             self._count_tokens()
             if gevent.getcurrent() is self._greenlet:
@@ -193,7 +192,7 @@ class Generation:
             return None
         try:
             entry = add(item, bounded=not terminal)
-        except LogFull:
+        except JournalFull:
             self._overflow()
             return None
         if self._on_entry is not None:
@@ -206,11 +205,11 @@ class Generation:
         self._counted = self.relay.deltas
 
     def _overflow(self) -> None:
-        """The log is full: end with an error, from the producer (raise) or from elsewhere (kill)."""
+        """The journal is full: end with an error, from the producer (raise) or from elsewhere (kill)."""
         self._full = True
         exc = SluiceError(
             "internal",
-            f"This answer passed the server's limit of {self.log.max_bytes} bytes per stream "
+            f"This answer passed the server's limit of {self.journal.max_bytes} bytes per stream "
             "(SLUICE_MAX_STREAM_BYTES) and was stopped there",
             retryable=False,
         )
@@ -228,15 +227,15 @@ class Generation:
         """The provider answering: the request's, or the fallback once it took over."""
         return self._upstream
 
-    # -- as a Feed (app.backends.base): subscribers on this worker read the log directly --------
+    # -- as a Feed (app.backends.base): subscribers on this worker read the journal directly ----
 
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
         """Entries after `seq`, waiting up to `timeout` for one."""
-        return self.log.wait_after(seq, timeout, interrupt)
+        return self.journal.wait_after(seq, timeout, interrupt)
 
     @property
     def closed(self) -> bool:
-        return self.log.closed
+        return self.journal.closed
 
     # -- control ------------------------------------------------------------------------------
 
@@ -263,7 +262,7 @@ class Generation:
         """Stop the generation; True if it was running. Returns at once (the kill is async)."""
         if not self.running:
             return False
-        self._stop_reason = reason
+        self._cancel_reason = reason
         if not self._running or self._greenlet is None:
             # Not started yet: a kill would just drop it, with no terminal event.
             self._end_cancelled(reason)
@@ -334,7 +333,7 @@ class Generation:
         try:
             self._produce()
         except GreenletExit:
-            self._end_cancelled(self._stop_reason)
+            self._end_cancelled(self._cancel_reason)
         except _Deadline as exc:
             self._end_error(UpstreamError("timeout", exc.message(), retryable=True))
         except SluiceError as exc:
@@ -565,7 +564,7 @@ class Generation:
             "provider": self.provider_name,
             "model": self.model,
             "created_at": self.created_at,
-            "events": self.log.last_seq,
+            "events": self.journal.last_seq,
             "usage": self.usage(),
             "stop_reason": self.stop_reason,
         }

@@ -15,7 +15,7 @@ from app.backends.base import Backend, Feed
 from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle.generation import Generation, ProviderFactory
-from app.lifecycle.log import Entry
+from app.lifecycle.journal import Entry
 from app.lifecycle.usage import BREAKDOWN
 from app.observability import metrics
 from app.observability.logging import log_generation
@@ -100,7 +100,7 @@ class Registry:
             gen.remote_subscribers = lambda: self.backend.remote_subscribers(stream_id)  # type: ignore[method-assign]
         self.local[stream_id] = gen
         self._per_client[client] += 1
-        metrics.generation_started(spec.provider)
+        metrics.generation_started()
         self.backend.register(gen)
         if attached:
             gen.attach()
@@ -116,9 +116,8 @@ class Registry:
             del self._per_client[gen.client]
         usage = gen.usage()
         metrics.generation_finished(
-            gen.provider_name, gen.state, gen.outcome_reason,
-            None if gen.ttft_ms is None else gen.ttft_ms / 1000.0,
-            (gen.duration_ms or 0) / 1000.0, int(usage.get("output_tokens") or 0),
+            gen.state, gen.outcome_reason,
+            None if gen.ttft_ms is None else gen.ttft_ms / 1000.0, (gen.duration_ms or 0) / 1000.0,
         )
         metrics.tokens_used(gen.upstream, usage)
         if gen.state == "error":
@@ -153,10 +152,6 @@ class Registry:
 
     # -- lookups ------------------------------------------------------------------------------
 
-    def find(self, stream_id: str) -> Generation | None:
-        """A generation of this worker, running or still replayable."""
-        return self.local.get(stream_id)
-
     def feed(self, stream_id: str, principal: str | None = None) -> Feed | None:
         """Where to read `stream_id`'s events from: this worker, or the shared backend.
 
@@ -189,7 +184,7 @@ class Registry:
         gen = self.local.get(stream_id)
         if gen is not None and visible_to(gen.owner, owner):
             if gen.cancel("user"):
-                gen.join(timeout=1.0)  # the terminal event is in the log before we answer
+                gen.join(timeout=1.0)  # the terminal event is in the journal before we answer
                 # The producer may have run to its end before the kill reached it (its last
                 # bytes were already in): answer what happened, not what was asked.
                 if gen.state in ("running", "cancelled"):

@@ -42,7 +42,7 @@ class TextRelay:
         self._json_mode = json_mode
         self._on_first = on_first
         # The answer's text is kept only where it is used (JSON mode, SLUICE_LOG_CONTENT): the
-        # log already holds it once, as the bytes of its `text` events.
+        # journal already holds it once, as the bytes of its `text` events.
         self._keep = keep_answer or json_mode
         self.parts: list[str] = []
         self.deltas = 0  # text deltas from the provider (the tokens relayed, for /metrics)

@@ -1,4 +1,4 @@
-"""Text shaping between the provider and the event log: chunking and partial JSON.
+"""Text shaping between the provider and the journal: chunking and partial JSON.
 
 Pure functions and a small buffer; the generation decides when to flush.
 """

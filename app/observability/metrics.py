@@ -140,19 +140,12 @@ def _m() -> _Metrics:
     return _metrics
 
 
-def generation_started(provider: str) -> None:
+def generation_started() -> None:
     """A generation began: `sluice_active_generations` +1."""
     _m().active_generations.inc()
 
 
-def generation_finished(
-    provider: str,
-    outcome: str,
-    reason: str | None,
-    ttft_s: float | None,
-    duration_s: float,
-    output_tokens: int,
-) -> None:
+def generation_finished(outcome: str, reason: str | None, ttft_s: float | None, duration_s: float) -> None:
     """A generation ended (`outcome`: done, cancelled or error; `reason`: the cancel reason or
     error type, None for done). Call exactly once per `generation_started`."""
     m = _m()

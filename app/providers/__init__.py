@@ -38,15 +38,15 @@ class ProviderPool:
         if name == "anthropic":
             from app.providers.anthropic import AnthropicProvider
 
-            return AnthropicProvider(self.settings.anthropic_model)
+            return AnthropicProvider()
         if name == "openai" and self.settings.openai_api == "responses":
             from app.providers.openai_responses import OpenAIResponsesProvider
 
-            return OpenAIResponsesProvider(self.settings.openai_model)
+            return OpenAIResponsesProvider()
         if name == "openai":
             from app.providers.openai import OpenAIProvider
 
-            return OpenAIProvider(self.settings.openai_model, think_tags=self.settings.openai_think_tags)
+            return OpenAIProvider(think_tags=self.settings.openai_think_tags)
         if name == "demo":
             from app.providers.demo import DemoProvider
 

@@ -8,14 +8,12 @@ answer, auth, base URL), retried while the failure is transient and nothing was 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import httpx2
 import openai
 
-from app.config import DEFAULT_OPENAI_MODEL
 from app.errors import UpstreamError
 from app.providers import _retry
 from app.providers import _sdk_errors as errs
@@ -24,7 +22,6 @@ from app.providers.base import ProviderEvent, ProviderRequest, ToolResultPart
 
 NAME = "OpenAI"
 KEY_ENV = "OPENAI_API_KEY"
-DEFAULT_MODEL = DEFAULT_OPENAI_MODEL
 
 # Connect fast, but never cut a slow answer: Sluice enforces first-token / idle timeouts itself.
 DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
@@ -75,13 +72,11 @@ class OpenAIBase:
 
     def __init__(
         self,
-        default_model: str | None = None,
         *,
         client: openai.OpenAI | None = None,
         timeout: httpx2.Timeout | float | None = DEFAULT_TIMEOUT,
         retry: _retry.RetryPolicy = _retry.DEFAULT,
     ) -> None:
-        self.default_model = default_model or os.environ.get("SLUICE_OPENAI_MODEL") or DEFAULT_MODEL
         self._client = client
         self._timeout = timeout
         self._retry = retry

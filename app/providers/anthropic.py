@@ -17,7 +17,6 @@ worker's CPU under load went there). The wire format it reads, as the API sends 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
@@ -27,7 +26,6 @@ import anthropic.resources.messages.messages as _sdk_messages
 import httpx2
 from jiter import from_json
 
-from app.config import DEFAULT_ANTHROPIC_MODEL
 from app.errors import UpstreamError
 from app.providers import _retry
 from app.providers import _sdk_errors as errs
@@ -48,7 +46,6 @@ from app.providers.base import (
 
 NAME = "Anthropic"
 KEY_ENV = "ANTHROPIC_API_KEY"
-DEFAULT_MODEL = DEFAULT_ANTHROPIC_MODEL
 
 # Connect fast, but never cut a slow answer: Sluice enforces first-token / idle timeouts itself.
 DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
@@ -84,13 +81,11 @@ class AnthropicProvider:
 
     def __init__(
         self,
-        default_model: str | None = None,
         *,
         client: anthropic.Anthropic | None = None,
         timeout: httpx2.Timeout | float | None = DEFAULT_TIMEOUT,
         retry: _retry.RetryPolicy = _retry.DEFAULT,
     ) -> None:
-        self.default_model = default_model or os.environ.get("SLUICE_ANTHROPIC_MODEL") or DEFAULT_MODEL
         self._client = client
         self._timeout = timeout
         self.retry = retry

@@ -158,7 +158,6 @@ class Provider(Protocol):
     """A source of model output."""
 
     name: str
-    default_model: str
 
     def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
         """Yield events for one upstream call; raise `UpstreamError` on failure.

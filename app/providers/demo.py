@@ -10,7 +10,6 @@ import re
 import time
 from collections.abc import Generator
 
-from app.config import DEMO_MODEL
 from app.errors import UpstreamError
 from app.providers.base import (
     Finish,
@@ -88,7 +87,6 @@ class DemoProvider:
     """A fake model with real pacing, usage, stop reasons and (when asked) reasoning."""
 
     name = "demo"
-    default_model = DEMO_MODEL
 
     def __init__(self, tokens_per_second: float = 40.0) -> None:
         self.delay = 1.0 / tokens_per_second

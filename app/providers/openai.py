@@ -63,13 +63,12 @@ class OpenAIProvider(OpenAIBase):
 
     def __init__(
         self,
-        default_model: str | None = None,
         *,
         max_tokens_param: str | None = None,
         think_tags: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(default_model, **kwargs)
+        super().__init__(**kwargs)
         self._max_tokens_param = max_tokens_param
         self._think_tags = think_tags
 

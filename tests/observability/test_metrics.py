@@ -65,13 +65,13 @@ def test_single_process_counts_in_the_default_registry() -> None:
         "503": get("sluice_rejected_requests_total", status="503"),
         "up": get("sluice_upstream_errors_total", type="overloaded"),
     }
-    metrics.generation_started("demo")
-    metrics.generation_started("demo")
+    metrics.generation_started()
+    metrics.generation_started()
     assert get("sluice_active_generations") >= 2
     metrics.tokens_relayed(7)
     metrics.tokens_relayed(0)
-    metrics.generation_finished("demo", "done", None, 0.3, 2.0, 7)
-    metrics.generation_finished("demo", "cancelled", "disconnect", None, 1.0, 0)
+    metrics.generation_finished("done", None, 0.3, 2.0)
+    metrics.generation_finished("cancelled", "disconnect", None, 1.0)
     metrics.subscriber_attached()
     metrics.subscriber_detached()
     metrics.request_rejected(503)
@@ -101,12 +101,12 @@ def test_single_process_counts_in_the_default_registry() -> None:
 WORKER = """
     import os
     from app.observability import metrics
-    metrics.generation_started("anthropic")
-    metrics.generation_started("anthropic")
-    metrics.generation_started("anthropic")
+    metrics.generation_started()
+    metrics.generation_started()
+    metrics.generation_started()
     metrics.tokens_relayed({tokens})
-    metrics.generation_finished("anthropic", "done", None, 0.4, 3.0, {tokens})
-    metrics.generation_finished("anthropic", "{outcome}", "{reason}", None, 1.0, 0)
+    metrics.generation_finished("done", None, 0.4, 3.0)
+    metrics.generation_finished("{outcome}", "{reason}", None, 1.0)
     metrics.request_rejected(503)
     print(os.getpid())
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from greenlet import GreenletExit
 
+from app.config import Settings
 from app.providers.anthropic import AnthropicProvider
 from app.providers.base import Provider, TextDelta, Usage
 from app.providers.openai import OpenAIProvider
@@ -73,11 +74,9 @@ def test_client_settings(upstream_env: FakeUpstream) -> None:
         assert client.timeout.connect == 10.0 and client.timeout.read is None  # type: ignore[union-attr]
 
 
-def test_default_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SLUICE_ANTHROPIC_MODEL", raising=False)
-    monkeypatch.delenv("SLUICE_OPENAI_MODEL", raising=False)
-    assert AnthropicProvider().default_model == "claude-haiku-4-5"
-    assert OpenAIProvider().default_model == "gpt-5-mini"
-    monkeypatch.setenv("SLUICE_OPENAI_MODEL", "llama3")
-    assert OpenAIProvider().default_model == "llama3"
+def test_default_models() -> None:
+    # The model a request that names none gets is the settings' (providers hold no default).
+    assert Settings.from_env({}).default_model("anthropic") == "claude-haiku-4-5"
+    assert Settings.from_env({}).default_model("openai") == "gpt-5-mini"
+    assert Settings.from_env({"SLUICE_OPENAI_MODEL": "llama3"}).default_model("openai") == "llama3"
     assert (AnthropicProvider.name, OpenAIProvider.name) == ("anthropic", "openai")

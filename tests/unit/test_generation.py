@@ -52,7 +52,6 @@ class Scripted:
 
     def __init__(self, name: str, *scripts: Script) -> None:
         self.name = name
-        self.default_model = "m"
         self.scripts = list(scripts)
         self.requests: list[ProviderRequest] = []
 
@@ -72,7 +71,7 @@ def run(provider: Any, body: dict[str, Any] | None = None, **env: str) -> tuple[
     gen.attach()
     gen.start()
     gen.join(20)
-    events = [json.loads(e.data) for e in gen.log.entries if e.data != "[DONE]"]
+    events = [json.loads(e.data) for e in gen.journal.entries if e.data != "[DONE]"]
     return events, gen
 
 
@@ -290,11 +289,11 @@ def test_a_cancel_reports_the_breakdown_so_far_with_estimates() -> None:
                      lambda name: Slow("openai"))
     gen.attach()
     gen.start()
-    while not any('"text"' in e.data for e in gen.log.entries):
+    while not any('"text"' in e.data for e in gen.journal.entries):
         gevent.sleep(0.01)
     gen.cancel("user")
     gen.join(5)
-    last = json.loads(gen.log.entries[-2].data)
+    last = json.loads(gen.journal.entries[-2].data)
     assert last["type"] == "cancelled"
     assert last["usage"] == {"input_tokens": 40, "output_tokens": 2, "cache_read_input_tokens": 30, "estimated": True}
 
@@ -308,6 +307,6 @@ def test_a_fallback_answers_and_is_billed_as_the_upstream() -> None:
     gen.attach()
     gen.start()
     gen.join(20)
-    events = [json.loads(e.data) for e in gen.log.entries if e.data != "[DONE]"]
+    events = [json.loads(e.data) for e in gen.journal.entries if e.data != "[DONE]"]
     assert kinds(events)[:2] == ["start", "notice"] and kinds(events)[-1] == "done"
     assert "reasoning" in kinds(events) and gen.upstream == "demo"

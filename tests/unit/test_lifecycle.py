@@ -13,7 +13,7 @@ from gevent.event import Event
 
 from app.backends.memory import MemoryBackend
 from app.config import Settings
-from app.lifecycle.log import EventLog
+from app.lifecycle.journal import Journal
 from app.lifecycle.registry import Registry
 from app.lifecycle.tombstones import Tombstones
 from app.providers.base import Finish, Message, ProviderEvent, ProviderRequest, TextDelta, Usage
@@ -24,7 +24,6 @@ class GatedProvider:
     """Sends one token once `gate` is set, then ends the answer."""
 
     name = "demo"
-    default_model = "gated"
 
     def __init__(self) -> None:
         self.gate = Event()
@@ -74,28 +73,28 @@ def test_tombstones_expire_in_order_and_are_capped() -> None:
 
 
 def test_the_log_keeps_each_event_once_as_wire_bytes() -> None:
-    log = EventLog("s" * 22)
-    log.append({"type": "start"})
-    entry = log.append_text('he said "hi"\n')
+    journal = Journal("s" * 22)
+    journal.append({"type": "start"})
+    entry = journal.append_text('he said "hi"\n')
     assert entry.wire == b'id: ' + b"s" * 22 + b':2\ndata: {"type":"text","content":"he said \\"hi\\"\\n"}\n\n'
     assert entry.data == '{"type":"text","content":"he said \\"hi\\"\\n"}'
     assert not entry.done
-    done = log.append("[DONE]")
-    assert done.done and log.closed
-    assert log.nbytes >= sum(len(e.wire) for e in log.after(0))
+    done = journal.append("[DONE]")
+    assert done.done and journal.closed
+    assert journal.nbytes >= sum(len(e.wire) for e in journal.after(0))
     assert not hasattr(entry, "__dict__")
 
 
-class LogFeed:
-    """A bare EventLog as a Feed (what a Generation is to its subscribers)."""
+class JournalFeed:
+    """A bare Journal as a Feed (what a Generation is to its subscribers)."""
 
-    def __init__(self, log: EventLog) -> None:
-        self.log = log
-        self.wait_after = log.wait_after
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.wait_after = journal.wait_after
 
     @property
     def closed(self) -> bool:
-        return self.log.closed
+        return self.journal.closed
 
     def attach(self) -> None:
         pass
@@ -107,12 +106,12 @@ class LogFeed:
 def test_events_that_piled_up_share_one_write_within_the_write_bound() -> None:
     from app.lifecycle.delivery import Delivery
 
-    log = EventLog("s" * 22)
+    journal = Journal("s" * 22)
     for i in range(50):
-        log.append_text(f"t{i} " * 100)  # ~420 bytes each
-    log.append({"type": "done"})
-    log.append("[DONE]")
-    body = Delivery(LogFeed(log), 0, heartbeat=5, max_write=4096)
+        journal.append_text(f"t{i} " * 100)  # ~420 bytes each
+    journal.append({"type": "done"})
+    journal.append("[DONE]")
+    body = Delivery(JournalFeed(journal), 0, heartbeat=5, max_write=4096)
     chunks = list(body)
     body.close()
     assert len(chunks) > 3 and all(len(c) <= 4096 + 16 for c in chunks)
@@ -123,10 +122,10 @@ def test_events_that_piled_up_share_one_write_within_the_write_bound() -> None:
 def test_a_reader_beyond_the_end_of_a_closed_log_ends_at_once() -> None:
     from app.lifecycle.delivery import Delivery
 
-    log = EventLog("s" * 22)
-    log.append({"type": "done"})
-    log.append("[DONE]")
-    body = Delivery(LogFeed(log), 99999, heartbeat=5)
+    journal = Journal("s" * 22)
+    journal.append({"type": "done"})
+    journal.append("[DONE]")
+    body = Delivery(JournalFeed(journal), 99999, heartbeat=5)
     with gevent.Timeout(2):
         chunks = list(body)
     assert chunks == [b"retry: 3000\n\n"]

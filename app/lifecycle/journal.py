@@ -1,13 +1,13 @@
-"""A generation's event log: numbered, encoded once, stored once, replayable, followed live.
+"""The journal: a generation's events, numbered, encoded once, stored once, replayable, followed live.
 
 Producer and subscribers meet here. The producer appends; each subscriber asks for "everything
 after seq N", and waits on a wake-up event when it has seen it all. Each event is encoded to its
 SSE bytes once, at append time, and only those bytes are kept: ten tabs on one generation cost
 one encode per event, and a replay is a slice of this list.
 
-The log is bounded in bytes (`max_bytes`): an event that would pass the bound is refused with
-`LogFull`, and the generation ends with an error (its terminal event and `[DONE]` are always let
-in, so every stream still ends properly).
+The journal is bounded in bytes (`max_bytes`): an event that would pass the bound is refused with
+`JournalFull`, and the generation ends with an error (its terminal event and `[DONE]` are always
+let in, so every stream still ends properly).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ _TEXT_HEAD = b'\ndata: {"type":"text","content":'
 _escape = json.JSONEncoder(ensure_ascii=False).encode
 
 
-class LogFull(Exception):
-    """An event would take the log past its byte bound."""
+class JournalFull(Exception):
+    """An event would take the journal past its byte bound."""
 
 
 class Entry(NamedTuple):
@@ -63,7 +63,7 @@ def make_entry(stream_id: str, seq: int, data: str) -> Entry:
     return Entry(seq, sse.encode(data, id=f"{stream_id}:{seq}"))
 
 
-class EventLog:
+class Journal:
     """Append-only list of entries with a wake-up for followers, bounded in bytes."""
 
     __slots__ = ("stream_id", "entries", "nbytes", "max_bytes", "_prefix", "_wake", "_waiters")
@@ -83,13 +83,13 @@ class EventLog:
 
     @property
     def closed(self) -> bool:
-        """True once `[DONE]` is in the log."""
+        """True once `[DONE]` is in the journal."""
         return bool(self.entries) and self.entries[-1].done
 
     def append(self, payload: dict[str, Any] | str, *, bounded: bool = True) -> Entry:
         """Add one event (a payload dict, or the `[DONE]` marker) and wake every follower.
 
-        Raises `LogFull` when `bounded` and the event would pass `max_bytes`.
+        Raises `JournalFull` when `bounded` and the event would pass `max_bytes`.
         """
         data = payload if isinstance(payload, str) else sse.dumps(payload)
         if "\n" in data or "\r" in data:  # never from JSON; a marker or a caller's own text
@@ -105,7 +105,7 @@ class EventLog:
     def _add(self, wire: bytes, bounded: bool) -> Entry:
         size = len(wire) + ENTRY_OVERHEAD
         if bounded and self.max_bytes and self.nbytes + size > self.max_bytes:
-            raise LogFull(self.max_bytes)
+            raise JournalFull(self.max_bytes)
         entry = Entry(len(self.entries) + 1, wire)
         self.entries.append(entry)
         self.nbytes += size
@@ -123,7 +123,7 @@ class EventLog:
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
         """Entries after `seq`, waiting up to `timeout` for one if there are none yet.
 
-        Returns [] at once for a closed log with nothing after `seq`: nothing more will come.
+        Returns [] at once for a closed journal with nothing after `seq`: nothing more will come.
         """
         if len(self.entries) > seq or self.closed or (timeout is not None and timeout <= 0):
             return self.after(seq)
