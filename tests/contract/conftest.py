@@ -14,7 +14,6 @@ from typing import Any
 
 import requests
 
-from tests.browser.conftest import browser, page  # noqa: F401  (Chromium fixtures for test_page)
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
 from tests.support.sse import Event, Stream, open_stream
