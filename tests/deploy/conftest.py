@@ -223,6 +223,10 @@ def make_stack(
             (static_root / "sluice-test.css").write_text("body { color: teal; }\n")
             full_env = base_env(**(env or {}))
             full_env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / f"prometheus{n}")
+            if app and graceful_timeout is None and "SLUICE_GRACEFUL_TIMEOUT" not in full_env:
+                # The echo app has no Sluice drain: with the config's default graceful timeout
+                # (SLUICE_MAX_DURATION + 10 s) its worker would outwait the test's stop.
+                full_env["SLUICE_GRACEFUL_TIMEOUT"] = "3"
             cls_kwargs: dict[str, object] = {
                 "workers": workers, "config": GUNICORN_CONF, "graceful_timeout": graceful_timeout,
             }
