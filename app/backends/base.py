@@ -3,26 +3,28 @@
 The registry keeps every generation this worker runs in memory and serves its subscribers
 from there (the fast path). The backend answers for everything else:
 
-- early-cancel tombstones (an id cancelled before its generation exists);
+- early-cancel tombstones (an id cancelled before its generation exists) and id claims;
+- a mirror of this worker's generations (their events and status), so other workers can
+  find, follow and cancel them;
 - generations that run on *another* worker: their status, their events (a `Feed` to replay
-  and follow), and delivering a cancel to whichever worker owns them;
-- a mirror of this worker's generations, so other workers can do the above.
+  and follow), and delivering a cancel to whichever worker owns them.
 
-`MemoryBackend` is the single-process answer: nothing runs elsewhere, so remote lookups find
-nothing. `RedisBackend` fills the same methods from Redis.
+A backend never sees a `Generation`: it mirrors a `Mirrored` view (its events after a seq and
+its status), and what it must ask of this worker (a cancel from elsewhere, followers that left)
+goes through `Local`, which the registry implements. `MemoryBackend` is the single-process
+answer: nothing runs elsewhere, so remote lookups find nothing; `tests/unit/fake_backend.py`
+plays "the other workers" in memory for the registry's tests. `RedisBackend` fills the same
+methods from Redis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from gevent.event import Event
 
 from app.lifecycle.journal import Entry
-
-if TYPE_CHECKING:
-    from app.lifecycle.generation import Generation
 
 
 class Feed(Protocol):
@@ -49,8 +51,53 @@ class Feed(Protocol):
         ...
 
 
-# Called by the backend when a cancel for `stream_id` reaches this worker from elsewhere.
-CancelHandler = Callable[[str, str], bool]
+class Mirrored(Protocol):
+    """What a backend sees of one of this worker's generations: enough to mirror it, no more."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def owner(self) -> str | None:
+        """The principal that started it (None: authentication off)."""
+        ...
+
+    @property
+    def client(self) -> str:
+        """The client key it counts against (SLUICE_MAX_STREAMS_PER_CLIENT)."""
+        ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def ended(self) -> bool:
+        """Not running, and every event, `[DONE]` included, is in (nothing more will come)."""
+        ...
+
+    def events_after(self, seq: int) -> Sequence[Entry]:
+        """Every entry with a seq greater than `seq` (no count bound: the mirror takes the tail)."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """The JSON of `GET /streams/<id>` (state, provider, model, created_at, events, usage, stop_reason)."""
+        ...
+
+
+class Local(Protocol):
+    """What a backend may ask of this worker's registry, on behalf of the other workers."""
+
+    def cancel_local(self, stream_id: str, reason: str, principal: str | None) -> bool:
+        """A cancel sent from elsewhere: True if it stopped a running generation of `principal`'s."""
+        ...
+
+    def followers_left(self, stream_id: str) -> None:
+        """The clients that followed `stream_id` through other workers left (or vanished)."""
+        ...
+
+    def unattended(self) -> list[str]:
+        """Ids of running generations that nobody follows here and no disconnect grace watches."""
+        ...
 
 
 class Backend(Protocol):
@@ -59,8 +106,10 @@ class Backend(Protocol):
     shared: bool
     """True when other workers/hosts can see this worker's generations (Redis)."""
 
-    def start(self, on_cancel: CancelHandler) -> None:
-        """Begin background work (e.g. the pub/sub listener); `on_cancel` stops a local generation."""
+    # -- life ---------------------------------------------------------------------------------
+
+    def start(self, local: Local) -> None:
+        """Begin background work (e.g. the pub/sub listener); `local` answers for this worker."""
         ...
 
     def close(self) -> None:
@@ -69,6 +118,12 @@ class Backend(Protocol):
 
     def ready(self) -> tuple[bool, str]:
         """(ready, reason) for /readyz."""
+        ...
+
+    # -- ids: claims and tombstones -----------------------------------------------------------
+
+    def claim(self, stream_id: str, ttl: float) -> bool:
+        """Reserve a stream id for a generation on this worker; False if it is in use anywhere."""
         ...
 
     def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
@@ -83,24 +138,30 @@ class Backend(Protocol):
         """
         ...
 
-    def claim(self, stream_id: str, ttl: float) -> bool:
-        """Reserve a stream id for a generation on this worker; False if it is in use anywhere."""
-        ...
+    # -- the mirror of this worker's generations ----------------------------------------------
 
-    def register(self, generation: Generation) -> None:
+    def mirror(self, view: Mirrored) -> None:
         """A local generation started: publish its status so other workers can find it."""
         ...
 
-    def publish(self, generation: Generation, entry: Entry) -> None:
-        """A local generation appended an event (may be batched)."""
+    def changed(self, stream_id: str, urgent: bool) -> None:
+        """A mirrored generation appended an event (batched; `urgent`: write it now, e.g. `[DONE]`).
+
+        Called for every event: it must never block or do I/O.
+        """
         ...
 
-    def finished(self, generation: Generation) -> None:
-        """A local generation ended: publish its final status and start the replay TTL."""
+    def finished(self, stream_id: str) -> None:
+        """A mirrored generation ended: write its final status and start the replay TTL."""
         ...
+
+    # -- generations elsewhere ----------------------------------------------------------------
 
     def remote_status(self, stream_id: str) -> dict[str, Any] | None:
-        """Status of a generation that is not in this worker's registry, or None."""
+        """Status of a generation that is not in this worker's registry, or None.
+
+        It carries its `owner` (for the registry to check; never shown to clients).
+        """
         ...
 
     def remote_feed(self, stream_id: str) -> Feed | None:
@@ -115,6 +176,7 @@ class Backend(Protocol):
         """True if clients follow `stream_id` through other workers."""
         ...
 
-    def active_for_client(self, client: str) -> int:
-        """Running generations of `client` across all workers (0 if not tracked)."""
+    def active_elsewhere(self, client: str) -> int:
+        """Running generations of `client` on the other workers (0 if not tracked)."""
         ...
+

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from app.backends.base import CancelHandler, Feed
+from app.backends.base import Feed, Local, Mirrored
 from app.config import Settings
-from app.lifecycle.journal import Entry
 from app.lifecycle.tombstones import Tombstones, tombstone_name
-
-if TYPE_CHECKING:
-    from app.lifecycle.generation import Generation
 
 
 class MemoryBackend:
-    """Tombstones in a dict; every remote lookup finds nothing, because nothing runs elsewhere."""
+    """Tombstones in a dict; nothing to mirror and every remote lookup finds nothing, because
+    nothing runs elsewhere."""
 
     shared = False
 
@@ -22,7 +19,7 @@ class MemoryBackend:
         self.settings = settings
         self._tombstones = Tombstones(settings.max_tombstones)
 
-    def start(self, on_cancel: CancelHandler) -> None:
+    def start(self, local: Local) -> None:
         """Nothing to start (app.backends.workers warns when several workers share nothing)."""
 
     def close(self) -> None:
@@ -31,22 +28,22 @@ class MemoryBackend:
     def ready(self) -> tuple[bool, str]:
         return True, "in-process backend"
 
+    def claim(self, stream_id: str, ttl: float) -> bool:
+        return True  # the registry checks its own dict; nobody else can hold the id
+
     def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
         self._tombstones.add(tombstone_name(stream_id, principal), ttl)
 
     def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
         return self._tombstones.take(tombstone_name(stream_id, principal))
 
-    def claim(self, stream_id: str, ttl: float) -> bool:
-        return True  # the registry checks its own dict; nobody else can hold the id
-
-    def register(self, generation: Generation) -> None:
+    def mirror(self, view: Mirrored) -> None:
         pass
 
-    def publish(self, generation: Generation, entry: Entry) -> None:
+    def changed(self, stream_id: str, urgent: bool) -> None:
         pass
 
-    def finished(self, generation: Generation) -> None:
+    def finished(self, stream_id: str) -> None:
         pass
 
     def remote_status(self, stream_id: str) -> dict[str, Any] | None:
@@ -61,5 +58,5 @@ class MemoryBackend:
     def remote_subscribers(self, stream_id: str) -> bool:
         return False
 
-    def active_for_client(self, client: str) -> int:
+    def active_elsewhere(self, client: str) -> int:
         return 0

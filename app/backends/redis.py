@@ -4,7 +4,7 @@
     producer ─publish─▶ writer greenlet ──pipeline──▶ sluice:{id}:events ◀─XREAD BLOCK── RedisFeed
                                             sluice:{id}:meta      ◀─HGETALL── GET /streams/<id>
     listener greenlet ◀──── sluice:worker:A ◀──PUBLISH + HSET inbox── POST /cancel
-       └─ kills the generation's greenlet (registry.cancel_local)
+       └─ kills the generation's greenlet (registry.cancel_local, through `Local`)
 
 Per worker: ONE listener greenlet (pub/sub; it also ticks once a second: the cancel inbox,
 presence refresh, orphan check, recovery probe) and ONE writer greenlet (app.backends.redis_writer).
@@ -27,7 +27,7 @@ import os
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 import redis
@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from app.backends.base import CancelHandler, Feed
+from app.backends.base import Feed, Local, Mirrored
 from app.backends.redis_feed import RedisFeed
 from app.backends.redis_keys import (
     ALIVE_TTL,
@@ -51,11 +51,8 @@ from app.backends.redis_keys import (
 )
 from app.backends.redis_writer import Mirror, Writer, meta_fields
 from app.config import Settings
-from app.lifecycle.journal import DONE, Entry
+from app.lifecycle.journal import DONE
 from app.lifecycle.tombstones import tombstone_name
-
-if TYPE_CHECKING:
-    from app.lifecycle.generation import Generation
 
 log = logging.getLogger("sluice.redis")
 
@@ -90,7 +87,7 @@ class RedisBackend:
         self.up = Event()  # set while Redis answers
         self._state = "unknown"  # unknown | up | down
         self._reason = "not started"
-        self._on_cancel: CancelHandler | None = None
+        self._local: Local | None = None
         self._writer = Writer(self)
         self._listener: gevent.Greenlet | None = None
         self._closing = False
@@ -100,8 +97,8 @@ class RedisBackend:
 
     # -- life ---------------------------------------------------------------------------------
 
-    def start(self, on_cancel: CancelHandler) -> None:
-        self._on_cancel = on_cancel
+    def start(self, local: Local) -> None:
+        self._local = local
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         options: dict[str, Any] = {
             "decode_responses": True,
@@ -182,8 +179,8 @@ class RedisBackend:
             script = self._scripts[source] = self.client.register_script(source)
         return script
 
-    def ttl_for(self, gen: Generation) -> int:
-        return self.running_ttl if gen.running else self.replay_ttl
+    def ttl_for(self, view: Mirrored) -> int:
+        return self.running_ttl if view.running else self.replay_ttl
 
     # -- tombstones and claims ----------------------------------------------------------------
 
@@ -215,28 +212,28 @@ class RedisBackend:
 
     # -- mirroring this worker's generations --------------------------------------------------
 
-    def write_registration(self, pipe: Any, gen: Generation) -> None:
-        """Claim, status hash and client count of `gen`, queued on `pipe`."""
-        ttl = self.ttl_for(gen)
-        meta = stream_key(gen.id, "meta")
-        pipe.set(stream_key(gen.id, "claim"), self.worker_id, ex=ttl)
-        pipe.hset(meta, mapping=meta_fields(gen, self.worker_id))
+    def write_registration(self, pipe: Any, view: Mirrored) -> None:
+        """Claim, status hash and client count of a generation, queued on `pipe`."""
+        ttl = self.ttl_for(view)
+        meta = stream_key(view.id, "meta")
+        pipe.set(stream_key(view.id, "claim"), self.worker_id, ex=ttl)
+        pipe.hset(meta, mapping=meta_fields(view, self.worker_id))
         pipe.expire(meta, ttl)
-        active = client_key(gen.client)
-        if gen.running:
+        active = client_key(view.client)
+        if view.running:
             pipe.zremrangebyscore(active, "-inf", time.time())
-            pipe.zadd(active, {f"{self.worker_id}|{gen.id}": time.time() + self.running_ttl})
+            pipe.zadd(active, {f"{self.worker_id}|{view.id}": time.time() + self.running_ttl})
             pipe.expire(active, self.running_ttl)
 
-    def register(self, generation: Generation) -> None:
-        mirror = Mirror(generation)
-        self.mirrors[generation.id] = mirror
+    def mirror(self, view: Mirrored) -> None:
+        mirror = Mirror(view)
+        self.mirrors[view.id] = mirror
         if self.usable():
             # Written now, not batched: a cancel or status on another worker right after the
             # 201 must find it.
             try:
                 pipe = self.client.pipeline(transaction=False)
-                self.write_registration(pipe, generation)
+                self.write_registration(pipe, view)
                 pipe.execute()
                 mirror.synced = True
             except (RedisError, OSError) as exc:
@@ -244,17 +241,17 @@ class RedisBackend:
         if not mirror.synced:
             self._writer.mark(mirror)
 
-    def publish(self, generation: Generation, entry: Entry) -> None:
-        mirror = self.mirrors.get(generation.id)
+    def changed(self, stream_id: str, urgent: bool) -> None:
+        mirror = self.mirrors.get(stream_id)
         if mirror is not None:
-            self._writer.mark(mirror, urgent=entry.done)
+            self._writer.mark(mirror, urgent=urgent)
 
-    def finished(self, generation: Generation) -> None:
-        mirror = self.mirrors.get(generation.id)
+    def finished(self, stream_id: str) -> None:
+        mirror = self.mirrors.get(stream_id)
         if mirror is None:
             return
         self._writer.mark(mirror, urgent=True)
-        gevent.spawn_later(self.settings.replay_ttl_seconds + 1, self._forget, generation.id, mirror)
+        gevent.spawn_later(self.settings.replay_ttl_seconds + 1, self._forget, stream_id, mirror)
 
     def _forget(self, stream_id: str, mirror: Mirror) -> None:
         if self.mirrors.get(stream_id) is mirror:
@@ -393,7 +390,7 @@ class RedisBackend:
             self.mark_down(exc)
             return False
 
-    def active_for_client(self, client: str) -> int:
+    def active_elsewhere(self, client: str) -> int:
         """Running generations of `client` on OTHER workers (the registry counts its own)."""
         if not self.usable():
             return 0
@@ -447,17 +444,14 @@ class RedisBackend:
             sid = message["sid"]
         except (ValueError, KeyError, TypeError):
             return True
-        mirror = self.mirrors.get(sid)
-        if mirror is None:
+        if sid not in self.mirrors or self._local is None:
             # Not (yet) registered here: keep an inbox entry a while (a claim just made).
             return not from_inbox or time.time() - float(message.get("at") or 0) > INBOX_TTL / 2
-        gen = mirror.gen
         if message.get("op") == "cancel":
-            if gen.running and (gen.owner is None or gen.owner == message.get("owner")) and self._on_cancel:
-                self._on_cancel(sid, str(message.get("reason") or "user"))
+            self._local.cancel_local(sid, str(message.get("reason") or "user"), message.get("owner"))
         elif message.get("op") == "idle":
             # When the grace expires, the generation checks remote presence again.
-            gen.recheck_attached()
+            self._local.followers_left(sid)
         return True
 
     def _tick(self) -> None:
@@ -482,13 +476,14 @@ class RedisBackend:
             pipe.expire(stream_key(sid, "subs"), self.running_ttl)
         # A generation nobody follows here, and whose remote followers vanished without a word
         # (their worker died): arm its grace, so it does not run on for nobody.
-        orphans = [m.gen for m in self.mirrors.values() if m.gen.unattended]
-        for gen in orphans:
-            pipe.zcount(stream_key(gen.id, "subs"), time.time(), "+inf")
+        local = self._local
+        orphans = local.unattended() if local is not None else []
+        for sid in orphans:
+            pipe.zcount(stream_key(sid, "subs"), time.time(), "+inf")
         results = pipe.execute()
-        for gen, count in zip(orphans, results[len(results) - len(orphans) :], strict=True):
-            if not count:
-                gen.recheck_attached()
+        for sid, count in zip(orphans, results[len(results) - len(orphans) :], strict=True):
+            if not count and local is not None:
+                local.followers_left(sid)
 
 
 def _tomb_key(stream_id: str, principal: str | None) -> str:

@@ -11,8 +11,8 @@
 So a token costs no round trip of its own: one flush carries every event of every stream
 that arrived in the last FLUSH_INTERVAL, and only a stream's end is written at once.
 
-Nothing is queued but a reference to the generation: the entries to write are the tail of its
-own journal after the last seq written (`Mirror.written`). So a failed flush loses nothing and
+Nothing is queued but a reference to a view of the generation (`app.backends.base.Mirrored`):
+the entries to write are its events after the last seq written (`Mirror.written`). So a failed flush loses nothing and
 holds no extra memory — the mirror is marked unsynced and, once Redis answers again, the
 writer asks Redis for the last entry it has (`XREVRANGE + - COUNT 1`) and writes the rest,
 status and claim included. That also covers a Redis that restarted empty.
@@ -40,12 +40,12 @@ import gevent
 from gevent.event import Event
 from redis.exceptions import RedisError, ResponseError
 
+from app.backends.base import Mirrored
 from app.backends.redis_keys import ALIVE_TTL, client_key, entry_id, seq_of, stream_key, worker_alive
 from app.lifecycle.journal import DONE
 
 if TYPE_CHECKING:
     from app.backends.redis import RedisBackend
-    from app.lifecycle.generation import Generation
 
 log = logging.getLogger("sluice.redis")
 
@@ -57,29 +57,30 @@ PROGRESS_INTERVAL = 0.5  # seconds between updates of a running generation's eve
 class Mirror:
     """What Redis holds of one local generation."""
 
-    __slots__ = ("gen", "written", "synced", "final", "progress_at")
+    __slots__ = ("view", "written", "synced", "final", "progress_at")
 
-    def __init__(self, gen: Generation) -> None:
-        self.gen = gen
+    def __init__(self, view: Mirrored) -> None:
+        self.view = view
         self.written = 0  # last seq known to be in the Redis stream
         self.synced = False  # claim/meta written and `written` trustworthy
         self.final = False  # terminal status written (or the stream was ended elsewhere)
         self.progress_at = 0.0  # monotonic time of the last progress update in the status hash
 
 
-def meta_fields(gen: Generation, worker_id: str) -> dict[str, Any]:
+def meta_fields(view: Mirrored, worker_id: str) -> dict[str, Any]:
     """The whole status hash of a generation."""
+    status = view.status()
     return {
         "worker": worker_id,
-        "owner": json.dumps(gen.owner),
-        "client": gen.client,
-        "state": gen.state,
-        "provider": gen.provider_name,
-        "model": gen.model,
-        "created_at": repr(gen.created_at),
-        "events": gen.journal.last_seq,
-        "usage": json.dumps(gen.usage()),
-        "stop_reason": json.dumps(gen.stop_reason),
+        "owner": json.dumps(view.owner),
+        "client": view.client,
+        "state": status["state"],
+        "provider": status["provider"],
+        "model": status["model"],
+        "created_at": repr(status["created_at"]),
+        "events": status["events"],
+        "usage": json.dumps(status["usage"]),
+        "stop_reason": json.dumps(status["stop_reason"]),
     }
 
 
@@ -100,7 +101,7 @@ class Writer:
 
     def mark(self, mirror: Mirror, urgent: bool = False) -> None:
         """Queue a flush of `mirror` (cheap: called on every event)."""
-        self.dirty[mirror.gen.id] = mirror
+        self.dirty[mirror.view.id] = mirror
         self._pending += 1
         if urgent or self._pending >= FLUSH_AT:
             self._urgent.set()
@@ -159,7 +160,7 @@ class Writer:
         if unsynced:
             pipe = r.pipeline(transaction=False)
             for m in unsynced:
-                pipe.xrevrange(stream_key(m.gen.id, "events"), "+", "-", count=1)
+                pipe.xrevrange(stream_key(m.view.id, "events"), "+", "-", count=1)
             for m, rows in zip(unsynced, pipe.execute(), strict=True):
                 m.written = seq_of(rows[0][0]) if rows else 0
                 if rows and rows[0][1].get("d") == DONE:
@@ -174,30 +175,31 @@ class Writer:
         pipe.set(worker_alive(b.worker_id), "1", ex=ALIVE_TTL)  # a worker that writes is alive
         plan: list[tuple[Mirror, int, bool]] = []
         for m in todo:
-            gen = m.gen
-            meta = stream_key(gen.id, "meta")
-            events = stream_key(gen.id, "events")
+            view = m.view
+            meta = stream_key(view.id, "meta")
+            events = stream_key(view.id, "events")
             if not m.synced:
-                b.write_registration(pipe, gen)
-            new = gen.journal.entries[m.written :]
+                b.write_registration(pipe, view)
+            new = view.events_after(m.written)
             for entry in new:
                 pipe.xadd(events, {"d": entry.data}, id=entry_id(entry.seq), maxlen=b.max_events, approximate=True)
             last = new[-1].seq if new else m.written
-            final = not gen.running and gen.journal.closed and last == gen.journal.last_seq
+            # Ended means `[DONE]` is in, and `new` ran to the end: nothing more will come.
+            final = view.ended
             if final:
                 # After the XADDs in the same transaction: a reader that sees the end state
                 # finds the terminal event and [DONE] in the stream.
-                pipe.hset(meta, mapping=meta_fields(gen, b.worker_id))
+                pipe.hset(meta, mapping=meta_fields(view, b.worker_id))
                 ttl = b.replay_ttl
                 for part in ("meta", "events", "claim", "subs"):
-                    pipe.expire(stream_key(gen.id, part), ttl)
-                pipe.zrem(client_key(gen.client), f"{b.worker_id}|{gen.id}")
+                    pipe.expire(stream_key(view.id, part), ttl)
+                pipe.zrem(client_key(view.client), f"{b.worker_id}|{view.id}")
             elif new and (now - m.progress_at >= PROGRESS_INTERVAL or m.written == 0):
-                pipe.hset(meta, mapping={"events": last, "usage": json.dumps(gen.usage())})
+                pipe.hset(meta, mapping={"events": last, "usage": json.dumps(view.status()["usage"])})
                 # Expiries again with each progress update: a Redis that lost its data (a
                 # restart) gets these keys back from the XADD/HSET alone, without one.
                 for key in (meta, events):
-                    pipe.expire(key, b.ttl_for(gen))
+                    pipe.expire(key, b.ttl_for(view))
                 m.progress_at = now
             plan.append((m, last, final))
         # A refusal at queue time (OOM, READONLY) aborts the transaction: pipe.execute raises

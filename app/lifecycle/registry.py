@@ -6,12 +6,12 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gevent
 
-from app.backends.base import Backend, Feed
+from app.backends.base import Backend, Feed, Mirrored
 from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle.generation import Generation, ProviderFactory
@@ -35,6 +35,52 @@ def new_stream_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+class _Followed(Generation):
+    """A generation whose clients may also follow it through other workers (the backend knows)."""
+
+    def __init__(self, *args: Any, backend: Backend, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._backend = backend
+
+    def remote_subscribers(self) -> bool:
+        return self._backend.remote_subscribers(self.id)
+
+
+class GenerationView:
+    """What the backend sees of a generation (`Mirrored`): its events and status, nothing to steer."""
+
+    __slots__ = ("_gen",)
+
+    def __init__(self, gen: Generation) -> None:
+        self._gen = gen
+
+    @property
+    def id(self) -> str:
+        return self._gen.id
+
+    @property
+    def owner(self) -> str | None:
+        return self._gen.owner
+
+    @property
+    def client(self) -> str:
+        return self._gen.client
+
+    @property
+    def running(self) -> bool:
+        return self._gen.running
+
+    @property
+    def ended(self) -> bool:
+        return not self._gen.running and self._gen.journal.closed
+
+    def events_after(self, seq: int) -> Sequence[Entry]:
+        return self._gen.journal.entries[max(seq, 0) :]
+
+    def status(self) -> dict[str, Any]:
+        return self._gen.status()
+
+
 class Registry:
     """Generations owned by this worker, plus the backend for the ones it does not own."""
 
@@ -53,7 +99,7 @@ class Registry:
         """Start the backend's background work on first use (never at import time)."""
         if not self._started:
             self._started = True
-            self.backend.start(self.cancel_local)
+            self.backend.start(self)
 
     # -- counts -------------------------------------------------------------------------------
 
@@ -83,7 +129,7 @@ class Registry:
         if len(self.running()) >= self.settings.max_streams:
             raise RequestError(503, "The server is at capacity; try again shortly", type="overloaded",
                                headers={"Retry-After": "5"})
-        busy = self._per_client[client] + (self.backend.active_for_client(client) if self.backend.shared else 0)
+        busy = self._per_client[client] + self.backend.active_elsewhere(client)
         if busy >= self.settings.max_streams_per_client:
             raise RequestError(429, "Too many streams running for this client; wait for one to end",
                                type="rate_limit", headers={"Retry-After": "5"})
@@ -91,24 +137,24 @@ class Registry:
         if stream_id in self.local or not self.backend.claim(stream_id, self.settings.max_duration + 60):
             raise RequestError(409, "stream_id is already in use", field="stream_id")
         cancelled = self.backend.take_tombstone(stream_id, owner)
-        gen = Generation(
+        gen = _Followed(
             stream_id, spec, self.settings, self.providers,
             owner=owner, client=client, on_entry=self._on_entry, on_end=self._on_end,
             trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
+            backend=self.backend,
         )
-        if self.backend.shared:
-            gen.remote_subscribers = lambda: self.backend.remote_subscribers(stream_id)  # type: ignore[method-assign]
         self.local[stream_id] = gen
         self._per_client[client] += 1
         metrics.generation_started()
-        self.backend.register(gen)
+        view: Mirrored = GenerationView(gen)
+        self.backend.mirror(view)
         if attached:
             gen.attach()
         gen.start(cancelled=cancelled)
         return gen
 
     def _on_entry(self, gen: Generation, entry: Entry) -> None:
-        self.backend.publish(gen, entry)
+        self.backend.changed(gen.id, entry.done)
 
     def _on_end(self, gen: Generation) -> None:
         self._per_client[gen.client] -= 1
@@ -140,7 +186,7 @@ class Registry:
             fields["prompt"] = gen.spec.prompt_text
             fields["answer"] = gen.relay.answer
         log_generation(fields)
-        self.backend.finished(gen)
+        self.backend.finished(gen.id)
         # A timer in the event loop, not a greenlet: thousands of finished generations may be
         # waiting out their replay TTL at once.
         timer = gevent.get_hub().loop.timer(self.settings.replay_ttl_seconds)
@@ -174,10 +220,22 @@ class Registry:
 
     # -- cancel -------------------------------------------------------------------------------
 
-    def cancel_local(self, stream_id: str, reason: str) -> bool:
-        """Cancel a generation of this worker (the backend calls this for remote cancels)."""
+    # -- what the backend asks on behalf of the other workers (app.backends.base.Local) ---------
+
+    def cancel_local(self, stream_id: str, reason: str, principal: str | None) -> bool:
+        """A cancel sent from another worker: stop `principal`'s generation running here."""
         gen = self.local.get(stream_id)
-        return gen is not None and gen.cancel(reason)
+        return gen is not None and visible_to(gen.owner, principal) and gen.cancel(reason)
+
+    def followers_left(self, stream_id: str) -> None:
+        """Clients following through other workers left: nobody here either starts the grace."""
+        gen = self.local.get(stream_id)
+        if gen is not None:
+            gen.recheck_attached()
+
+    def unattended(self) -> list[str]:
+        """Running generations nobody follows here, with no disconnect grace counting down."""
+        return [sid for sid, gen in self.local.items() if gen.unattended]
 
     def cancel(self, stream_id: str, owner: str | None) -> tuple[int, dict[str, Any]]:
         """POST /cancel: (status, body) per the contract."""

@@ -6,36 +6,16 @@ a gate and decides exactly what the producer and the cancel see.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-
 import gevent
-from gevent.event import Event
 
 from app.backends.memory import MemoryBackend
 from app.config import Settings
 from app.lifecycle.journal import Journal
 from app.lifecycle.registry import Registry
 from app.lifecycle.tombstones import Tombstones
-from app.providers.base import Finish, Message, ProviderEvent, ProviderRequest, TextDelta, Usage
+from app.providers.base import Message
 from app.validation import GenerationSpec
-
-
-class GatedProvider:
-    """Sends one token once `gate` is set, then ends the answer."""
-
-    name = "demo"
-
-    def __init__(self) -> None:
-        self.gate = Event()
-        self.waiting = Event()
-
-    def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
-        yield Usage(input_tokens=1)
-        self.waiting.set()
-        self.gate.wait()
-        yield TextDelta("hi")
-        yield Usage(output_tokens=1)
-        yield Finish("end_turn")
+from tests.unit.fakes import GatedProvider
 
 
 def make_registry(provider: GatedProvider, **env: str) -> Registry:
