@@ -123,29 +123,31 @@ class SharedRevocations:
     def __init__(self, app: Flask) -> None:
         self.app = app
 
-    def _backend(self) -> Any:
+    def _connection(self) -> Any:
+        """The Redis backend's connection (app.backends.redis.connection), while Redis answers."""
         registry = self.app.extensions["sluice"]
         if not getattr(registry.backend, "shared", False):
             return None
         registry.ensure_started()
-        return registry.backend if registry.backend.usable() else None
+        conn = getattr(registry.backend, "connection", None)
+        return conn if conn is not None and conn.usable() else None
 
     def add(self, sid: str, ttl: int) -> None:
-        backend = self._backend()
-        if backend is not None:
+        conn = self._connection()
+        if conn is not None:
             try:
-                backend.client.set(_revoked_key(sid), "1", ex=ttl)
+                conn.client.set(_revoked_key(sid), "1", ex=ttl)
             except (_redis_error(), OSError) as exc:
-                backend.mark_down(exc)
+                conn.mark_down(exc)
 
     def has(self, sid: str) -> bool:
-        backend = self._backend()
-        if backend is None:
+        conn = self._connection()
+        if conn is None:
             return False
         try:
-            return bool(backend.client.exists(_revoked_key(sid)))
+            return bool(conn.client.exists(_revoked_key(sid)))
         except (_redis_error(), OSError) as exc:
-            backend.mark_down(exc)
+            conn.mark_down(exc)
             return False
 
 

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 import redis
 
-from app.backends.redis import RedisBackend
-from app.backends.redis_feed import RedisFeed
+from app.backends.redis.connection import Connection
+from app.backends.redis.feed import RedisFeed
+from app.backends.redis.keys import Lifetimes
+from app.backends.redis.presence import Presence
 from app.config import Settings
 
 pytestmark = pytest.mark.timeout(30)
@@ -63,13 +65,19 @@ def assert_one_clean_end(kinds: list[str], state: str) -> None:
 
 
 @pytest.fixture
-def backend(redis_server) -> RedisBackend:  # type: ignore[no-untyped-def]
-    b = RedisBackend(Settings.from_env({"SLUICE_PROVIDER": "demo", "SLUICE_REDIS_URL": redis_server.url}))
+def backend(redis_server) -> Connection:  # type: ignore[no-untyped-def]
+    b = Connection(redis_server.url)
     b.client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     return b
 
 
-def test_owner_that_finished_meanwhile_keeps_its_end_and_state(backend: RedisBackend) -> None:
+def follower(conn: Connection, sid: str) -> RedisFeed:
+    """A follower (on another worker) of `sid`, owned by the worker `w-owner`."""
+    settings = Settings.from_env({"SLUICE_PROVIDER": "demo"})
+    return RedisFeed(conn, Presence(conn, Lifetimes.of(settings)), sid, "w-owner", closed=False)
+
+
+def test_owner_that_finished_meanwhile_keeps_its_end_and_state(backend: Connection) -> None:
     r = backend.client
     sid = "owner-finished-meanwhile"
     setup_stream(r, sid, 3)
@@ -81,31 +89,31 @@ def test_owner_that_finished_meanwhile_keeps_its_end_and_state(backend: RedisBac
 
     owner_finishes_once = once(owner_finishes)
     backend.client = OwnerWritesAfterRead(r, owner_finishes_once)
-    RedisFeed(backend, sid, "w-owner", closed=False)._end_if_owner_died()
+    follower(backend, sid)._end_if_owner_died()
     if ending(r, sid)[0][-1] != DONE:
         owner_finishes_once()  # the cleanup read nothing in between: the owner ends now
     kinds, state = ending(r, sid)
     assert_one_clean_end(kinds, state)
 
 
-def test_owner_that_wrote_meanwhile_is_not_followed_by_done(backend: RedisBackend) -> None:
+def test_owner_that_wrote_meanwhile_is_not_followed_by_done(backend: Connection) -> None:
     r = backend.client
     sid = "owner-wrote-meanwhile"
     setup_stream(r, sid, 3)
     owner_writes = once(lambda: r.xadd(f"sluice:{{{sid}}}:events", {"d": json.dumps({"type": "text"})}, id="0-4"))
     backend.client = OwnerWritesAfterRead(r, owner_writes)
-    RedisFeed(backend, sid, "w-owner", closed=False)._end_if_owner_died()
+    follower(backend, sid)._end_if_owner_died()
     kinds, state = ending(r, sid)
     if DONE in kinds:  # ended by the cleanup: then after everything the owner wrote
         assert_one_clean_end(kinds, state)
         assert state == "error"
 
 
-def test_dead_owner_gets_one_ending_and_a_last_terminal_event_only_done(backend: RedisBackend) -> None:
+def test_dead_owner_gets_one_ending_and_a_last_terminal_event_only_done(backend: Connection) -> None:
     r = backend.client
     sid = "owner-dead"
     setup_stream(r, sid, 3)
-    feed = RedisFeed(backend, sid, "w-owner", closed=False)
+    feed = follower(backend, sid)
     feed._end_if_owner_died()
     feed._end_if_owner_died()  # a second follower: nothing more
     kinds, state = ending(r, sid)
@@ -116,17 +124,17 @@ def test_dead_owner_gets_one_ending_and_a_last_terminal_event_only_done(backend:
     setup_stream(r, sid, 3)
     r.xadd(f"sluice:{{{sid}}}:events", {"d": json.dumps({"type": "cancelled"})}, id="0-4")
     r.hset(f"sluice:{{{sid}}}:meta", "state", "cancelled")
-    RedisFeed(backend, sid, "w-owner", closed=False)._end_if_owner_died()
+    follower(backend, sid)._end_if_owner_died()
     kinds, state = ending(r, sid)
     assert_one_clean_end(kinds, state)
 
 
-def test_living_owner_is_left_alone(backend: RedisBackend) -> None:
+def test_living_owner_is_left_alone(backend: Connection) -> None:
     r = backend.client
     sid = "owner-alive"
     setup_stream(r, sid, 3)
     r.set("sluice:{w:w-owner}:alive", "1", ex=10)
-    RedisFeed(backend, sid, "w-owner", closed=False)._end_if_owner_died()
+    follower(backend, sid)._end_if_owner_died()
     r.delete("sluice:{w:w-owner}:alive")
     assert ending(r, sid) == (["start", "text", "text"], "running")
 

@@ -25,27 +25,37 @@ written, and the batch is retried once Redis takes writes again, so a follower o
 worker always gets the terminal event in the end.
 
 A stream that already ends with `[DONE]` when the writer resyncs was ended by a follower that
-believed this worker dead (app.backends.redis_feed); nothing is written after it.
+believed this worker dead (app.backends.redis.feed); nothing is written after it.
+
+A generation's registration (claim, status hash, client count) is written at once, not
+batched (`add`): a cancel or status on another worker right after the 201 must find it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 from gevent.event import Event
 from redis.exceptions import RedisError, ResponseError
 
 from app.backends.base import Mirrored
-from app.backends.redis_keys import ALIVE_TTL, client_key, entry_id, seq_of, stream_key, worker_alive
+from app.backends.redis.connection import Connection
+from app.backends.redis.keys import (
+    ALIVE_TTL,
+    Lifetimes,
+    client_active_key,
+    encode_progress,
+    encode_status,
+    entry_id,
+    seq_of,
+    stream_key,
+    worker_alive,
+)
 from app.lifecycle.journal import DONE
-
-if TYPE_CHECKING:
-    from app.backends.redis import RedisBackend
 
 log = logging.getLogger("sluice.redis")
 
@@ -67,28 +77,14 @@ class Mirror:
         self.progress_at = 0.0  # monotonic time of the last progress update in the status hash
 
 
-def meta_fields(view: Mirrored, worker_id: str) -> dict[str, Any]:
-    """The whole status hash of a generation."""
-    status = view.status()
-    return {
-        "worker": worker_id,
-        "owner": json.dumps(view.owner),
-        "client": view.client,
-        "state": status["state"],
-        "provider": status["provider"],
-        "model": status["model"],
-        "created_at": repr(status["created_at"]),
-        "events": status["events"],
-        "usage": json.dumps(status["usage"]),
-        "stop_reason": json.dumps(status["stop_reason"]),
-    }
-
-
 class Writer:
     """Batches the mirror writes of every local generation of this worker."""
 
-    def __init__(self, backend: RedisBackend) -> None:
-        self.backend = backend
+    def __init__(self, connection: Connection, lifetimes: Lifetimes, max_events: int) -> None:
+        self.connection = connection
+        self.lifetimes = lifetimes
+        self.max_events = max_events  # MAXLEN ~ of each events stream
+        self.mirrors: dict[str, Mirror] = {}
         self.dirty: dict[str, Mirror] = {}
         self._pending = 0
         self._wake = Event()
@@ -98,6 +94,54 @@ class Writer:
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._loop)
+
+    # -- what the backend hands over ----------------------------------------------------------
+
+    def add(self, view: Mirrored) -> None:
+        """Mirror a generation that just started: its registration is written now."""
+        mirror = Mirror(view)
+        self.mirrors[view.id] = mirror
+        conn = self.connection
+        if conn.usable():
+            try:
+                pipe = conn.client.pipeline(transaction=False)
+                self._queue_registration(pipe, view)
+                pipe.execute()
+                mirror.synced = True
+            except (RedisError, OSError) as exc:
+                conn.mark_down(exc)
+        if not mirror.synced:
+            self.mark(mirror)
+
+    def changed(self, stream_id: str, urgent: bool) -> None:
+        """A mirrored generation appended an event (cheap: called on every event)."""
+        mirror = self.mirrors.get(stream_id)
+        if mirror is not None:
+            self.mark(mirror, urgent=urgent)
+
+    def finished(self, stream_id: str, keep: float) -> None:
+        """A mirrored generation ended: write its end now, forget it after `keep` seconds."""
+        mirror = self.mirrors.get(stream_id)
+        if mirror is None:
+            return
+        self.mark(mirror, urgent=True)
+        gevent.spawn_later(keep, self._forget, stream_id, mirror)
+
+    def _forget(self, stream_id: str, mirror: Mirror) -> None:
+        if self.mirrors.get(stream_id) is mirror:
+            del self.mirrors[stream_id]
+
+    def holds(self, stream_id: str) -> bool:
+        """True while `stream_id` is one of this worker's mirrored generations."""
+        return stream_id in self.mirrors
+
+    def resync(self) -> None:
+        """Redis answers again, maybe empty: find out again what it holds of each generation."""
+        for mirror in self.mirrors.values():
+            mirror.synced = mirror.final = False
+            self.mark(mirror)
+
+    # -- batching -----------------------------------------------------------------------------
 
     def mark(self, mirror: Mirror, urgent: bool = False) -> None:
         """Queue a flush of `mirror` (cheap: called on every event)."""
@@ -113,7 +157,7 @@ class Writer:
         self._closing = True
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=1.0)
-        if self.dirty and self.backend.usable():
+        if self.dirty and self.connection.usable():
             with gevent.Timeout(timeout, False), contextlib.suppress(RedisError, OSError):
                 self.flush()
 
@@ -132,9 +176,9 @@ class Writer:
                 self.flush()
                 backoff = 0.1
             except (RedisError, OSError) as exc:
-                self.backend.mark_down(exc)
+                self.connection.mark_down(exc)
                 # Keep everything (it is in the generations' logs); retry when Redis is back.
-                self.backend.up.wait(backoff)
+                self.connection.up.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
                 self._wake.set()
             except Exception:  # never let the writer die: local streams do not depend on it
@@ -153,9 +197,22 @@ class Writer:
                 self.dirty.setdefault(sid, mirror)
             raise
 
+    def _queue_registration(self, pipe: Any, view: Mirrored) -> None:
+        """Claim, status hash and client count of a generation, queued on `pipe`."""
+        worker_id, ttl, running_ttl = self.connection.worker_id, self.lifetimes.of_view(view), self.lifetimes.running
+        meta = stream_key(view.id, "meta")
+        pipe.set(stream_key(view.id, "claim"), worker_id, ex=ttl)
+        pipe.hset(meta, mapping=encode_status(view, worker_id))
+        pipe.expire(meta, ttl)
+        active = client_active_key(view.client)
+        if view.running:
+            pipe.zremrangebyscore(active, "-inf", time.time())
+            pipe.zadd(active, {f"{worker_id}|{view.id}": time.time() + running_ttl})
+            pipe.expire(active, running_ttl)
+
     def _write(self, batch: dict[str, Mirror]) -> None:
-        b = self.backend
-        r = b.client
+        worker_id = self.connection.worker_id
+        r = self.connection.client
         unsynced = [m for m in batch.values() if not m.synced and not m.final]
         if unsynced:
             pipe = r.pipeline(transaction=False)
@@ -172,34 +229,33 @@ class Writer:
             return
         now = time.monotonic()
         pipe = r.pipeline(transaction=True)
-        pipe.set(worker_alive(b.worker_id), "1", ex=ALIVE_TTL)  # a worker that writes is alive
+        pipe.set(worker_alive(worker_id), "1", ex=ALIVE_TTL)  # a worker that writes is alive
         plan: list[tuple[Mirror, int, bool]] = []
         for m in todo:
             view = m.view
             meta = stream_key(view.id, "meta")
             events = stream_key(view.id, "events")
             if not m.synced:
-                b.write_registration(pipe, view)
+                self._queue_registration(pipe, view)
             new = view.events_after(m.written)
             for entry in new:
-                pipe.xadd(events, {"d": entry.data}, id=entry_id(entry.seq), maxlen=b.max_events, approximate=True)
+                pipe.xadd(events, {"d": entry.data}, id=entry_id(entry.seq), maxlen=self.max_events, approximate=True)
             last = new[-1].seq if new else m.written
             # Ended means `[DONE]` is in, and `new` ran to the end: nothing more will come.
             final = view.ended
             if final:
                 # After the XADDs in the same transaction: a reader that sees the end state
                 # finds the terminal event and [DONE] in the stream.
-                pipe.hset(meta, mapping=meta_fields(view, b.worker_id))
-                ttl = b.replay_ttl
+                pipe.hset(meta, mapping=encode_status(view, worker_id))
                 for part in ("meta", "events", "claim", "subs"):
-                    pipe.expire(stream_key(view.id, part), ttl)
-                pipe.zrem(client_key(view.client), f"{b.worker_id}|{view.id}")
+                    pipe.expire(stream_key(view.id, part), self.lifetimes.replay)
+                pipe.zrem(client_active_key(view.client), f"{worker_id}|{view.id}")
             elif new and (now - m.progress_at >= PROGRESS_INTERVAL or m.written == 0):
-                pipe.hset(meta, mapping={"events": last, "usage": json.dumps(view.status()["usage"])})
+                pipe.hset(meta, mapping=encode_progress(last, view.status()["usage"]))
                 # Expiries again with each progress update: a Redis that lost its data (a
                 # restart) gets these keys back from the XADD/HSET alone, without one.
                 for key in (meta, events):
-                    pipe.expire(key, b.ttl_for(view))
+                    pipe.expire(key, self.lifetimes.of_view(view))
                 m.progress_at = now
             plan.append((m, last, final))
         # A refusal at queue time (OOM, READONLY) aborts the transaction: pipe.execute raises

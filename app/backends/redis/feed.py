@@ -15,17 +15,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gevent.event import Event
 from redis.exceptions import RedisError
 
 from app import sse
-from app.backends.redis_keys import entry_id, seq_of, stream_key, worker_alive
+from app.backends.redis.connection import Connection
+from app.backends.redis.keys import entry_id, seq_of, stream_key, worker_alive
+from app.backends.redis.presence import Presence
 from app.lifecycle.journal import DONE, Entry, make_entry
-
-if TYPE_CHECKING:
-    from app.backends.redis import RedisBackend
 
 log = logging.getLogger("sluice.redis")
 
@@ -69,9 +68,17 @@ class RedisFeed:
     """The `Feed` of a generation owned by another worker (see app.backends.base.Feed)."""
 
     def __init__(
-        self, backend: RedisBackend, stream_id: str, worker: str | None, closed: bool, *, owner: str | None = None
+        self,
+        connection: Connection,
+        presence: Presence,
+        stream_id: str,
+        worker: str | None,
+        closed: bool,
+        *,
+        owner: str | None = None,
     ) -> None:
-        self.backend = backend
+        self.connection = connection
+        self.presence = presence
         self.stream_id = stream_id
         self.worker = worker
         self.owner = owner  # the principal that started it (the registry checks it)
@@ -95,7 +102,7 @@ class RedisFeed:
             rows = self._read(seq, timeout, interrupt)
         except (RedisError, OSError) as exc:
             self._failed = True
-            self.backend.mark_down(exc)
+            self.connection.mark_down(exc)
             log.warning("redis failed while following %s; ending this response (the client resumes)", self.stream_id)
             if interrupt is not None:
                 interrupt.set()
@@ -106,7 +113,7 @@ class RedisFeed:
         return entries
 
     def _read(self, seq: int, timeout: float | None, interrupt: Event | None) -> list[tuple[str, dict[str, str]]]:
-        r = self.backend.client
+        r = self.connection.client
         if self._closed or timeout is None or timeout <= 0:
             rows: list[tuple[str, dict[str, str]]] = r.xrange(self._key, min=f"({entry_id(seq)}", count=READ_COUNT)
             return rows
@@ -135,7 +142,7 @@ class RedisFeed:
         (whose alive key is back, or who wrote since) is never followed by our `[DONE]`, and its
         state is never overwritten. A worker refreshes its alive key whenever it writes.
         """
-        r = self.backend.client
+        r = self.connection.client
         last = r.xrevrange(self._key, "+", "-", count=1)
         if last and last[0][1].get("d") == DONE:
             # It ended, and this reader (a Last-Event-ID beyond its end) has seen all there is:
@@ -144,7 +151,7 @@ class RedisFeed:
             return
         if not self.worker:
             return
-        script = self.backend.script(END_ORPHAN)
+        script = self.connection.script(END_ORPHAN)
         ended = script(
             keys=[self._key, stream_key(self.stream_id, "meta"), worker_alive(self.worker)],
             args=[sse.dumps(OWNER_GONE), DONE],
@@ -155,10 +162,10 @@ class RedisFeed:
     # -- presence: the owner must not cancel for "disconnect" while we follow from here ---------
 
     def attach(self) -> None:
-        self._member = f"{self.backend.worker_id}:{uuid.uuid4().hex[:12]}"
-        self.backend.presence_add(self.stream_id, self._member)
+        self._member = f"{self.connection.worker_id}:{uuid.uuid4().hex[:12]}"
+        self.presence.add(self.stream_id, self._member)
 
     def detach(self) -> None:
         if self._member is not None:
             member, self._member = self._member, None
-            self.backend.presence_remove(self.stream_id, member, self.worker)
+            self.presence.remove(self.stream_id, member, self.worker)

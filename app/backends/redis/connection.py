@@ -1,0 +1,127 @@
+"""The Redis connection of one worker, and whether Redis answers (up / down).
+
+Redis is never on the path that keeps a local stream alive. When a call fails, `mark_down`:
+request-path calls skip Redis at once (`usable()` is False: local behaviour only, cross-worker
+features pause) and /readyz answers 503 with the reason. The listener's reconnect (or its
+next tick) calls `mark_up`; on a return after a fault, `on_return` lets the writer resync
+every local generation. No connection is opened before `open()` (the first request).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from gevent.event import Event
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+from redis.retry import Retry
+
+from app.backends.redis.keys import redacted_url
+
+log = logging.getLogger("sluice.redis")
+
+SOCKET_TIMEOUT = 3.0  # > the feed's BLOCK_SLICE, so a blocking XREAD never trips it
+CONNECT_TIMEOUT = 1.0
+HEALTH_CHECK_INTERVAL = 10
+RESYNC_WINDOW = 3.0  # seconds after Redis returns during which other workers may still be resyncing
+
+
+class Connection:
+    """Two clients (commands, and pub/sub) of one worker, its id, and Redis's health."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.worker_id = ""
+        self.client: Any = None  # redis.Redis, created in open()
+        self.pubsub_client: Any = None
+        self.up = Event()  # set while Redis answers
+        self.on_return: Callable[[], None] | None = None  # called when Redis answers again after a fault
+        self._state = "unknown"  # unknown | up | down
+        self._reason = "not started"
+        self._resync_until = 0.0
+        self._scripts: dict[str, Any] = {}
+
+    def open(self) -> None:
+        """Name this worker and create the clients (they connect on their first command)."""
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            # redis-py's default socket_timeout (5 s) would cut blocking reads: every blocking
+            # call here (XREAD BLOCK, pub/sub get_message) uses a shorter timeout of its own.
+            "socket_timeout": SOCKET_TIMEOUT,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "health_check_interval": HEALTH_CHECK_INTERVAL,
+            # One quick retry (a pooled connection that died with a Redis restart), no backoff:
+            # a request must learn fast that Redis is gone, and fall back to local behaviour.
+            "retry": Retry(NoBackoff(), 1),
+        }
+        self.client = redis.Redis.from_url(self.url, **options)
+        self.pubsub_client = redis.Redis.from_url(self.url, **options)
+        log.info("shared backend: Redis at %s (worker %s)", redacted_url(self.url), self.worker_id)
+
+    def close(self) -> None:
+        for c in (self.client, self.pubsub_client):
+            if c is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    c.close()
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, reason) for /readyz: a PING, unless Redis is known down or just came back."""
+        if self.client is None:
+            return False, "redis backend not started"
+        if self._state == "down":
+            return False, self._reason
+        if time.monotonic() < self._resync_until:
+            # Redis came back (maybe empty): until every worker has written its generations
+            # again, "not found" may only mean "not rewritten yet".
+            return False, "redis is back; workers are resyncing their generations"
+        try:
+            self.client.ping()
+        except (RedisError, OSError) as exc:
+            self.mark_down(exc)
+            return False, self._reason
+        return True, "redis"
+
+    def usable(self) -> bool:
+        """False while Redis is known to be down: request paths then skip it at once."""
+        return self.client is not None and self._state != "down"
+
+    @property
+    def is_up(self) -> bool:
+        return self._state == "up"
+
+    def mark_down(self, exc: BaseException) -> None:
+        # A refusal (OOM under noeviction, READONLY replica, no permission) is "down" too: a
+        # Redis that takes no writes cannot carry cancels, replays or status.
+        what = "refuses writes" if isinstance(exc, ResponseError) else "unreachable"
+        self._reason = f"redis {what} at {redacted_url(self.url)}: {type(exc).__name__}: {exc}"
+        if self._state != "down":
+            log.warning("%s; cross-worker cancel, resume and status are paused, local streams continue", self._reason)
+        self._state = "down"
+        self.up.clear()
+
+    def mark_up(self) -> None:
+        was = self._state
+        self._state = "up"
+        self._reason = "redis"
+        if was == "down":
+            self._resync_until = time.monotonic() + RESYNC_WINDOW
+            log.warning("redis is reachable again at %s; resyncing this worker's generations", redacted_url(self.url))
+            if self.on_return is not None:
+                self.on_return()
+        self.up.set()
+
+    def script(self, source: str) -> Any:
+        """A Lua script registered once (redis-py runs it by hash, loading it again if needed)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script
