@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import jiter
 
 from app.config import DEMO_MODEL, Settings
 from app.errors import RequestError
+from app.lifecycle.spec import GenerationSpec
 from app.providers.base import Message
 from app.tools import TOOLS
 
@@ -47,28 +47,6 @@ REASONING_EFFORTS = ("off", "low", "medium", "high")
 # "1_000", "nan" and "inf". docs/openapi.yaml has the same patterns.
 _INT_TEXT = re.compile(r"[0-9]{1,9}")
 _FLOAT_TEXT = re.compile(r"[+-]?([0-9]{1,9}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?")
-
-
-@dataclass(frozen=True)
-class GenerationSpec:
-    """A validated request for one generation."""
-
-    provider: str
-    model: str
-    messages: tuple[Message, ...]
-    max_tokens: int
-    system: str | None = None
-    temperature: float | None = None
-    tools: tuple[str, ...] = ()
-    response_format: str = "text"
-    chunking: str = "token"
-    reasoning: str = "off"
-    stream_id: str | None = None
-
-    @property
-    def prompt_text(self) -> str:
-        """The conversation's text, for logs that opted in to content."""
-        return "\n".join(m.text for m in self.messages)
 
 
 def bad(message: str, field: str | None = None) -> RequestError:

@@ -29,6 +29,7 @@ from app.errors import SluiceError, UpstreamError
 from app.lifecycle import recovery
 from app.lifecycle.journal import DONE, Entry, Journal, JournalFull
 from app.lifecycle.relay import TextRelay
+from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.usage import UsageMeter
 from app.observability import metrics
 from app.observability.tracing import NO_TRACE, NoTrace
@@ -49,7 +50,6 @@ from app.providers.base import (
     Usage,
 )
 from app.tools import TOOLS, run_tool
-from app.validation import GenerationSpec
 
 log = logging.getLogger("sluice.generation")
 

@@ -16,10 +16,10 @@ from app.backends.base import Feed
 from app.errors import RequestError
 from app.lifecycle.delivery import Delivery
 from app.lifecycle.registry import Registry
+from app.lifecycle.spec import GenerationSpec
 from app.validation import (
     QUERY_EXTRAS,
     STREAM_ID_RE,
-    GenerationSpec,
     bad,
     check_stream_id,
     load_json,

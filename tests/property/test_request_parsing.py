@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from app.config import Settings
 from app.errors import RequestError
+from app.lifecycle.spec import GenerationSpec
 from app.tools import TOOLS
 from app.validation import (
     CHUNKINGS,
@@ -21,7 +22,6 @@ from app.validation import (
     PROVIDERS,
     REASONING_EFFORTS,
     RESPONSE_FORMATS,
-    GenerationSpec,
     load_json,
     parse_spec,
 )

@@ -12,9 +12,9 @@ from app.backends.memory import MemoryBackend
 from app.config import Settings
 from app.lifecycle.journal import Journal
 from app.lifecycle.registry import Registry
+from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.tombstones import Tombstones
 from app.providers.base import Message
-from app.validation import GenerationSpec
 from tests.unit.fakes import GatedProvider
 
 

@@ -15,8 +15,8 @@ import pytest
 from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle.registry import Registry
+from app.lifecycle.spec import GenerationSpec
 from app.providers.base import Message
-from app.validation import GenerationSpec
 from tests.unit.fakes import Elsewhere, FakeBackend, GatedProvider
 
 

@@ -1,0 +1,33 @@
+"""What one generation is asked to do: the domain object between the request and the lifecycle.
+
+app.validation builds it from a request (or answers 400); the lifecycle runs it. It lives here,
+not in the validator, so that the lifecycle does not depend on how requests are parsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.providers.base import Message
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """A validated request for one generation."""
+
+    provider: str
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int
+    system: str | None = None
+    temperature: float | None = None
+    tools: tuple[str, ...] = ()
+    response_format: str = "text"
+    chunking: str = "token"
+    reasoning: str = "off"
+    stream_id: str | None = None
+
+    @property
+    def prompt_text(self) -> str:
+        """The conversation's text, for logs that opted in to content."""
+        return "\n".join(m.text for m in self.messages)
