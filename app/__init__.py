@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def create_app(settings: Settings | None = None) -> Flask:
     """The app factory. Opens no connection: the backend starts on the first request."""
     settings = settings or Settings.from_env()
-    configure_logging()
+    configure_logging(secrets=settings.secrets)
     app = Flask(
         __name__,
         template_folder=str(ROOT / "templates"),

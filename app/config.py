@@ -6,7 +6,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.observability import tracing
 
@@ -116,10 +116,18 @@ class Settings:
     # Authentication (docs/security.md). Defaults: no secret (one is generated per process),
     # no trusted proxy.
     secret_key: str | None = None
+    # ANTHROPIC_API_KEY / OPENAI_API_KEY as set (the SDKs read them themselves): only for
+    # `secrets`, so that no log line shows them. Kept out of the repr.
+    provider_keys: tuple[str, ...] = field(default=(), repr=False)
     session_seconds: float = 43200
     trusted_user_header: str | None = None
     proxy_count: int = 0
     proxy_addresses: tuple[str, ...] = ("127.0.0.1", "::1")
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values no log line may show: the providers' keys, SLUICE_API_KEYS, SLUICE_SECRET_KEY."""
+        return (*self.provider_keys, *self.api_keys, *((self.secret_key,) if self.secret_key else ()))
 
     @property
     def auth_on(self) -> bool:
@@ -183,6 +191,7 @@ class Settings:
             openai_api=openai_api,
             openai_think_tags=_flag(env, "SLUICE_OPENAI_THINK_TAGS", False),
             secret_key=_secret(env, "SLUICE_SECRET_KEY"),
+            provider_keys=_list(env, "ANTHROPIC_API_KEY") + _list(env, "OPENAI_API_KEY"),
             session_seconds=_num(env, "SLUICE_SESSION_SECONDS", 43200, minimum=1),
             trusted_user_header=_header_name(env, "SLUICE_TRUSTED_USER_HEADER"),
             proxy_count=_int(env, "SLUICE_PROXY_COUNT", 0),

@@ -185,7 +185,7 @@ class Registry:
         if self.settings.log_content:
             fields["prompt"] = gen.spec.prompt_text
             fields["answer"] = gen.relay.answer
-        log_generation(fields)
+        log_generation(fields, content=self.settings.log_content)
         self.backend.finished(gen.id)
         # A timer in the event loop, not a greenlet: thousands of finished generations may be
         # waiting out their replay TTL at once.

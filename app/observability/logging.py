@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 LOGGER = "sluice"
@@ -21,8 +21,6 @@ GENERATION_LOGGER = "sluice.generation"
 # Text of the conversation: logged only when the operator opts in with SLUICE_LOG_CONTENT=1.
 CONTENT_KEYS = frozenset({"prompt", "answer", "messages", "system"})
 
-# Environment variables whose exact values are secrets (SLUICE_API_KEYS: comma-separated).
-SECRET_ENV = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "SLUICE_API_KEYS", "SLUICE_SECRET_KEY")
 
 REDACTED = "[redacted]"
 
@@ -39,25 +37,16 @@ _HANDLER_MARK = "_sluice_json_handler"
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-def _secrets() -> list[str]:
-    found: list[str] = []
-    for name in SECRET_ENV:
-        for value in os.environ.get(name, "").split(","):
-            value = value.strip()
-            if len(value) >= _MIN_SECRET_LEN:
-                found.append(value)
-    return sorted(set(found), key=len, reverse=True)  # longest first: no partial leftovers
+# The configured secrets (Settings.secrets, given to `configure_logging`), longest first: no
+# partial leftovers.
+_secrets: list[str] = []
 
 
 def redact(text: str) -> str:
     """`text` without anything that looks like an API key or equals a configured one."""
-    for secret in _secrets():
+    for secret in _secrets:
         text = text.replace(secret, REDACTED)
     return _KEY_SHAPES.sub(REDACTED, text)
-
-
-def _log_content() -> bool:
-    return os.environ.get("SLUICE_LOG_CONTENT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _clean(value: object) -> object:
@@ -95,8 +84,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_clean(line), ensure_ascii=False, separators=(",", ":"))
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send the ``sluice`` loggers to stderr as JSON lines. Calling it again only sets the level."""
+def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+    """Send the ``sluice`` loggers to stderr as JSON lines, with `secrets` (Settings.secrets)
+    redacted from every line. Calling it again only sets the level and the secrets."""
+    _secrets[:] = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True)
     logger = logging.getLogger(LOGGER)
     logger.setLevel(level.upper())
     if any(getattr(h, _HANDLER_MARK, False) for h in logger.handlers):
@@ -108,11 +99,10 @@ def configure_logging(level: str = "INFO") -> None:
     logger.propagate = False  # gunicorn's root handlers would print each line a second time
 
 
-def log_generation(fields: dict[str, object]) -> None:
+def log_generation(fields: dict[str, object], *, content: bool = False) -> None:
     """Log ONE line for a generation that ended: stream_id, provider, model, outcome, reason or
     error_type, ttft_ms, input_tokens, output_tokens (and cache_read_input_tokens,
     cache_creation_input_tokens, reasoning_tokens where reported), duration_ms. Conversation text (prompt,
-    answer, messages, system) is dropped unless SLUICE_LOG_CONTENT=1."""
-    keep = _log_content()
-    record = {k: v for k, v in fields.items() if keep or k not in CONTENT_KEYS}
+    answer, messages, system) is dropped unless `content` (SLUICE_LOG_CONTENT=1)."""
+    record = {k: v for k, v in fields.items() if content or k not in CONTENT_KEYS}
     logging.getLogger(GENERATION_LOGGER).info("generation", extra={"fields": record})

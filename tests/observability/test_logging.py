@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from app.config import Settings
 from app.observability import logging as obslog
 
 pytestmark = pytest.mark.timeout(30)
@@ -19,13 +20,12 @@ SLUICE_KEYS = "team-alpha-4c1e9b,team-beta-77aa01"
 
 
 @pytest.fixture
-def log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """The sluice loggers configured, their JSON lines captured in a buffer."""
-    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
-    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
-    monkeypatch.setenv("SLUICE_API_KEYS", SLUICE_KEYS)
-    monkeypatch.delenv("SLUICE_LOG_CONTENT", raising=False)
-    obslog.configure_logging("INFO")
+def log() -> Iterator[io.StringIO]:
+    """The sluice loggers configured as create_app does, their JSON lines captured in a buffer."""
+    settings = Settings.from_env(
+        {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, "OPENAI_API_KEY": OPENAI_KEY, "SLUICE_API_KEYS": SLUICE_KEYS}
+    )
+    obslog.configure_logging("INFO", secrets=settings.secrets)
     (handler,) = [h for h in logging.getLogger("sluice").handlers if getattr(h, "_sluice_json_handler", False)]
     assert isinstance(handler, logging.StreamHandler)
     buf = io.StringIO()
@@ -69,14 +69,13 @@ def test_one_json_line_per_generation(log: io.StringIO) -> None:
     assert line["level"] == "info" and line["logger"] == "sluice.generation"
 
 
-def test_content_is_dropped_unless_opted_in(log: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_content_is_dropped_unless_opted_in(log: io.StringIO) -> None:
     content = {"prompt": "my secret plan", "answer": "t0 t1", "messages": [{"role": "user", "content": "x"}]}
     obslog.log_generation({**FIELDS, **content})
     assert "my secret plan" not in log.getvalue()
     assert not set(content) & set(lines(log)[0])
 
-    monkeypatch.setenv("SLUICE_LOG_CONTENT", "1")
-    obslog.log_generation({**FIELDS, **content})
+    obslog.log_generation({**FIELDS, **content}, content=True)  # SLUICE_LOG_CONTENT=1
     assert lines(log)[1]["prompt"] == "my secret plan"
     assert lines(log)[1]["answer"] == "t0 t1"
 
@@ -103,9 +102,10 @@ def test_redact_leaves_ordinary_text() -> None:
     assert obslog.redact("") == ""
 
 
-def test_no_key_reaches_the_log(log: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SLUICE_LOG_CONTENT", "1")  # even with content on
-    obslog.log_generation({**FIELDS, "error_message": f"bad key {OPENAI_KEY}", "prompt": f"use {ANTHROPIC_KEY}"})
+def test_no_key_reaches_the_log(log: io.StringIO) -> None:
+    obslog.log_generation(  # even with content on
+        {**FIELDS, "error_message": f"bad key {OPENAI_KEY}", "prompt": f"use {ANTHROPIC_KEY}"}, content=True
+    )
     logging.getLogger("sluice.web").warning("upstream said %s", f"invalid key {ANTHROPIC_KEY}")
     try:
         raise RuntimeError(f"boom {OPENAI_KEY}")
