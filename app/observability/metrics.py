@@ -48,7 +48,7 @@ class _Metrics:
     active_subscribers: Gauge
     generations: Counter
     endings: Counter
-    tokens_relayed: Counter
+    text_deltas: Counter
     tokens: Counter
     upstream_errors: Counter
     upstream_retries: Counter
@@ -97,8 +97,10 @@ def _build() -> _Metrics:
             "Generations that ended, by outcome and reason (cancel reason or error type).",
             ["outcome", "reason"],
         ),
-        tokens_relayed=Counter(
-            "sluice_tokens_relayed", "Text events relayed from the upstream model."
+        # The name is the contract's (CONTRACT.md); what it counts is text deltas, about a
+        # token each (billed tokens are sluice_tokens_total).
+        text_deltas=Counter(
+            "sluice_tokens_relayed", "Text deltas (about a token each) relayed from the upstream model."
         ),
         tokens=Counter(
             "sluice_tokens",
@@ -157,10 +159,18 @@ def generation_finished(outcome: str, reason: str | None, ttft_s: float | None, 
     m.duration.observe(max(duration_s, 0.0))
 
 
-def tokens_relayed(n: int) -> None:
-    """The producer relayed `n` text events from the upstream."""
+def text_deltas_relayed(n: int) -> None:
+    """The producer relayed `n` text deltas from the upstream (`sluice_tokens_relayed_total`).
+
+    Deltas, not `text` events: chunking and coalescing may join several into one event.
+    """
     if n > 0:
-        _m().tokens_relayed.inc(n)
+        _m().text_deltas.inc(n)
+
+
+# The old name: app/lifecycle/generation.py still calls it (its owner is splitting that file and
+# switches to `text_deltas_relayed`); remove it then.
+tokens_relayed = text_deltas_relayed
 
 
 def tokens_used(provider: str, usage: Mapping[str, object]) -> None:
