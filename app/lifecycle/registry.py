@@ -103,7 +103,8 @@ class Registry:
 
     # -- counts -------------------------------------------------------------------------------
 
-    def running(self) -> list[Generation]:
+    def active(self) -> list[Generation]:
+        """This worker's generations that are still running (what SLUICE_MAX_STREAMS bounds)."""
         return [g for g in self.local.values() if g.running]
 
     # -- start --------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ class Registry:
         if self.closing:
             raise RequestError(503, "The server is restarting; try again in a moment", type="overloaded",
                                headers={"Retry-After": "2"})
-        if len(self.running()) >= self.settings.max_streams:
+        if len(self.active()) >= self.settings.max_streams:
             raise RequestError(503, "The server is at capacity; try again shortly", type="overloaded",
                                headers={"Retry-After": "5"})
         busy = self._per_client[client] + self.backend.active_elsewhere(client)
@@ -264,12 +265,12 @@ class Registry:
         if self.draining:
             return
         self.draining = True
-        log.info("draining: %d generations running, %.0f s to finish", len(self.running()), grace)
+        log.info("draining: %d generations running, %.0f s to finish", len(self.active()), grace)
         deadline = time.monotonic() + grace
-        while self.running() and time.monotonic() < deadline:
+        while self.active() and time.monotonic() < deadline:
             gevent.sleep(0.1)
         self.closing = True
-        left = self.running()
+        left = self.active()
         for gen in left:
             gen.cancel("shutdown")
         for gen in left:
