@@ -7,7 +7,7 @@ request and answers its headers (chunked SSE, as the APIs do); then this thread 
 Anthropic `content_block_delta` event as one chunk, and pulls the provider's generator until
 it yields the `TextDelta` — so every token is one `send` and one `recv`, as at a model's pace.
 `time.process_time()` over `--tokens` tokens, minus the same sends with one bare `recv` each
-(a socketpair), ÷ tokens: the read path's own CPU per token (SDK wrappers, HTTP client, chunked
+(a loopback TCP connection), ÷ tokens: the read path's own CPU per token (SDK wrappers, HTTP client, chunked
 decoding, SSE split, JSON, translate), free of the scheduling noise of a loaded machine. Then `--streams` streams of one token each, opened and finished one
 after the other: the CPU of opening and ending a stream (request building, pool, connection).
 """
@@ -97,7 +97,12 @@ class Server:
 
 def bare_socket(tokens: int) -> float:
     """CPU of the same sends and one recv each, with nothing reading the bytes: the baseline."""
-    a, b = socket.socketpair()
+    listener = socket.create_server(("127.0.0.1", 0))
+    a = socket.create_connection(listener.getsockname())
+    b, _ = listener.accept()
+    listener.close()
+    for s in (a, b):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     t0 = time.process_time()
     for _ in range(tokens):
         a.sendall(DELTA)

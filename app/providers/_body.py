@@ -33,7 +33,7 @@ READ_SIZE = 64 * 1024
 MAX_LINE = 4096  # bytes: a chunk-size or trailer line longer than this is a broken upstream
 FINISH_WAIT = 0.05  # seconds to wait, after the terminal event, for the body's last chunk
 
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+_HEX = b"0123456789abcdefABCDEF"
 
 
 class Dechunker:
@@ -54,6 +54,15 @@ class Dechunker:
 
     def feed(self, data: bytes) -> bytes:
         """The payload `data` completes (b"" if none)."""
+        if not self._left and not self._pending and not self._trailer:
+            # The usual read at a model's pace: exactly one whole chunk (size line, payload, CRLF).
+            nl = data.find(b"\r\n", 0, 18)
+            if nl > 0:
+                size = data[:nl]
+                if not size.translate(None, _HEX):
+                    n = int(size, 16)
+                    if n and nl + n + 4 == len(data) and data.endswith(b"\r\n"):
+                        return data[nl + 2 : -2]
         if self._pending:
             data = self._pending + data
             self._pending = b""
@@ -97,7 +106,7 @@ class Dechunker:
                     break
                 continue  # a trailer field: nothing here uses one
             size = line.split(b";", 1)[0].rstrip(b" \t")
-            if not size or len(size) > 16 or not _HEX.issuperset(size):
+            if not size or len(size) > 16 or size.translate(None, _HEX):
                 raise _framing("bad chunk size")
             self._left = int(size, 16)
             if not self._left:
