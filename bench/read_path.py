@@ -7,9 +7,11 @@ request and answers its headers (chunked SSE, as the APIs do); then this thread 
 Anthropic `content_block_delta` event as one chunk, and pulls the provider's generator until
 it yields the `TextDelta` — so every token is one `send` and one `recv`, as at a model's pace.
 `time.process_time()` over `--tokens` tokens, minus the same sends with one bare `recv` each
-(a loopback TCP connection), ÷ tokens: the read path's own CPU per token (SDK wrappers, HTTP client, chunked
-decoding, SSE split, JSON, translate), free of the scheduling noise of a loaded machine. Then `--streams` streams of one token each, opened and finished one
-after the other: the CPU of opening and ending a stream (request building, pool, connection).
+(a loopback TCP connection), ÷ tokens: the read path's own CPU per token (SDK wrappers, HTTP
+client, chunked decoding, SSE split, JSON, translate), free of the scheduling noise of a loaded
+machine. Then `--streams` streams of one token each, opened and finished one after the other:
+the CPU of opening and ending a stream (request building, pool, connection; the server
+thread's share included).
 """
 
 from __future__ import annotations
