@@ -134,17 +134,26 @@ class RawBody:
     """The body of `response` (status and headers read, body not), as byte chunks.
 
     Iterate it for the payload, one chunk per network read; after the last event, `finish()`;
-    then close the response as before (that closes or pools the connection).
+    then `close()` (instead of the response's own: that closes or pools the connection).
     """
 
     def __init__(self, response: httpx2.Response) -> None:
-        self._response = response
+        # Read here, only the stream is kept: the SDK's response, request and their headers (a
+        # tenth of an open stream's memory) are freed while the answer streams.
+        self._response: httpx2.Response | None = response
+        self._stream: Any = response.stream
         self._conn: Any = None
         self._sock: Any = None
         self._dechunker: Dechunker | None = None
         self._left: int | None = None  # a content-length body: bytes still to come
         self._ended = False
-        self._head = True  # the bytes h11 received with the headers are still to be taken
+        self._first = b""  # the body's bytes that came with the headers, still to be taken
+        try:
+            self._take_over(response)
+        except (OSError, AttributeError, ValueError):
+            self._conn = None  # whatever went wrong, httpx2 reads it as before
+
+    def _take_over(self, response: httpx2.Response) -> None:
         stream = _connection_stream(response.stream)
         if stream is None:
             return  # HTTP/2, a mock transport, a test double: httpx2 reads it
@@ -157,13 +166,19 @@ class RawBody:
         # read() and errors: httpx2 reads it.
         if type(network) is not SyncStream:
             return
-        self._conn = conn
-        self._sock = network.get_extra_info("socket")
-        self._sock.settimeout((response.request.extensions.get("timeout") or {}).get("read"))
+        sock = network.get_extra_info("socket")
+        sock.settimeout((response.request.extensions.get("timeout") or {}).get("read"))
         if "chunked" in headers.get("transfer-encoding", "").lower():
             self._dechunker = Dechunker()
         elif "content-length" in headers:
             self._left = int(headers["content-length"])
+        # The bytes h11 received with the headers are the body's first: taken, and h11's buffer
+        # emptied (it would hold the first read's memory for the whole stream).
+        state = conn._h11_state
+        self._first = state.trailing_data[0]
+        state._receive_buffer = type(state._receive_buffer)()
+        self._conn, self._sock = conn, sock
+        self._response = None
 
     @property
     def direct(self) -> bool:
@@ -171,22 +186,19 @@ class RawBody:
         return self._conn is not None
 
     def __iter__(self) -> Iterator[bytes]:
-        if self._conn is None:
-            response = self._response
+        response = self._response
+        if response is not None:
             if response.headers.get("content-encoding", "identity") == "identity":
                 return response.iter_raw()
             return response.iter_bytes()
         return self._read()
 
     def _read(self) -> Iterator[bytes]:
-        if self._head:
-            # The bytes h11 received with the headers are the body's first.
-            self._head = False
-            head = self._conn._h11_state.trailing_data[0]
-            if head:
-                data = self._take(head)
-                if data:
-                    yield data
+        if self._first:
+            first, self._first = self._first, b""
+            data = self._take(first)
+            if data:
+                yield data
         recv = self._sock.recv
         while not self._ended:
             try:
@@ -238,16 +250,23 @@ class RawBody:
         return _mark_done(self._conn)
 
 
+    def close(self) -> None:
+        """Close the response: its connection goes back to the pool if the body ended, else closes."""
+        if self._response is not None:
+            self._response.close()
+        else:
+            self._stream.close()
+
+
 def _mark_done(conn: Any) -> bool:
     """Tell the connection's h11 state machine that the body ended, as if it had read it.
 
-    h11 saw only the headers: its chunked reader is still before the first chunk, its buffer
-    holds the bytes that came with the headers (read here since). Empty the buffer, give it the
-    empty last chunk: the response is then complete, and closing it pools the connection.
+    h11 saw only the headers: its chunked reader is still before the first chunk, and its
+    buffer was emptied when the body was taken over. Give it the empty last chunk: the response
+    is then complete, and closing it pools the connection.
     """
     state = conn._h11_state
     try:
-        state._receive_buffer = type(state._receive_buffer)()
         state.receive_data(b"0\r\n\r\n")
         event = state.next_event()
     except (AttributeError, h11.ProtocolError):

@@ -108,14 +108,15 @@ class OpenAIBase:
                 return self._open(client, request).__enter__()
 
             response = _retry.open_with_retries(attempt, transient, provider=self.name, policy=self._retry)
+            body = RawBody(response.http_response)
+            del response  # RawBody keeps what it needs of it
             try:
                 started = True
-                body = RawBody(response.http_response)
                 yield from self._translate(iter_events(body))
                 body.finish()  # the body's last chunk: then closing pools the connection
             finally:
                 # Also on GeneratorExit / GreenletExit: a cancel closes the upstream at once.
-                response.close()
+                body.close()
         except UpstreamError:
             raise
         except openai.APIStatusError as exc:

@@ -120,14 +120,15 @@ class AnthropicProvider:
                 return opener.create(**params, stream=True).__enter__()
 
             response = _retry.open_with_retries(attempt, _transient, provider=self.name, policy=self.retry)
+            body = RawBody(response.http_response)
+            del response  # RawBody keeps what it needs of it
             try:
                 started = True
-                body = RawBody(response.http_response)
                 yield from translate(iter_events(body))
                 body.finish()  # the body's last chunk: then closing pools the connection
             finally:
                 # Also on GeneratorExit / GreenletExit: closing the response cuts the upstream.
-                response.close()
+                body.close()
         except UpstreamError:
             raise
         except anthropic.APIStatusError as exc:
