@@ -21,6 +21,7 @@ badly framed `httpx2.RemoteProtocolError`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -238,17 +239,27 @@ class RawBody:
         """
         if self._conn is None or self._dechunker is None:
             return False
-        if not self._ended:
-            try:
-                self._sock.settimeout(wait)
-                for _ in self._read():
-                    pass  # payload after the terminal event: nothing reads it
-            except (httpx2.TransportError, OSError):
-                return False
-        if not self._ended or self._dechunker.extra:
+        # A deadline for the whole, not per read: an upstream that keeps sending after its
+        # terminal event must not hold the stream's end.
+        deadline = time.monotonic() + wait
+        try:
+            if self._first:
+                first, self._first = self._first, b""
+                self._take(first)
+            while not self._ended:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._sock.settimeout(left)
+                raw = self._sock.recv(READ_SIZE)
+                if not raw:
+                    return False
+                self._take(raw)  # payload after the terminal event: nothing reads it
+        except (httpx2.TransportError, OSError):
+            return False
+        if self._dechunker.extra:
             return False
         return _mark_done(self._conn)
-
 
     def close(self) -> None:
         """Close the response: its connection goes back to the pool if the body ended, else closes."""

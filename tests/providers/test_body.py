@@ -337,6 +337,24 @@ def test_missing_last_chunk_does_not_hold_the_end(scripted: Callable[[Answer], S
 
 
 @pytest.mark.parametrize("name", list(CASES))
+def test_bytes_after_the_end_do_not_hold_it(scripted: Callable[[Answer], ScriptedUpstream], name: str) -> None:
+    cls, events = CASES[name]
+
+    def answer(sock: socket.socket) -> None:
+        sock.sendall(head("transfer-encoding: chunked") + b"".join(chunk(e) for e in events))
+        while True:  # more chunks after the terminal event, never the last one
+            sock.sendall(chunk(b": more\n\n"))
+            time.sleep(0.005)
+
+    server = scripted(answer)
+    t0 = time.monotonic()
+    got = run(cls())
+    assert time.monotonic() - t0 < 1.0
+    assert got[-1] == Finish("end_turn")
+    assert server.closed.wait(2)
+
+
+@pytest.mark.parametrize("name", list(CASES))
 def test_bad_framing_mid_answer_is_a_lost_connection(scripted: Callable[[Answer], ScriptedUpstream], name: str) -> None:
     cls, events = CASES[name]
 
