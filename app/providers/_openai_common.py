@@ -2,7 +2,7 @@
 
 The stream is opened with the SDK's `with_streaming_response` (typed errors for a non-2xx
 answer, auth, base URL), retried while the failure is transient and nothing was streamed
-(`_retry`), and its body is read here with the SSE splitter; each subclass turns the
+(`_retry`), and its body is read off the connection (`_body.RawBody`) with the SSE splitter; each subclass turns the
 `(event, data)` pairs into provider events. Closing the generator closes the response.
 """
 
@@ -17,6 +17,7 @@ import openai
 from app.errors import UpstreamError
 from app.providers import _retry
 from app.providers import _sdk_errors as errs
+from app.providers._body import RawBody
 from app.providers._sse import SSEvent, iter_events
 from app.providers.base import ProviderEvent, ProviderRequest, ToolResultPart
 
@@ -107,12 +108,15 @@ class OpenAIBase:
                 return self._open(client, request).__enter__()
 
             response = _retry.open_with_retries(attempt, transient, provider=self.name, policy=self._retry)
+            body = RawBody(response.http_response)
+            del response  # RawBody keeps what it needs of it
             try:
                 started = True
-                yield from self._translate(iter_events(response.http_response.iter_bytes()))
+                yield from self._translate(iter_events(body))
+                body.finish()  # the body's last chunk: then closing pools the connection
             finally:
                 # Also on GeneratorExit / GreenletExit: a cancel closes the upstream at once.
-                response.close()
+                body.close()
         except UpstreamError:
             raise
         except openai.APIStatusError as exc:

@@ -74,6 +74,15 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[SSEvent]:
 
 def _parse_block(block: bytes) -> SSEvent | None:
     """One event's lines (LF-separated, no blank line) -> (event, data), or None if no data."""
+    # The two shapes the APIs send, one line `data: ...` or `event: name` + `data: ...`, give
+    # the same pair as the general loop below, for less.
+    if block.startswith(b"data: "):
+        if b"\n" not in block:
+            return b"message", block[6:]
+    elif block.startswith(b"event: "):
+        nl = block.find(b"\n")
+        if nl > 7 and block.startswith(b"data: ", nl + 1) and block.find(b"\n", nl + 1) < 0:
+            return block[7:nl], block[nl + 7 :]
     name = b""
     data: list[bytes] | None = None
     for line in block.split(b"\n"):

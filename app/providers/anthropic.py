@@ -2,9 +2,11 @@
 
 The official SDK builds the request (auth, base URL, headers) and raises its typed errors for
 an answer that fails before the stream starts (`messages.with_streaming_response.create`).
-The 200 body is then read raw: `_sse.iter_events` splits it on large reads and `jiter` parses
-each event's JSON, with no SDK object per delta and no `MessageStream` snapshot (about half a
-worker's CPU under load went there). The wire format it reads, as the API sends it:
+The 200 body is then read off the connection's socket (`_body.RawBody`: no httpx2 / h11 per
+read; the connection goes back to the pool after the last event), `_sse.iter_events` splits it
+on large reads and `jiter` parses each event's JSON, with no SDK object per delta and no
+`MessageStream` snapshot (about half a worker's CPU under load went there). The wire format
+it reads, as the API sends it:
 
     message_start        message.usage: input_tokens, cache_read_ / cache_creation_input_tokens
     content_block_start  text | thinking | redacted_thinking | tool_use (id, name)
@@ -29,6 +31,7 @@ from jiter import from_json
 from app.errors import UpstreamError
 from app.providers import _retry
 from app.providers import _sdk_errors as errs
+from app.providers._body import RawBody
 from app.providers._sse import iter_events
 from app.providers.base import (
     Finish,
@@ -117,12 +120,15 @@ class AnthropicProvider:
                 return opener.create(**params, stream=True).__enter__()
 
             response = _retry.open_with_retries(attempt, _transient, provider=self.name, policy=self.retry)
+            body = RawBody(response.http_response)
+            del response  # RawBody keeps what it needs of it
             try:
                 started = True
-                yield from translate(iter_events(_body(response.http_response)))
+                yield from translate(iter_events(body))
+                body.finish()  # the body's last chunk: then closing pools the connection
             finally:
                 # Also on GeneratorExit / GreenletExit: closing the response cuts the upstream.
-                response.close()
+                body.close()
         except UpstreamError:
             raise
         except anthropic.APIStatusError as exc:
@@ -142,13 +148,6 @@ def _transient(exc: Exception) -> float | None:
     if isinstance(exc, anthropic.APIConnectionError):  # refused, reset, timed out: no answer
         return 0.0
     return None
-
-
-def _body(response: httpx2.Response) -> Iterator[bytes]:
-    """The body as it comes off the socket: raw, unless the server compressed it."""
-    if response.headers.get("content-encoding", "identity") == "identity":
-        return response.iter_raw()
-    return response.iter_bytes()
 
 
 def translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]:

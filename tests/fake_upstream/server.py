@@ -37,6 +37,8 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     time: float = field(default_factory=time.time)
+    # The client's (host, port): requests with the same one came over one (kept-alive) connection.
+    peer: tuple[str, int] = ("", 0)
 
 
 class ClientGone(Exception):
@@ -233,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in wires:
             self._send_json(404, {"error": {"message": f"Unknown path {path}", "type": "not_found_error"}})
             return
-        self.fake._record(RecordedRequest("POST", path, headers, body))
+        self.fake._record(RecordedRequest("POST", path, headers, body, peer=self.client_address[:2]))
         wire: Any = wires[path]
         real_headers = {k.lower(): v for k, v in self.headers.items()}
         rejected = wire.check_headers(real_headers, self.fake.valid_keys)

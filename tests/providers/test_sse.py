@@ -32,6 +32,15 @@ CASES: list[tuple[str, bytes, list[tuple[bytes, bytes]]]] = [
     ("colon in value kept", b'data: {"a":"b: c"}\n\n', [(b"message", b'{"a":"b: c"}')]),
     ("utf-8 kept as bytes", "data: é✓\n\n".encode(), [(b"message", "é✓".encode())]),
     ("empty stream", b"", []),
+    # The shapes the APIs send (a fast path in the splitter) and their near misses.
+    ("named event", b"event: delta\ndata: {}\n\n", [(b"delta", b"{}")]),
+    ("empty event name", b"event: \ndata: x\n\n", [(b"message", b"x")]),
+    ("name with two spaces", b"event:  a\ndata: x\n\n", [(b" a", b"x")]),
+    ("data before the name", b"data: x\nevent: a\n\n", [(b"a", b"x")]),
+    ("named, two data lines", b"event: a\ndata: x\ndata: y\n\n", [(b"a", b"x\ny")]),
+    ("named, a comment after", b"event: a\ndata: x\n: c\n\n", [(b"a", b"x")]),
+    ("named, data without space", b"event: a\ndata:x\n\n", [(b"a", b"x")]),
+    ("data with a colon, one line", b"data: a: b\n\n", [(b"message", b"a: b")]),
 ]
 
 
