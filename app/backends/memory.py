@@ -25,6 +25,10 @@ class MemoryBackend:
     def start(self, on_cancel: CancelHandler) -> None:
         """Nothing to start (app.backends.workers warns when several workers share nothing)."""
 
+    def settle(self, timeout: float) -> bool:
+        """Nothing is written elsewhere: settled at once."""
+        return True
+
     def close(self) -> None:
         """Nothing to close."""
 

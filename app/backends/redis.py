@@ -120,6 +120,9 @@ class RedisBackend:
         self._writer.start()
         self._listener = gevent.spawn(self._listen)
 
+    def settle(self, timeout: float) -> bool:
+        return self._writer.settle(timeout)
+
     def close(self) -> None:
         self._closing = True
         self._writer.close()
