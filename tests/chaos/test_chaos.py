@@ -132,14 +132,6 @@ class Load:
                 r.close()
                 time.sleep(0.5)
                 continue
-            if r.response.status_code == 204 and left_during.startswith("reload") and any(
-                "redis" in t for t in trail
-            ):
-                # KNOWN BUG (open in issue 9's follow-up): an old worker that finishes a stream
-                # while Redis is down, then exits at the end of its drain, never writes the
-                # ending to Redis; once Redis is back the stream is unknown (204). Until the
-                # drain waits for the mirror to flush, this one case is tolerated here.
-                return None
             if r.response.status_code != 200:
                 return (f"resume {r.response.status_code} {r.response.text[:200]} after {trail}"
                         f" (left during {left_during}, at {events[-1].id})")
