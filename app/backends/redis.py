@@ -33,7 +33,7 @@ import gevent
 import redis
 from gevent.event import Event
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.retry import Retry
 
 from app.backends.base import CancelHandler, Feed
@@ -164,6 +164,12 @@ class RedisBackend:
             log.warning("%s; cross-worker cancel, resume and status are paused, local streams continue", self._reason)
         self._state = "down"
         self.up.clear()
+        if isinstance(exc, ReadOnlyError):
+            # A failover made this server a replica. The URL's name (DNS, proxy, cloud endpoint)
+            # leads new connections to the new primary; pooled ones would ask the old forever.
+            for c in (self.client, self._pubsub_client):
+                if c is not None:
+                    c.connection_pool.disconnect(inuse_connections=False)
 
     def _mark_up(self) -> None:
         was = self._state
