@@ -90,6 +90,7 @@ class RedisBackend:
         self.up = Event()  # set while Redis answers
         self._state = "unknown"  # unknown | up | down
         self._reason = "not started"
+        self._refusing = False  # down because Redis refuses writes (it still answers reads)
         self._on_cancel: CancelHandler | None = None
         self._writer = Writer(self)
         self._listener: gevent.Greenlet | None = None
@@ -158,7 +159,8 @@ class RedisBackend:
     def mark_down(self, exc: BaseException) -> None:
         # A refusal (OOM under noeviction, READONLY replica, no permission) is "down" too: a
         # Redis that takes no writes cannot carry cancels, replays or status.
-        what = "refuses writes" if isinstance(exc, ResponseError) else "unreachable"
+        self._refusing = isinstance(exc, ResponseError)
+        what = "refuses writes" if self._refusing else "unreachable"
         self._reason = f"redis {what} at {redacted_url(self.url)}: {type(exc).__name__}: {exc}"
         if self._state != "down":
             log.warning("%s; cross-worker cancel, resume and status are paused, local streams continue", self._reason)
@@ -294,7 +296,8 @@ class RedisBackend:
         }
 
     def remote_feed(self, stream_id: str) -> Feed | None:
-        if not self.usable():
+        # A Redis that refuses writes still answers reads: follow (RedisFeed ends, bounded).
+        if not self.usable() and not self._refusing:
             return None
         try:
             pipe = self.client.pipeline(transaction=False)
