@@ -116,7 +116,7 @@ class Writer:
         The end of a drain (Backend.settle): while Redis is down the loop below keeps retrying,
         and flushes as soon as it is back. Says in the log what it waits for, and what is lost.
         """
-        start = time.monotonic()
+        start, timeout = time.monotonic(), max(0.0, timeout)
         if self._idle.wait(min(timeout, 0.2)):  # the usual case: the last flush is under way
             return True
         timeout -= time.monotonic() - start

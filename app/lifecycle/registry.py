@@ -24,6 +24,8 @@ from app.validation import GenerationSpec
 
 log = logging.getLogger("sluice.registry")
 
+SETTLE_MAX = 30.0  # s a drained worker waits at most for Redis to take its endings
+
 
 def visible_to(owner: str | None, principal: str | None) -> bool:
     """A generation is its owner's alone; one started with authentication off is everyone's."""
@@ -204,8 +206,9 @@ class Registry:
     def drain(self, grace: float, limit: float | None = None) -> None:
         """Stop taking new generations; let running ones finish for `grace` s, then cancel them.
 
-        Then wait, until `limit` s after the start of the drain (default: `grace` + 2 s), for the
-        backend to publish every ending: the worker exits once this returns (see shutdown.install).
+        Then wait, up to SETTLE_MAX s and until `limit` s after the start of the drain (default:
+        `grace` + 2 s), for the backend to publish every ending: the worker exits once this
+        returns (see shutdown.install).
         """
         if self.draining:
             return
@@ -224,5 +227,5 @@ class Registry:
             gen.join(timeout=max(0.0, min(2.0, end - time.monotonic())))
         # An ending written while Redis was down is still to be mirrored: other workers and
         # hosts must learn how those streams ended (a follower resuming there would get 204).
-        self.backend.settle(end - time.monotonic())
+        self.backend.settle(min(SETTLE_MAX, end - time.monotonic()))
         self.backend.close()

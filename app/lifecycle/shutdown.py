@@ -43,8 +43,8 @@ log = logging.getLogger("sluice.shutdown")
 MARGIN_SHARE = 0.25  # of graceful_timeout, kept for the endings to be written and flushed
 MARGIN_MIN = 1.0
 MARGIN_MAX = 5.0
-# Seconds before graceful_timeout by which the drain has returned (at most a quarter of it):
-# closing the backend takes up to a second, and gunicorn looks at its pools once a second.
+# Seconds before graceful_timeout by which the drain has returned (at most a sixth of it):
+# closing the backend takes a moment, and gunicorn looks at its pools once a second.
 EXIT_MARGIN = 2.5
 
 
@@ -59,7 +59,7 @@ def drain_deadline(graceful_timeout: float, configured: float) -> float:
 
 def drain_limit(graceful_timeout: float) -> float:
     """Seconds after SIGTERM by which the drain, mirror flush included, has returned."""
-    return max(0.0, graceful_timeout - min(EXIT_MARGIN, graceful_timeout / 4))
+    return max(0.0, graceful_timeout - min(EXIT_MARGIN, graceful_timeout / 6))
 
 
 def gunicorn_worker() -> Any | None:
