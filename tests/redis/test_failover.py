@@ -6,7 +6,7 @@ a follower on another host would wait for an end that never comes."""
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -15,11 +15,11 @@ import requests
 
 from tests.fake_upstream import FakeUpstream
 from tests.fake_upstream.script import answer_tokens
-from tests.support.sse import Event, open_stream, text_of
+from tests.support.sse import open_stream, text_of
 from tests.support.system import require_binary
 from tests.support.tcp_proxy import CuttableProxy
 
-from .conftest import RedisProcess, wait_for
+from .conftest import RedisProcess, follow_to_end, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,23 +40,6 @@ def pair(tmp_path) -> Iterator[tuple[RedisProcess, RedisProcess]]:  # type: igno
     yield primary, replica
     primary.stop()
     replica.stop()
-
-
-def follow_to_end(url: str, sid: str, events: list[Event], seconds: float) -> list[Event]:
-    """Read on as EventSource does: resume with Last-Event-ID until `[DONE]` (or time is up)."""
-    deadline = time.monotonic() + seconds
-    while (not events or events[-1].data != "[DONE]") and time.monotonic() < deadline:
-        headers = {"Last-Event-ID": events[-1].id} if events else {}
-        s = open_stream(f"{url}/streams/{sid}/events", headers=headers, timeout=10)
-        assert s.response.status_code == 200, s.response.status_code
-        try:
-            s.rest()
-        except requests.RequestException:
-            pass  # cut: resumed on the next turn
-        events += s.events
-        if not s.events:
-            time.sleep(0.5)  # "come back later" (Redis cannot tell yet)
-    return events
 
 
 def test_followers_get_the_end_after_a_failover(pair, start_sluice, quiet_fake: FakeUpstream) -> None:
@@ -80,10 +63,8 @@ def test_followers_get_the_end_after_a_failover(pair, start_sluice, quiet_fake: 
 
         events = local.rest()
         assert [e.type for e in events[-2:]] == ["done", "[DONE]"]
-        try:
-            follower.rest()
-        except requests.RequestException:
-            pass
+        with contextlib.suppress(requests.RequestException):
+            follower.rest()  # cut short, or ended
         seen = follow_to_end(b.url, local.stream_id, list(follower.events), 30)
         assert [e.type for e in seen[-2:]] == ["done", "[DONE]"], [e.type for e in seen[-4:]]
         assert [e.seq for e in seen] == list(range(1, len(seen) + 1))

@@ -5,33 +5,18 @@ able to say it is alive for its alive-key TTL, the follower ends with `error` an
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 import requests
 
 from tests.fake_upstream import FakeUpstream
-from tests.support.sse import Event, open_stream
+from tests.support.sse import open_stream
 
-from .conftest import wait_for
+from .conftest import follow_to_end, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def follow_to_end(url: str, sid: str, events: list[Event], seconds: float) -> list[Event]:
-    """Read on as EventSource does: resume with Last-Event-ID until `[DONE]` (or time is up)."""
-    deadline = time.monotonic() + seconds
-    while (not events or events[-1].data != "[DONE]") and time.monotonic() < deadline:
-        s = open_stream(f"{url}/streams/{sid}/events", headers={"Last-Event-ID": events[-1].id}, timeout=10)
-        assert s.response.status_code == 200, s.response.status_code
-        try:
-            s.rest()
-        except requests.RequestException:
-            pass
-        events += s.events
-        if not s.events:
-            time.sleep(0.5)  # "come back later" (`retry`)
-    return events
 
 
 def test_follower_ends_when_redis_refuses_every_write(redis_server, start_sluice, quiet_fake: FakeUpstream) -> None:
@@ -45,10 +30,8 @@ def test_follower_ends_when_redis_refuses_every_write(redis_server, start_sluice
     admin.config_set("maxmemory", "1")  # every write: OOM command not allowed
     try:
         t0 = time.monotonic()
-        try:
-            follower.rest()
-        except requests.RequestException:
-            pass
+        with contextlib.suppress(requests.RequestException):
+            follower.rest()  # cut short, or ended
         seen = follow_to_end(b.url, local.stream_id, list(follower.events), 40)
         took = time.monotonic() - t0
         assert [e.type for e in seen[-2:]] == ["error", "[DONE]"], [e.type for e in seen[-4:]]
