@@ -112,6 +112,14 @@ class Backend(Protocol):
         """Begin background work (e.g. the pub/sub listener); `local` answers for this worker."""
         ...
 
+    def settle(self, timeout: float) -> bool:
+        """Wait up to `timeout` s until what this worker published is visible elsewhere.
+
+        The last step of a drain, before `close`: a mirror write that failed (Redis down) is
+        retried until then. True when everything is written (at once when nothing is pending).
+        """
+        ...
+
     def close(self) -> None:
         """Stop background work and connections."""
         ...

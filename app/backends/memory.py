@@ -22,6 +22,10 @@ class MemoryBackend:
     def start(self, local: Local) -> None:
         """Nothing to start (app.backends.workers warns when several workers share nothing)."""
 
+    def settle(self, timeout: float) -> bool:
+        """Nothing is written elsewhere: settled at once."""
+        return True
+
     def close(self) -> None:
         """Nothing to close."""
 

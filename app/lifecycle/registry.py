@@ -24,6 +24,8 @@ from app.observability.tracing import Tracing
 
 log = logging.getLogger("sluice.registry")
 
+SETTLE_MAX = 30.0  # s a drained worker waits at most for Redis to take its endings
+
 
 def visible_to(owner: str | None, principal: str | None) -> bool:
     """A generation is its owner's alone; one started with authentication off is everyone's."""
@@ -260,13 +262,20 @@ class Registry:
 
     # -- shutdown -----------------------------------------------------------------------------
 
-    def drain(self, grace: float) -> None:
-        """Stop taking new generations; let running ones finish for `grace` s, then cancel them."""
+    def drain(self, grace: float, limit: float | None = None) -> None:
+        """Stop taking new generations; let running ones finish for `grace` s, then cancel them.
+
+        Then wait, up to SETTLE_MAX s and until `limit` s after the start of the drain (default:
+        `grace` + 2 s), for the backend to publish every ending: the worker exits once this
+        returns (see shutdown.install).
+        """
         if self.draining:
             return
         self.draining = True
         log.info("draining: %d generations running, %.0f s to finish", len(self.active()), grace)
-        deadline = time.monotonic() + grace
+        start = time.monotonic()
+        deadline = start + grace
+        end = start + (grace + 2.0 if limit is None else max(grace, limit))
         while self.active() and time.monotonic() < deadline:
             gevent.sleep(0.1)
         self.closing = True
@@ -274,5 +283,8 @@ class Registry:
         for gen in left:
             gen.cancel("shutdown")
         for gen in left:
-            gen.join(timeout=2.0)
+            gen.join(timeout=max(0.0, min(2.0, end - time.monotonic())))
+        # An ending written while Redis was down is still to be mirrored: other workers and
+        # hosts must learn how those streams ended (a follower resuming there would get 204).
+        self.backend.settle(min(SETTLE_MAX, end - time.monotonic()))
         self.backend.close()

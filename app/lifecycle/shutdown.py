@@ -15,7 +15,12 @@ gunicorn, and on SIGTERM:
 3. lets running generations finish until the drain deadline, then ends them with `cancelled`
    (reason `shutdown`) and `[DONE]`. The deadline comes from the worker itself:
    `graceful_timeout` minus a margin for writing those endings, or
-   SLUICE_SHUTDOWN_GRACE_SECONDS when that is shorter.
+   SLUICE_SHUTDOWN_GRACE_SECONDS when that is shorter;
+4. keeps the worker alive until the backend has published every ending (a Redis that was down
+   when a stream ended, and comes back), at most until just before `graceful_timeout`.
+
+gunicorn's worker exits as soon as its servers' pools hold no connection, whatever other
+greenlets still do: so the drain greenlet is put into one of those pools, and counts as one.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from types import TracebackType
 from typing import Any
 
 import gevent
+from gevent.pool import PoolFull
 from gevent.server import BaseServer
 
 from app.lifecycle.registry import Registry
@@ -37,6 +43,9 @@ log = logging.getLogger("sluice.shutdown")
 MARGIN_SHARE = 0.25  # of graceful_timeout, kept for the endings to be written and flushed
 MARGIN_MIN = 1.0
 MARGIN_MAX = 5.0
+# Seconds before graceful_timeout by which the drain has returned (at most a sixth of it):
+# closing the backend takes a moment, and gunicorn looks at its pools once a second.
+EXIT_MARGIN = 2.5
 
 
 def drain_deadline(graceful_timeout: float, configured: float) -> float:
@@ -46,6 +55,11 @@ def drain_deadline(graceful_timeout: float, configured: float) -> float:
     else:
         limit = graceful_timeout / 2
     return max(0.0, min(configured, limit))
+
+
+def drain_limit(graceful_timeout: float) -> float:
+    """Seconds after SIGTERM by which the drain, mirror flush included, has returned."""
+    return max(0.0, graceful_timeout - min(EXIT_MARGIN, graceful_timeout / 6))
 
 
 def gunicorn_worker() -> Any | None:
@@ -123,18 +137,32 @@ def _fileno(sock: Any) -> int:
         return -1
 
 
-def _stop_accepting(worker: Any) -> int:
+def _stop_accepting(worker: Any) -> list[BaseServer]:
     """Stop this worker's servers from accepting (gunicorn closes them only a second later)."""
     mine = {_fileno(s) for s in getattr(worker, "sockets", ())} - {-1}
-    stopped = 0
+    stopped = []
     # The servers are locals of the worker's run(); the one place that reaches them is the
     # garbage collector's list (made after the app's gc.freeze(), so it is a short walk).
     # Matched by file descriptor: a server keeps the socket object underneath the worker's.
     for obj in gc.get_objects():
         if isinstance(obj, BaseServer) and _fileno(getattr(obj, "socket", None)) in mine:
             obj.stop_accepting()
-            stopped += 1
+            stopped.append(obj)
     return stopped
+
+
+def _hold_worker(servers: list[BaseServer], glet: gevent.Greenlet) -> bool:
+    """Count `glet` as a connection of one of `servers`: gunicorn's worker waits for it."""
+    for server in servers:
+        pool = getattr(server, "pool", None)
+        if pool is None:
+            continue
+        try:
+            pool.add(glet, blocking=False)
+        except PoolFull:  # as many connections as worker_connections: the worker waits anyway
+            continue
+        return True
+    return False
 
 
 def install(registry: Registry, configured_grace: float) -> Any | None:
@@ -143,6 +171,7 @@ def install(registry: Registry, configured_grace: float) -> Any | None:
     if worker is None:
         return None
     grace = drain_deadline(float(worker.cfg.graceful_timeout), configured_grace)
+    limit = drain_limit(float(worker.cfg.graceful_timeout))
     gate = KeepAliveGate(worker)
     if float(worker.cfg.keepalive) > 0:
         worker.timeout_ctx = gate
@@ -151,11 +180,14 @@ def install(registry: Registry, configured_grace: float) -> Any | None:
     def on_term(signum: int, frame: Any) -> None:
         if callable(previous):
             previous(signum, frame)  # gunicorn's: alive = False
-        stopped = _stop_accepting(worker)
-        log.info("worker %s draining: stopped accepting on %d listener(s)", worker.pid, stopped)
+        servers = _stop_accepting(worker)
+        log.info("worker %s draining: stopped accepting on %d listener(s)", worker.pid, len(servers))
         # Signal handlers must not block: the rest runs in greenlets.
         gevent.spawn(gate.close_idle)
-        gevent.spawn(registry.drain, grace)
+        drain = gevent.Greenlet(registry.drain, grace, limit)
+        if not _hold_worker(servers, drain):
+            log.warning("worker %s: could not hold the worker for its drain; it may exit before it ends", worker.pid)
+        drain.start()
 
     signal.signal(signal.SIGTERM, on_term)
     signal.siginterrupt(signal.SIGTERM, False)

@@ -7,30 +7,35 @@ and can stop and start it again on the same port (the fault tests).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+import requests
 
 from tests.conftest import sluice_env
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn, free_port
+from tests.support.sse import Event, open_stream
 from tests.support.system import require_binary
 
 
 class RedisProcess:
     """A private `redis-server` on a fixed port that can be stopped and started again."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *args: str) -> None:
         self.binary = binary
+        self.args = args  # more redis-server options (e.g. `--dir` for a replica's RDB files)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
         cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        cmd += self.args
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
@@ -103,3 +108,18 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def follow_to_end(url: str, sid: str, events: list[Event], seconds: float) -> list[Event]:
+    """Read on as EventSource does: resume with Last-Event-ID until `[DONE]` (or time is up)."""
+    deadline = time.monotonic() + seconds
+    while (not events or events[-1].data != "[DONE]") and time.monotonic() < deadline:
+        headers = {"Last-Event-ID": events[-1].id} if events else {}
+        s = open_stream(f"{url}/streams/{sid}/events", headers=headers, timeout=10)
+        assert s.response.status_code == 200, s.response.status_code
+        with contextlib.suppress(requests.RequestException):
+            s.rest()  # cut short: resumed on the next turn
+        events += s.events
+        if not s.events:
+            time.sleep(0.5)  # "come back later" (`retry`)
+    return events

@@ -72,6 +72,9 @@ class FakeBackend:
     def start(self, local: Local) -> None:
         self.local = local
 
+    def settle(self, timeout: float) -> bool:
+        return True
+
     def close(self) -> None:
         self.closed = True
 

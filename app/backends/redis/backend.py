@@ -76,6 +76,9 @@ class RedisBackend:
         self.writer.start()
         self.listener.start(local)
 
+    def settle(self, timeout: float) -> bool:
+        return self.writer.settle(timeout)
+
     def close(self) -> None:
         self.writer.close()
         self.listener.close()
@@ -141,7 +144,8 @@ class RedisBackend:
 
     def remote_feed(self, stream_id: str) -> Feed | None:
         conn = self.connection
-        if not conn.usable():
+        # A Redis that refuses writes still answers reads: follow (RedisFeed ends, bounded).
+        if not conn.usable() and not conn.refusing:
             return None
         try:
             pipe = conn.client.pipeline(transaction=False)

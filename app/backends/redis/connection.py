@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from gevent.event import Event
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.retry import Retry
 
 from app.backends.redis.keys import redacted_url
@@ -46,6 +46,7 @@ class Connection:
         self.on_return: Callable[[], None] | None = None  # called when Redis answers again after a fault
         self._state = "unknown"  # unknown | up | down
         self._reason = "not started"
+        self.refusing = False  # down because Redis refuses writes (it still answers reads)
         self._resync_until = 0.0
         self._scripts: dict[str, Any] = {}
 
@@ -101,12 +102,19 @@ class Connection:
     def mark_down(self, exc: BaseException) -> None:
         # A refusal (OOM under noeviction, READONLY replica, no permission) is "down" too: a
         # Redis that takes no writes cannot carry cancels, replays or status.
-        what = "refuses writes" if isinstance(exc, ResponseError) else "unreachable"
+        self.refusing = isinstance(exc, ResponseError)
+        what = "refuses writes" if self.refusing else "unreachable"
         self._reason = f"redis {what} at {redacted_url(self.url)}: {type(exc).__name__}: {exc}"
         if self._state != "down":
             log.warning("%s; cross-worker cancel, resume and status are paused, local streams continue", self._reason)
         self._state = "down"
         self.up.clear()
+        if isinstance(exc, ReadOnlyError):
+            # A failover made this server a replica. The URL's name (DNS, proxy, cloud endpoint)
+            # leads new connections to the new primary; pooled ones would ask the old forever.
+            for c in (self.client, self.pubsub_client):
+                if c is not None:
+                    c.connection_pool.disconnect(inuse_connections=False)
 
     def mark_up(self) -> None:
         was = self._state

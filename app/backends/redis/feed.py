@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 from gevent.event import Event
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from app import sse
 from app.backends.redis.connection import Connection
@@ -36,6 +36,18 @@ OWNER_GONE = {
     "error": {
         "type": "internal",
         "message": "The server that was writing this answer stopped; please ask again",
+        "retryable": True,
+        "status": None,
+    },
+}
+# A Redis that refuses writes (OOM under noeviction) keeps the owner from writing anything, its
+# alive key included, and a follower from writing the owner's end: the follower ends its own
+# response with this, so that its client stops instead of waiting (or reconnecting) forever.
+OWNER_UNHEARD = {
+    "type": "error",
+    "error": {
+        "type": "internal",
+        "message": "The server that is writing this answer cannot share it now; please ask again",
         "retryable": True,
         "status": None,
     },
@@ -85,6 +97,7 @@ class RedisFeed:
         self._key = stream_key(stream_id, "events")
         self._closed = closed
         self._failed = False
+        self._unheard = False  # the owner is silent and Redis refuses to record its end
         self._member: str | None = None
         self._next_owner_check = time.monotonic() + OWNER_CHECK
 
@@ -108,6 +121,12 @@ class RedisFeed:
                 interrupt.set()
             return []
         entries = [make_entry(self.stream_id, seq_of(rid), fields["d"]) for rid, fields in rows]
+        if not entries and self._unheard and not self._closed:
+            # Not written to Redis (it refuses writes): this client alone gets this end.
+            entries = [
+                make_entry(self.stream_id, seq + 1, sse.dumps(OWNER_UNHEARD)),
+                make_entry(self.stream_id, seq + 2, DONE),
+            ]
         if entries and entries[-1].done:
             self._closed = True
         return entries
@@ -132,7 +151,7 @@ class RedisFeed:
             if time.monotonic() >= self._next_owner_check:
                 self._next_owner_check = time.monotonic() + OWNER_CHECK
                 self._end_if_owner_died()
-                if self._closed:
+                if self._closed or self._unheard:
                     return []
 
     def _end_if_owner_died(self) -> None:
@@ -152,10 +171,19 @@ class RedisFeed:
         if not self.worker:
             return
         script = self.connection.script(END_ORPHAN)
-        ended = script(
-            keys=[self._key, stream_key(self.stream_id, "meta"), worker_alive(self.worker)],
-            args=[sse.dumps(OWNER_GONE), DONE],
-        )
+        try:
+            ended = script(
+                keys=[self._key, stream_key(self.stream_id, "meta"), worker_alive(self.worker)],
+                args=[sse.dumps(OWNER_GONE), DONE],
+            )
+        except ResponseError:
+            # The script tried to write the end (the owner's alive key has expired) and Redis
+            # refused. Whether the owner died or only cannot write, nothing will come: end here.
+            if not r.exists(worker_alive(self.worker)):
+                log.warning("worker %s is silent and redis refuses writes; ending %s for this follower",
+                            self.worker, self.stream_id)
+                self._unheard = True
+            return
         if ended:
             log.warning("worker %s stopped without ending %s; ended it for its followers", self.worker, self.stream_id)
 

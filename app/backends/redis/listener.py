@@ -59,12 +59,13 @@ class Listener:
             try:
                 pubsub = conn.pubsub_client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(channel)
-                conn.mark_up()
-                backoff = 0.1
                 next_tick = 0.0
                 while not self._closing:
                     if time.monotonic() >= next_tick:
-                        self._tick()  # also the recovery probe after a failed request-path call
+                        # Also the recovery probe after a failed call: Redis is "up" once the
+                        # tick's writes are taken (a Redis that refuses them, OOM, is no flapping).
+                        self._tick()
+                        backoff = 0.1
                         next_tick = time.monotonic() + TICK
                     # Its own timeout, well below the socket timeout.
                     message = pubsub.get_message(timeout=max(0.01, next_tick - time.monotonic()))

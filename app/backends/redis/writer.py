@@ -91,6 +91,8 @@ class Writer:
         self._urgent = Event()
         self._greenlet: gevent.Greenlet | None = None
         self._closing = False
+        self._idle = Event()  # set while nothing is dirty and no flush is under way
+        self._idle.set()
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._loop)
@@ -146,11 +148,37 @@ class Writer:
     def mark(self, mirror: Mirror, urgent: bool = False) -> None:
         """Queue a flush of `mirror` (cheap: called on every event)."""
         self.dirty[mirror.view.id] = mirror
+        self._idle.clear()
         self._pending += 1
         if urgent or self._pending >= FLUSH_AT:
             self._urgent.set()
         if not self._wake.is_set():
             self._wake.set()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to `timeout` s until everything marked is in Redis; True if it is.
+
+        The end of a drain (Backend.settle): while Redis is down the loop below keeps retrying,
+        and flushes as soon as it is back. Says in the log what it waits for, and what is lost.
+        """
+        start, timeout = time.monotonic(), max(0.0, timeout)
+        if self._idle.wait(min(timeout, 0.2)):  # the usual case: the last flush is under way
+            return True
+        timeout -= time.monotonic() - start
+        log.warning("waiting for redis to take the mirror of %d generation(s), up to %.1f s", self._unended(), timeout)
+        if self._idle.wait(max(0.0, timeout)):
+            log.info("redis took this worker's mirror")
+            return True
+        log.error(
+            "redis did not take the endings of %d generation(s) within the drain deadline: clients that"
+            " resume them through other workers or hosts will not learn how they ended",
+            self._unended(),
+        )
+        return False
+
+    def _unended(self) -> int:
+        """Generations whose end is not (known to be) in Redis."""
+        return sum(1 for m in self.mirrors.values() if not m.final) or len(self.dirty)
 
     def close(self, timeout: float = 2.0) -> None:
         """Write what is left (best effort, bounded), then stop."""
@@ -171,10 +199,13 @@ class Writer:
             self._urgent.clear()
             self._pending = 0
             if not self.dirty:
+                self._idle.set()
                 continue
             try:
                 self.flush()
                 backoff = 0.1
+                if not self.dirty:
+                    self._idle.set()
             except (RedisError, OSError) as exc:
                 self.connection.mark_down(exc)
                 # Keep everything (it is in the generations' logs); retry when Redis is back.
