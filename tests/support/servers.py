@@ -78,7 +78,7 @@ class Gunicorn:
             cmd += ["--graceful-timeout", str(self.graceful_timeout)]
         return [*cmd, *self.args, "wsgi:app"]
 
-    def start(self, timeout: float = 20.0) -> Gunicorn:
+    def start(self, timeout: float = 60.0) -> Gunicorn:
         self.proc = subprocess.Popen(
             self.command(), cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
