@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
 from gevent import Greenlet, GreenletExit, Timeout
 from gevent.event import Event
+from gevent.hub import get_hub
 
 from app.config import Settings
 from app.errors import SluiceError, UpstreamError
@@ -78,6 +79,72 @@ class _Deadline(BaseException):
             "max_duration": "The answer took too long",
         }[self.kind]
         return f"{what} within {self.seconds:g} s"
+
+
+class _RoundTimer:
+    """The first-token and idle deadlines of one upstream call, on one libev timer.
+
+    A `Timeout` made, started and closed around every provider event cost more than relaying
+    the event. Instead the producer stamps `since` when it starts waiting for the upstream and
+    clears it when an event arrived; the timer, when it fires, checks the deadline that applies
+    and re-arms itself for the rest (at most once per period: an answer that streams never
+    touches it). It throws `_Deadline` into the producer only while the producer waits on the
+    upstream, as the per-event `Timeout` did.
+    """
+
+    __slots__ = ("_producer", "_first_token", "_idle", "_started", "_timer", "since", "relayed")
+
+    def __init__(self, producer: Any, first_token: float, idle: float) -> None:
+        self._producer = producer
+        self._first_token = first_token
+        self._idle = idle
+        self._started = time.monotonic()
+        self._timer: Any = None
+        self.since: float | None = None  # when the producer began waiting for the upstream
+        self.relayed = False  # the round relayed something: the idle deadline applies
+        self._arm(first_token)
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.close()
+        self._timer = get_hub().loop.timer(max(seconds, 0.001))
+        self._timer.start(self._fire)
+
+    def now_relayed(self) -> None:
+        """The round's first output: from now on the idle deadline applies."""
+        self.relayed = True
+        self._arm(self._idle)
+
+    def _fire(self) -> None:
+        now = time.monotonic()
+        since = self.since
+        waited = since if since is not None else now
+        due = waited + self._idle if self.relayed else self._started + self._first_token
+        if since is None or now < due:
+            self._arm(due - now)  # not waiting on the upstream now, or not due yet
+            return
+        kind, seconds = ("idle", self._idle) if self.relayed else ("first_token", self._first_token)
+        self.close()
+        self._producer.throw(_Deadline(kind, seconds))
+
+    def close(self) -> None:
+        """Stop the timer (idempotent)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.close()
+
+
+def _timed(events: Iterator[ProviderEvent], timer: _RoundTimer) -> Iterator[ProviderEvent]:
+    """`events`, with `timer.since` set while each one is awaited."""
+    clock = time.monotonic
+    while True:
+        timer.since = clock()
+        try:
+            event = next(events)
+        except StopIteration:
+            return
+        timer.since = None
+        yield event
 
 
 @dataclass
@@ -232,6 +299,10 @@ class Generation:
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
         """Entries after `seq`, waiting up to `timeout` for one."""
         return self.journal.wait_after(seq, timeout, interrupt)
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake()` once, in the hub, at the next event (see `Journal.listen`)."""
+        self.journal.listen(wake)
 
     @property
     def closed(self) -> bool:
@@ -443,23 +514,14 @@ class Generation:
         self.meter.open_round(sum(len(m.text) for m in request.messages) + len(request.system or ""))
         self.trace.upstream_start(provider.name, request.model)
         events = provider.stream(request)
-        started = time.monotonic()
+        timer = _RoundTimer(gevent.getcurrent(), self.settings.first_token_timeout, self.settings.idle_timeout)
         try:
-            while True:
-                if state.relayed:
-                    timer = Timeout(self.settings.idle_timeout, _Deadline("idle", self.settings.idle_timeout))
-                else:
-                    left = self.settings.first_token_timeout - (time.monotonic() - started)
-                    timer = Timeout(max(left, 0.001), _Deadline("first_token", self.settings.first_token_timeout))
-                timer.start()
-                try:
-                    event = next(events)
-                except StopIteration:
-                    break
-                finally:
-                    timer.close()
+            for event in _timed(events, timer):
                 self._take(event, state, overlap)
+                if state.relayed and not timer.relayed:
+                    timer.now_relayed()
         finally:
+            timer.close()
             # Closing the provider's generator closes its upstream response (its `with`).
             events.close()
             self.trace.upstream_end(sys.exc_info()[1])
