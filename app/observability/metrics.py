@@ -48,7 +48,7 @@ class _Metrics:
     active_subscribers: Gauge
     generations: Counter
     endings: Counter
-    tokens_relayed: Counter
+    text_deltas_relayed: Counter
     tokens: Counter
     upstream_errors: Counter
     upstream_retries: Counter
@@ -97,8 +97,10 @@ def _build() -> _Metrics:
             "Generations that ended, by outcome and reason (cancel reason or error type).",
             ["outcome", "reason"],
         ),
-        tokens_relayed=Counter(
-            "sluice_tokens_relayed", "Text events relayed from the upstream model."
+        # The name says "tokens" (docs/deploy.md, dashboards); what it counts is the provider's
+        # text deltas, one per upstream text event (a delta may hold several tokens, or part of one).
+        text_deltas_relayed=Counter(
+            "sluice_tokens_relayed", "Text deltas relayed from the upstream model (one per upstream text event)."
         ),
         tokens=Counter(
             "sluice_tokens",
@@ -157,10 +159,10 @@ def generation_finished(outcome: str, reason: str | None, ttft_s: float | None, 
     m.duration.observe(max(duration_s, 0.0))
 
 
-def tokens_relayed(n: int) -> None:
-    """The producer relayed `n` text events from the upstream."""
+def text_deltas_relayed(n: int) -> None:
+    """The producer relayed `n` more text deltas from the upstream (`sluice_tokens_relayed_total`)."""
     if n > 0:
-        _m().tokens_relayed.inc(n)
+        _m().text_deltas_relayed.inc(n)
 
 
 def tokens_used(provider: str, usage: Mapping[str, object]) -> None:

@@ -68,8 +68,8 @@ def test_single_process_counts_in_the_default_registry() -> None:
     metrics.generation_started()
     metrics.generation_started()
     assert get("sluice_active_generations") >= 2
-    metrics.tokens_relayed(7)
-    metrics.tokens_relayed(0)
+    metrics.text_deltas_relayed(7)
+    metrics.text_deltas_relayed(0)
     metrics.generation_finished("done", None, 0.3, 2.0)
     metrics.generation_finished("cancelled", "disconnect", None, 1.0)
     metrics.subscriber_attached()
@@ -104,7 +104,7 @@ WORKER = """
     metrics.generation_started()
     metrics.generation_started()
     metrics.generation_started()
-    metrics.tokens_relayed({tokens})
+    metrics.text_deltas_relayed({tokens})
     metrics.generation_finished("done", None, 0.4, 3.0)
     metrics.generation_finished("{outcome}", "{reason}", None, 1.0)
     metrics.request_rejected(503)
@@ -146,7 +146,7 @@ def test_multiprocess_mode_even_when_prometheus_client_was_imported_first(tmp_pa
         import prometheus_client  # chooses its storage now, without the directory
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = {str(tmp_path)!r}
         from app.observability import metrics
-        metrics.tokens_relayed(3)
+        metrics.text_deltas_relayed(3)
     """
     run(code, tmp_path)
     assert any(p.suffix == ".db" for p in tmp_path.iterdir())
