@@ -7,12 +7,9 @@ Each fires wherever the producer is blocked and ends the generation as type `tim
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from gevent.hub import get_hub
-
-from app.providers.base import ProviderEvent
 
 
 class Deadline(BaseException):
@@ -42,8 +39,8 @@ class RoundTimer:
     """The first-token and idle deadlines of one upstream call, on one libev timer.
 
     A `Timeout` made, started and closed around every provider event cost more than relaying
-    the event. Instead the producer stamps `since` when it starts waiting for the upstream and
-    clears it when an event arrived; the timer, when it fires, checks the deadline that applies
+    the event. Instead the producer (`Producer._round`) stamps `since` when it starts waiting
+    for the upstream and clears it when an event arrived; the timer, when it fires, checks the deadline that applies
     and re-arms itself for the rest (at most once per period: an answer that streams never
     touches it). It throws `Deadline` into the producer only while the producer waits on the
     upstream, as the per-event `Timeout` did.
@@ -89,16 +86,3 @@ class RoundTimer:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.close()
-
-
-def timed(events: Iterator[ProviderEvent], timer: RoundTimer) -> Iterator[ProviderEvent]:
-    """`events`, with `timer.since` set while each one is awaited."""
-    clock = time.monotonic
-    while True:
-        timer.since = clock()
-        try:
-            event = next(events)
-        except StopIteration:
-            return
-        timer.since = None
-        yield event

@@ -35,7 +35,8 @@ READ_COUNT = 512
 # A text event is the hot path: its JSON is this template around the escaped content, with no
 # dict built and no generic encoder walked. (`json.dumps` of a str is the C string encoder.)
 _TEXT_HEAD = b'\ndata: {"type":"text","content":'
-_escape = json.JSONEncoder(ensure_ascii=False).encode
+# What `json.JSONEncoder(ensure_ascii=False).encode` does for a str, without its Python frame.
+_escape = json.encoder.encode_basestring
 
 
 class JournalFull(Exception):
