@@ -22,6 +22,7 @@ from app.lifecycle.generation import Generation
 from app.lifecycle.journal import Journal
 from app.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
 from app.validation import parse_spec
+from tests.unit.test_lifecycle import JournalFeed
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -77,25 +78,12 @@ def test_a_first_token_that_never_comes_is_a_first_token_timeout() -> None:
     assert took < 2
 
 
-class LocalFeed:
-    """A bare Journal as a local Feed, with the journal's cheap wait (`listen`)."""
-
-    owner = None
+class LocalFeed(JournalFeed):
+    """A bare Journal as a local Feed, with the journal's cheap wait (`listen`), as a Generation is."""
 
     def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-        self.wait_after = journal.wait_after
+        super().__init__(journal)
         self.listen = journal.listen
-
-    @property
-    def closed(self) -> bool:
-        return self.journal.closed
-
-    def attach(self) -> None:
-        pass
-
-    def detach(self) -> None:
-        pass
 
 
 def test_a_follower_gets_heartbeats_while_silent_then_every_event_at_once() -> None:
