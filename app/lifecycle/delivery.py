@@ -16,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from gevent.event import Event
+from gevent.hub import Waiter, get_hub
 
 from app import sse
 from app.backends.base import Feed
@@ -34,7 +35,18 @@ DEFAULT_MAX_WRITE = 64 * 1024
 
 
 class Delivery:
-    """The WSGI response body: an iterable of SSE chunks with a `close()` that always detaches."""
+    """The WSGI response body: an iterable of SSE chunks with a `close()` that always detaches.
+
+    Following a local generation (a feed with `listen`), a wait costs no Event and no timer:
+    the journal calls `_appended` at its next event, the EOF watch sets `gone` (linked once to
+    `_wake`), and one heartbeat timer per response is re-armed only when it fires early.
+    Other feeds (Redis) are waited on with `wait_after(seq, timeout, gone)`.
+    """
+
+    __slots__ = (
+        "feed", "after_seq", "heartbeat", "sock", "send_timeout", "max_write", "gone",
+        "_attached", "_watch", "_gen", "_closed", "_listen", "_listening", "_waiter", "_timer",
+    )
 
     def __init__(
         self,
@@ -58,6 +70,10 @@ class Delivery:
         self._watch: EofWatch | None = None
         self._gen: Generator[bytes, None, None] | None = None
         self._closed = False
+        self._listen: Callable[[Callable[[], None]], None] | None = getattr(feed, "listen", None)
+        self._listening = False  # registered with the journal for its next event
+        self._waiter: Waiter | None = None  # set while this response waits
+        self._timer: Any = None  # the heartbeat timer (a libev timer), made at the first wait
         if attached:
             metrics.subscriber_attached()
 
@@ -81,6 +97,8 @@ class Delivery:
                 self._watch = EofWatch(self.sock, self.gone)
             except (OSError, ValueError):
                 self.gone.set()  # closed before we could watch it
+        if self._listen is not None:
+            self.gone.rawlink(self._wake)
 
     def _take(self, pending: list[Entry], out: list[bytes]) -> Entry:
         """Move entries from `pending` to `out`, up to `max_write` bytes (at least one); return
@@ -120,7 +138,7 @@ class Delivery:
             if wait <= 0:
                 out.append(sse.PING)
                 continue
-            pending = self.feed.wait_after(seq, wait, self.gone)
+            pending = self._wait(seq, wait)
             if self.gone.is_set():
                 return
             if not pending and self.feed.closed:
@@ -129,6 +147,44 @@ class Delivery:
                 pending = self.feed.wait_after(seq, 0)
                 if not pending:
                     return
+
+    def _wait(self, seq: int, timeout: float) -> list[Entry]:
+        """Entries after `seq`, waiting up to about `timeout` for one (sooner is allowed: the
+        caller re-checks the heartbeat and waits again)."""
+        if self._listen is None:
+            return self.feed.wait_after(seq, timeout, self.gone)
+        pending = self.feed.wait_after(seq, 0)
+        if pending or self.feed.closed:
+            return pending
+        hub = get_hub()
+        if not self._listening:
+            self._listening = True
+            self._listen(self._appended)
+        timer = self._timer
+        if timer is None or not timer.active:
+            # Re-armed only when it has fired: a timer still pending fires no later than this
+            # wait's deadline (the last write only moves forward), at worst a bit early.
+            if timer is not None:
+                timer.close()
+            self._timer = timer = hub.loop.timer(timeout)
+            timer.start(self._wake)
+        self._waiter = waiter = Waiter(hub)
+        try:
+            waiter.get()
+        finally:
+            self._waiter = None
+        return self.feed.wait_after(seq, 0)
+
+    def _appended(self) -> None:
+        """The journal's call (in the hub) at its next event."""
+        self._listening = False
+        self._wake()
+
+    def _wake(self, *_: object) -> None:
+        """In the hub: resume this response if it waits (an event, `gone`, or the heartbeat)."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.switch(None)
 
     def close(self) -> None:
         """Called by the WSGI server when the response ends, however it ends."""
@@ -139,6 +195,11 @@ class Delivery:
             self._gen.close()
         if self._watch is not None:
             self._watch.stop()
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        if self._listen is not None:
+            self.gone.unlink(self._wake)
         if self.sock is not None and self.send_timeout and not hasattr(self.sock, "getpeercert"):
             with contextlib.suppress(OSError):
                 self.sock.settimeout(None)

@@ -1,23 +1,22 @@
-"""One generation's life: a producer greenlet that reads a provider and publishes to its journal.
+"""One generation's life: its journal, its state, and exactly one ending.
 
     provider ──next()──▶ producer greenlet ──append──▶ Journal ──▶ subscribers (HTTP responses)
                                ▲
-     cancel / disconnect / timeout / shutdown: one path — the greenlet is killed (or its
-     Timeout fires) *while it is blocked in the provider's socket read*; the exception unwinds
-     through the provider's `with` block, which closes the upstream HTTP response (the model
-     stops, the bill stops), and `_run` turns it into exactly one terminal event.
+     cancel / disconnect / timeout / shutdown: one path — the greenlet is killed (or a deadline
+     fires) *while it is blocked in the provider's socket read*; the exception unwinds through
+     the provider's `with` block, which closes the upstream HTTP response (the model stops, the
+     bill stops), and `_run` turns it into exactly one terminal event.
 
 A flag checked between chunks would do nothing while the model is silent; killing the greenlet
-works wherever it is blocked.
+works wherever it is blocked. The rounds themselves are the producer's (`producer.py`), the
+deadlines `deadlines.py`'s, who follows and the disconnect grace `attendance.py`'s.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
@@ -26,83 +25,21 @@ from gevent.event import Event
 
 from app.config import Settings
 from app.errors import SluiceError, UpstreamError
-from app.lifecycle import recovery
+from app.lifecycle.attendance import Attendance
+from app.lifecycle.deadlines import Deadline
 from app.lifecycle.journal import DONE, Entry, Journal, JournalFull
-from app.lifecycle.relay import TextRelay
+from app.lifecycle.producer import Producer, ProviderFactory
 from app.lifecycle.spec import GenerationSpec
+from app.lifecycle.text_relay import TextRelay
 from app.lifecycle.usage import UsageMeter
 from app.observability import metrics
 from app.observability.tracing import NO_TRACE, NoTrace
-from app.providers.base import (
-    Finish,
-    Message,
-    Opaque,
-    OpaqueBlock,
-    Provider,
-    ProviderEvent,
-    ProviderRequest,
-    ReasoningDelta,
-    TextDelta,
-    ToolCall,
-    ToolCallPart,
-    ToolCallStart,
-    ToolResultPart,
-    Usage,
-)
-from app.tools import TOOLS, run_tool
+
+__all__ = ["FAIR_SHARE", "Generation", "ProviderFactory"]
 
 log = logging.getLogger("sluice.generation")
 
-ProviderFactory = Callable[[str], Provider]
 FAIR_SHARE = 64  # text deltas relayed between yields to the other greenlets (and metric updates)
-
-
-class _Deadline(BaseException):
-    """Raised by a generation's own timers (never escapes `_run`).
-
-    A `BaseException`, as `gevent.Timeout` is: the timer fires wherever the producer is blocked,
-    often inside an SDK's `send`, and the SDKs turn any `Exception` raised there into
-    `APIConnectionError` ("Could not connect"). Only an `except BaseException` that re-raises
-    may stand between a timer and `_run`.
-    """
-
-    def __init__(self, kind: str, seconds: float) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.seconds = seconds
-
-    def message(self) -> str:
-        what = {
-            "first_token": "The model sent no first token",
-            "idle": "The model went silent",
-            "max_duration": "The answer took too long",
-        }[self.kind]
-        return f"{what} within {self.seconds:g} s"
-
-
-@dataclass
-class _Round:
-    """What one upstream call made so far (on the generation, so a failure can look at it)."""
-
-    text: list[str] = field(default_factory=list)  # the round's answer text, as relayed
-    calls: list[ToolCallPart] = field(default_factory=list)
-    opaque: list[OpaqueBlock] = field(default_factory=list)
-    stop: str = "end_turn"
-    relayed: bool = False  # the model sent something (text, reasoning, a tool call)
-    in_tool_call: bool = False  # a tool call began: a drop now is not continued as prose
-
-    @property
-    def answer(self) -> str:
-        return "".join(self.text)
-
-
-@dataclass(frozen=True)
-class _Resume:
-    """The next call continues a dropped round: what the client has, and what to send."""
-
-    said: str
-    messages: list[Message]
-    prefill: bool = False
 
 
 class Generation:
@@ -145,22 +82,17 @@ class Generation:
             coalesce_ms=settings.coalesce_ms,
             json_mode=spec.response_format == "json",
             keep_answer=settings.log_content,
-            on_first=self._first_text,
+            on_first=self.first_output,
         )
-        self.subscribers = 0
+        self._attendance = Attendance(self._grace_expired)
         self._on_entry = on_entry
         self._on_end = on_end
         self.trace = trace
-        self._greenlet: Greenlet | None = None
-        self._running = False
-        self._cancel_reason = "shutdown"
-        self._grace: Greenlet | None = None
         self.meter = UsageMeter()
-        self._upstream, self._upstream_model = spec.provider, spec.model  # changed by a fallback
-        self._state = _Round()
-        self._resume: _Resume | None = None
-        self._recovered = False
-        self._fell_back = False
+        self.producer = Producer(self)
+        self._greenlet: Greenlet | None = None
+        self._producing = False  # the producer greenlet has begun (`running` is the state)
+        self._cancel_reason = "shutdown"
         self._full = False  # the journal reached its byte bound: only the ending goes in now
         self._counted = 0  # text deltas already added to sluice_tokens_relayed_total
 
@@ -178,7 +110,7 @@ class Generation:
         """`emit` for a `text` event: the hot path (see `Journal.append_text`)."""
         entry = self._add(self.journal.append_text, text, False)
         if self.relay.deltas - self._counted >= FAIR_SHARE:
-            self._count_tokens()
+            self._count_deltas()
             if gevent.getcurrent() is self._greenlet:
                 # A fast upstream keeps the socket readable, so the SDK's reads never block and
                 # this greenlet would never let another run: the worker's other streams, and
@@ -199,9 +131,9 @@ class Generation:
             self._on_entry(self, entry)
         return entry
 
-    def _count_tokens(self) -> None:
-        # In bulk: a Prometheus update per token would cost more than relaying the token.
-        metrics.tokens_relayed(self.relay.deltas - self._counted)
+    def _count_deltas(self) -> None:
+        # In bulk: a Prometheus update per delta would cost more than relaying the delta.
+        metrics.text_deltas_relayed(self.relay.deltas - self._counted)
         self._counted = self.relay.deltas
 
     def _overflow(self) -> None:
@@ -220,18 +152,23 @@ class Generation:
 
     @property
     def running(self) -> bool:
+        """The state is `running`: no terminal event yet."""
         return self.state == "running"
 
     @property
     def upstream(self) -> str:
         """The provider answering: the request's, or the fallback once it took over."""
-        return self._upstream
+        return self.producer.upstream
 
     # -- as a Feed (app.backends.base): subscribers on this worker read the journal directly ----
 
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
         """Entries after `seq`, waiting up to `timeout` for one."""
         return self.journal.wait_after(seq, timeout, interrupt)
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake()` once, in the hub, at the next event (see `Journal.listen`)."""
+        self.journal.listen(wake)
 
     @property
     def closed(self) -> bool:
@@ -254,16 +191,16 @@ class Generation:
             self._end_cancelled("user")
             return
         self._greenlet = gevent.spawn(self._run)
-        if self.subscribers == 0:
+        if self._attendance.count == 0:
             # Created without a reader (POST /streams): give the client time to attach.
-            self._arm_grace(max(self.settings.disconnect_grace_seconds, 10.0))
+            self._attendance.arm(max(self.settings.disconnect_grace_seconds, 10.0))
 
     def cancel(self, reason: str = "user") -> bool:
         """Stop the generation; True if it was running. Returns at once (the kill is async)."""
         if not self.running:
             return False
         self._cancel_reason = reason
-        if not self._running or self._greenlet is None:
+        if not self._producing or self._greenlet is None:
             # Not started yet: a kill would just drop it, with no terminal event.
             self._end_cancelled(reason)
             if self._greenlet is not None:
@@ -277,44 +214,41 @@ class Generation:
         if self._greenlet is not None:
             self._greenlet.join(timeout)
 
+    # -- subscribers (see `Attendance`) ------------------------------------------------------
+
+    @property
+    def subscribers(self) -> int:
+        """Clients following this generation through this worker."""
+        return self._attendance.count
+
     def attach(self) -> None:
         """A subscriber arrived: it stops a pending disconnect cancel."""
-        self.subscribers += 1
-        if self._grace is not None:
-            self._grace.kill(block=False)
-            self._grace = None
+        self._attendance.attach()
 
     def detach(self) -> None:
         """A subscriber left: with nobody left, cancel after the grace period."""
-        self.subscribers = max(0, self.subscribers - 1)
-        if self.subscribers == 0 and self.running:
-            self._arm_grace(self.settings.disconnect_grace_seconds)
+        if self._attendance.detach() and self.running:
+            self._attendance.arm(self.settings.disconnect_grace_seconds)
 
     @property
     def unattended(self) -> bool:
         """Running, with no subscriber here and no disconnect grace counting down."""
-        return self.running and self.subscribers == 0 and self._grace is None
+        return self.running and self._attendance.count == 0 and not self._attendance.counting_down
 
     def recheck_attached(self) -> None:
         """Remote followers left (or vanished): start the grace if nobody follows here either."""
         if self.unattended:
-            self._arm_grace(self.settings.disconnect_grace_seconds)
-
-    def _arm_grace(self, seconds: float) -> None:
-        if self._grace is not None:
-            self._grace.kill(block=False)
-        self._grace = gevent.spawn_later(seconds, self._grace_expired)
+            self._attendance.arm(self.settings.disconnect_grace_seconds)
 
     def _grace_expired(self) -> None:
-        self._grace = None
-        if self.subscribers == 0 and self.running and not self.remote_subscribers():
+        if self._attendance.count == 0 and self.running and not self.remote_subscribers():
             self.cancel("disconnect")
 
     def remote_subscribers(self) -> bool:
         """Overridden by the shared backend: are clients attached through other workers?"""
         return False
 
-    def _first_text(self) -> None:
+    def first_output(self) -> None:
         """The first output (text, reasoning or a tool call) reached the client: the TTFT."""
         if self.ttft_ms is None:
             self.ttft_ms = int((time.monotonic() - self._t0) * 1000)
@@ -324,17 +258,21 @@ class Generation:
         """Token usage so far (see `UsageMeter`)."""
         return self.meter.as_dict()
 
-    # -- the producer -------------------------------------------------------------------------
+    # -- the producer's greenlet: whatever ends it, one ending ------------------------------
 
     def _run(self) -> None:
-        self._running = True
-        deadline = Timeout(self.settings.max_duration, _Deadline("max_duration", self.settings.max_duration))
+        self._producing = True
+        seconds = self.settings.max_duration
+        deadline = Timeout(seconds, Deadline("max_duration", seconds))
         deadline.start()
         try:
-            self._produce()
+            self.stop_reason = self.producer.run()
+            if self.spec.response_format == "json":
+                self.relay.finish_json()
+            self._end_done()
         except GreenletExit:
             self._end_cancelled(self._cancel_reason)
-        except _Deadline as exc:
+        except Deadline as exc:
             self._end_error(UpstreamError("timeout", exc.message(), retryable=True))
         except SluiceError as exc:
             self._end_error(exc)
@@ -345,163 +283,6 @@ class Generation:
             deadline.close()
             if self.running:  # defensive: every path above ends the stream
                 self._end_error(SluiceError("internal", "the generation ended unexpectedly"))
-
-    def _produce(self) -> None:
-        spec = self.spec
-        # The turns the model has really had; a continuation adds its scaffolding only to the
-        # request that asks for the rest, never here (so it never reaches a later round).
-        conversation = list(spec.messages)
-        rounds = 0
-        while True:
-            resume = self._resume
-            sent = resume.messages if resume is not None else conversation
-            try:
-                result = self._round(self.providers(self._upstream), self._request(sent), resume)
-            except UpstreamError as exc:
-                if self._retry_after(exc, conversation):
-                    continue
-                raise
-            self._resume = None
-            if result.stop == "tool_use" and result.calls and rounds < self.settings.max_tool_rounds:
-                rounds += 1
-                conversation += [
-                    # Opaque blocks (thinking + signature) go back exactly as received: the API
-                    # rejects a tool round that drops them.
-                    Message("assistant", result.answer, tool_calls=tuple(result.calls), opaque=tuple(result.opaque)),
-                    Message("user", tool_results=self._run_tools(result.calls)),
-                ]
-                continue
-            self.stop_reason = result.stop
-            break
-        if spec.response_format == "json":
-            self.relay.finish_json()
-        self._end_done()
-
-    def _request(self, messages: list[Message]) -> ProviderRequest:
-        spec = self.spec
-        return ProviderRequest(
-            model=self._upstream_model,
-            messages=tuple(messages),
-            max_tokens=spec.max_tokens,
-            system=spec.system,
-            temperature=spec.temperature,
-            tools=tuple(TOOLS[name].spec for name in spec.tools),
-            json_mode=spec.response_format == "json",
-            reasoning=spec.reasoning,
-        )
-
-    def _run_tools(self, calls: list[ToolCallPart]) -> tuple[ToolResultPart, ...]:
-        results = []
-        for call in calls:
-            with self.trace.tool(call.name, call.id):
-                content, is_error = run_tool(call.name, call.arguments)
-            results.append(ToolResultPart(call.id, call.name, content, is_error))
-            self.emit({"type": "tool_result", "id": call.id, "name": call.name,
-                       "content": content, "is_error": is_error})
-        return tuple(results)
-
-    def _retry_after(self, exc: UpstreamError, conversation: list[Message]) -> bool:
-        """After a failed upstream call: set up the next call and return True, or False to fail."""
-        failed = self._state
-        resume = self._resume
-        if resume is not None and resume.prefill and exc.type == "invalid_request" and not failed.relayed:
-            # This model refuses prefill (current Claude models: 400): ask with a user turn.
-            recovery.prefill_refused(self._upstream, self._upstream_model)
-            self._resume = _Resume(resume.said, recovery.continuation(conversation, resume.said, prefill=False))
-            self.meter.close_round(discard=True)
-            return True
-        fallback = self.settings.fallback_provider
-        if self.ttft_ms is None and fallback and fallback != self._upstream and not self._fell_back:
-            self._fell_back = True
-            self.emit({"type": "notice", "code": "fallback",
-                       "message": f"{self._upstream} failed ({exc.type}); {fallback} is answering instead"})
-            self._upstream, self._upstream_model = fallback, self.settings.default_model(fallback)
-            self.meter.close_round(discard=True)
-            return True
-        said = failed.answer
-        if (exc.type != "connection" or not said.strip() or failed.in_tool_call or self._recovered
-                or not self.settings.midstream_recovery):
-            # A drop inside a tool call is not continued as prose: its arguments would be lost.
-            return False
-        self._recovered = True
-        self.emit({"type": "notice", "code": "upstream_reconnected",
-                   "message": "The connection to the model dropped; the answer is being continued"})
-        self.meter.close_round()
-        prefill = recovery.prefill_allowed(self._upstream, self._upstream_model, self.spec.reasoning)
-        self._resume = _Resume(said, recovery.continuation(conversation, said, prefill=prefill), prefill)
-        return True
-
-    def _round(self, provider: Provider, request: ProviderRequest, resume: _Resume | None) -> _Round:
-        """One upstream call: relay its reasoning, text and tool calls, and return what it made.
-
-        With `resume`, the call continues this round's answer after a drop: its text begins
-        with what the client already has, and a repeat of that is filtered out.
-        """
-        # Kept on self: if the upstream drops mid-answer, `_retry_after` looks at it.
-        state = self._state = _Round(text=[resume.said] if resume is not None else [])
-        overlap = recovery.Overlap(resume.said) if resume is not None else None
-        self.meter.open_round(sum(len(m.text) for m in request.messages) + len(request.system or ""))
-        self.trace.upstream_start(provider.name, request.model)
-        events = provider.stream(request)
-        started = time.monotonic()
-        try:
-            while True:
-                if state.relayed:
-                    timer = Timeout(self.settings.idle_timeout, _Deadline("idle", self.settings.idle_timeout))
-                else:
-                    left = self.settings.first_token_timeout - (time.monotonic() - started)
-                    timer = Timeout(max(left, 0.001), _Deadline("first_token", self.settings.first_token_timeout))
-                timer.start()
-                try:
-                    event = next(events)
-                except StopIteration:
-                    break
-                finally:
-                    timer.close()
-                self._take(event, state, overlap)
-        finally:
-            # Closing the provider's generator closes its upstream response (its `with`).
-            events.close()
-            self.trace.upstream_end(sys.exc_info()[1])
-        if overlap is not None:
-            self._relay_text(overlap.flush(), state)
-        self.relay.flush()
-        self.meter.close_round()
-        return state
-
-    def _take(self, event: ProviderEvent, state: _Round, overlap: recovery.Overlap | None) -> None:
-        """Relay one provider event (or note it in `state`)."""
-        if isinstance(event, TextDelta):
-            if event.text:
-                state.relayed = True
-                self.meter.round_deltas += 1
-                self._relay_text(overlap.push(event.text) if overlap is not None else event.text, state)
-        elif isinstance(event, ReasoningDelta):
-            if event.text:
-                state.relayed = True
-                self.meter.round_deltas += 1
-                self.relay.flush()  # keep the order: text held by chunking goes first
-                self._first_text()
-                self.emit({"type": "reasoning", "content": event.text})
-        elif isinstance(event, ToolCallStart):
-            state.relayed = state.in_tool_call = True
-        elif isinstance(event, ToolCall):
-            state.relayed = state.in_tool_call = True
-            self.relay.flush()
-            self._first_text()
-            state.calls.append(ToolCallPart(event.id, event.name, event.arguments))
-            self.emit({"type": "tool_call", "id": event.id, "name": event.name, "arguments": event.arguments})
-        elif isinstance(event, Opaque):
-            state.opaque.append(event.block)
-        elif isinstance(event, Usage):
-            self.meter.reported(event)
-        elif isinstance(event, Finish):
-            state.stop = event.stop_reason
-
-    def _relay_text(self, text: str, state: _Round) -> None:
-        if text:
-            state.text.append(text)
-            self.relay.push(text)
 
     # -- endings: exactly one terminal event, then [DONE] --------------------------------------
 
@@ -523,12 +304,10 @@ class Generation:
         self.outcome_reason = reason
         self.ended_at = time.time()
         self.relay.stop()
-        if self._grace is not None and self._grace is not gevent.getcurrent():
-            self._grace.kill(block=False)
-        self._grace = None
+        self._attendance.stop()
         self.emit(payload, terminal=True)
         self.emit(DONE, terminal=True)
-        self._count_tokens()
+        self._count_deltas()
         self.trace.end(state, self.stop_reason, self.usage(), reason)
         if self._on_end is not None:
             self._on_end(self)

@@ -13,10 +13,12 @@ let in, so every stream still ends properly).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import gevent
 from gevent.event import Event
+from gevent.hub import get_hub
 
 from app import sse
 
@@ -33,7 +35,8 @@ READ_COUNT = 512
 # A text event is the hot path: its JSON is this template around the escaped content, with no
 # dict built and no generic encoder walked. (`json.dumps` of a str is the C string encoder.)
 _TEXT_HEAD = b'\ndata: {"type":"text","content":'
-_escape = json.JSONEncoder(ensure_ascii=False).encode
+# What `json.JSONEncoder(ensure_ascii=False).encode` does for a str, without its Python frame.
+_escape = json.encoder.encode_basestring
 
 
 class JournalFull(Exception):
@@ -66,7 +69,7 @@ def make_entry(stream_id: str, seq: int, data: str) -> Entry:
 class Journal:
     """Append-only list of entries with a wake-up for followers, bounded in bytes."""
 
-    __slots__ = ("stream_id", "entries", "nbytes", "max_bytes", "_prefix", "_wake", "_waiters")
+    __slots__ = ("stream_id", "entries", "nbytes", "max_bytes", "_prefix", "_wake", "_waiters", "_listeners")
 
     def __init__(self, stream_id: str, max_bytes: int = 0) -> None:
         self.stream_id = stream_id
@@ -74,8 +77,9 @@ class Journal:
         self.nbytes = 0
         self.max_bytes = max_bytes  # 0: unbounded
         self._prefix = f"id: {stream_id}:".encode()
-        self._wake = Event()
+        self._wake: Event | None = None  # made by the first `wait_after` that has to wait
         self._waiters = 0
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def last_seq(self) -> int:
@@ -109,11 +113,24 @@ class Journal:
         entry = Entry(len(self.entries) + 1, wire)
         self.entries.append(entry)
         self.nbytes += size
-        if self._waiters:
+        if self._listeners:
+            # One hub callback per event, whatever the number of followers: it calls each one
+            # (see `listen`). Taken before the call, so a follower re-registers for the next.
+            listeners, self._listeners = self._listeners, []
+            get_hub().loop.run_callback(_call_each, listeners)
+        if self._waiters and self._wake is not None:
             # Swap before set: a follower that wakes and finds nothing new waits on the new event.
             wake, self._wake = self._wake, Event()
             wake.set()
         return entry
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake()` once, in the hub, at the next append: the follower's cheap wait.
+
+        The hot path of a local subscriber (see `Delivery`): no Event made or set, no
+        multi-object wait, per event. `wait_after` is the general form.
+        """
+        self._listeners.append(wake)
 
     def after(self, seq: int, count: int = READ_COUNT) -> list[Entry]:
         """Up to `count` entries with a seq greater than `seq` (seq counts from 1: an index)."""
@@ -127,6 +144,8 @@ class Journal:
         """
         if len(self.entries) > seq or self.closed or (timeout is not None and timeout <= 0):
             return self.after(seq)
+        if self._wake is None:
+            self._wake = Event()
         waits = [self._wake] if interrupt is None else [self._wake, interrupt]
         self._waiters += 1
         try:
@@ -134,3 +153,8 @@ class Journal:
         finally:
             self._waiters -= 1
         return self.after(seq)
+
+
+def _call_each(listeners: list[Callable[[], None]]) -> None:
+    for wake in listeners:
+        wake()

@@ -94,6 +94,7 @@ class Registry:
         self.draining = False
         self.closing = False  # past the drain deadline: what still runs is being ended
         self._per_client: Counter[str] = Counter()
+        self._live = 0  # running generations: `running()` walks every one kept for replay too
         self._started = False
         self.tracing = Tracing(settings.otel_traces)
 
@@ -129,7 +130,7 @@ class Registry:
         if self.closing:
             raise RequestError(503, "The server is restarting; try again in a moment", type="overloaded",
                                headers={"Retry-After": "2"})
-        if len(self.active()) >= self.settings.max_streams:
+        if self._live >= self.settings.max_streams:
             raise RequestError(503, "The server is at capacity; try again shortly", type="overloaded",
                                headers={"Retry-After": "5"})
         busy = self._per_client[client] + self.backend.active_elsewhere(client)
@@ -148,6 +149,7 @@ class Registry:
         )
         self.local[stream_id] = gen
         self._per_client[client] += 1
+        self._live += 1
         metrics.generation_started()
         view: Mirrored = GenerationView(gen)
         self.backend.mirror(view)
@@ -160,6 +162,7 @@ class Registry:
         self.backend.changed(gen.id, entry.done)
 
     def _on_end(self, gen: Generation) -> None:
+        self._live -= 1
         self._per_client[gen.client] -= 1
         if self._per_client[gen.client] <= 0:
             del self._per_client[gen.client]

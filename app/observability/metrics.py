@@ -48,7 +48,7 @@ class _Metrics:
     active_subscribers: Gauge
     generations: Counter
     endings: Counter
-    text_deltas: Counter
+    text_deltas_relayed: Counter
     tokens: Counter
     upstream_errors: Counter
     upstream_retries: Counter
@@ -97,10 +97,10 @@ def _build() -> _Metrics:
             "Generations that ended, by outcome and reason (cancel reason or error type).",
             ["outcome", "reason"],
         ),
-        # The name is the contract's (CONTRACT.md); what it counts is text deltas, about a
-        # token each (billed tokens are sluice_tokens_total).
-        text_deltas=Counter(
-            "sluice_tokens_relayed", "Text deltas (about a token each) relayed from the upstream model."
+        # The name says "tokens" (docs/deploy.md, dashboards); what it counts is the provider's
+        # text deltas, one per upstream text event (a delta may hold several tokens, or part of one).
+        text_deltas_relayed=Counter(
+            "sluice_tokens_relayed", "Text deltas relayed from the upstream model (one per upstream text event)."
         ),
         tokens=Counter(
             "sluice_tokens",
@@ -160,17 +160,9 @@ def generation_finished(outcome: str, reason: str | None, ttft_s: float | None, 
 
 
 def text_deltas_relayed(n: int) -> None:
-    """The producer relayed `n` text deltas from the upstream (`sluice_tokens_relayed_total`).
-
-    Deltas, not `text` events: chunking and coalescing may join several into one event.
-    """
+    """The producer relayed `n` more text deltas from the upstream (`sluice_tokens_relayed_total`)."""
     if n > 0:
-        _m().text_deltas.inc(n)
-
-
-# The old name: app/lifecycle/generation.py still calls it (its owner is splitting that file and
-# switches to `text_deltas_relayed`); remove it then.
-tokens_relayed = text_deltas_relayed
+        _m().text_deltas_relayed.inc(n)
 
 
 def tokens_used(provider: str, usage: Mapping[str, object]) -> None:

@@ -1,7 +1,9 @@
-"""Text from the provider to `text` (and `json`) events: chunking, coalescing, partial JSON."""
+"""Text deltas from the provider to `text` (and `json`) events: re-cutting at word or sentence
+boundaries (`Chunker`), coalescing within a window, and when to send a partial JSON value."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +11,7 @@ import gevent
 import jiter
 
 from app.errors import UpstreamError
-from app.lifecycle.shaping import Chunker, extends, parse_partial_json
+from app.lifecycle.partial_json import extends, parse_partial_json
 
 # JSON mode: a partial value is the whole value so far, so sending one per fragment is
 # quadratic (a 4 KB answer became 950 KB of events). One is sent only once the answer has grown
@@ -18,6 +20,36 @@ from app.lifecycle.shaping import Chunker, extends, parse_partial_json
 # and parsing is O(n log n).
 JSON_MIN_STEP = 64
 JSON_GROWTH = 0.5
+
+_SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"')\]\u201d\u2019]*\s+|\n")
+
+
+class Chunker:
+    """Re-cut text deltas at word or sentence boundaries (`token` passes them through)."""
+
+    def __init__(self, mode: str = "token") -> None:
+        self.mode = mode
+        self.pending = ""
+
+    def push(self, text: str) -> str:
+        """Add a delta; return the part that is ready to send ("" if none)."""
+        if self.mode == "token":
+            return text  # nothing is ever held back
+        self.pending += text
+        if self.mode == "word":
+            cut = max(self.pending.rfind(" "), self.pending.rfind("\n"), self.pending.rfind("\t"))
+            cut = cut + 1 if cut >= 0 else 0
+        else:
+            cut = 0
+            for match in _SENTENCE_END.finditer(self.pending):
+                cut = match.end()
+        ready, self.pending = self.pending[:cut], self.pending[cut:]
+        return ready
+
+    def flush(self) -> str:
+        """Whatever is held back, at the end of a round."""
+        ready, self.pending = self.pending, ""
+        return ready
 
 
 class TextRelay:
@@ -45,7 +77,7 @@ class TextRelay:
         # journal already holds it once, as the bytes of its `text` events.
         self._keep = keep_answer or json_mode
         self.parts: list[str] = []
-        self.deltas = 0  # text deltas from the provider (the tokens relayed, for /metrics)
+        self.deltas = 0  # text deltas from the provider (sluice_tokens_relayed_total counts these)
         self._size = 0  # characters in `parts`
         self._pending: list[str] = []
         self._flusher: gevent.Greenlet | None = None

@@ -1,6 +1,6 @@
-"""Text shaping between the provider and the journal: chunking and partial JSON.
+"""Reading an incomplete JSON document, and telling whether a value only grew.
 
-Pure functions and a small buffer; the generation decides when to flush.
+Pure functions, for JSON mode (`text_relay.TextRelay` decides when to send a partial value).
 """
 
 from __future__ import annotations
@@ -9,37 +9,6 @@ import re
 from typing import Any
 
 import jiter
-
-_SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"')\]\u201d\u2019]*\s+|\n")
-
-
-class Chunker:
-    """Re-cut text deltas at word or sentence boundaries (`token` passes them through)."""
-
-    def __init__(self, mode: str = "token") -> None:
-        self.mode = mode
-        self.pending = ""
-
-    def push(self, text: str) -> str:
-        """Add a delta; return the part that is ready to send ("" if none)."""
-        if self.mode == "token":
-            return text  # nothing is ever held back
-        self.pending += text
-        if self.mode == "word":
-            cut = max(self.pending.rfind(" "), self.pending.rfind("\n"), self.pending.rfind("\t"))
-            cut = cut + 1 if cut >= 0 else 0
-        else:
-            cut = 0
-            for match in _SENTENCE_END.finditer(self.pending):
-                cut = match.end()
-        ready, self.pending = self.pending[:cut], self.pending[cut:]
-        return ready
-
-    def flush(self) -> str:
-        """Whatever is held back, at the end of a round."""
-        ready, self.pending = self.pending, ""
-        return ready
-
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _TRAILING_NUMBER = re.compile(r"-?\d[\d.eE+-]*$|-$")

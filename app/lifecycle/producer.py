@@ -1,0 +1,261 @@
+"""The producer: every upstream call of one generation, and what it relays.
+
+    provider.stream() ──next()──▶ Producer._take ──▶ TextRelay / emit ──▶ the generation's journal
+
+One `run()` is the whole answer: tool rounds (the tools run here, their results go back to the
+model), a fallback to another provider before the first output, and a mid-stream recovery
+after a dropped connection. It raises whatever ends the answer otherwise; the generation
+(`generation.py`) turns that into exactly one terminal event.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gevent
+
+from app.config import Settings
+from app.errors import UpstreamError
+from app.lifecycle import recovery
+from app.lifecycle.deadlines import RoundTimer
+from app.lifecycle.journal import Entry
+from app.lifecycle.spec import GenerationSpec
+from app.lifecycle.text_relay import TextRelay
+from app.lifecycle.usage import UsageMeter
+from app.observability.tracing import NoTrace
+from app.providers.base import (
+    Finish,
+    Message,
+    Opaque,
+    OpaqueBlock,
+    Provider,
+    ProviderEvent,
+    ProviderRequest,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallPart,
+    ToolCallStart,
+    ToolResultPart,
+    Usage,
+)
+from app.tools import TOOLS, run_tool
+
+ProviderFactory = Callable[[str], Provider]
+
+
+class Outlet(Protocol):
+    """What the producer needs of its generation (see `generation.Generation`)."""
+
+    spec: GenerationSpec
+    settings: Settings
+    providers: ProviderFactory
+    relay: TextRelay
+    meter: UsageMeter
+    trace: NoTrace
+    ttft_ms: int | None
+
+    def emit(self, payload: dict[str, Any] | str, *, terminal: bool = False) -> Entry | None: ...
+
+    def first_output(self) -> None: ...
+
+
+@dataclass
+class Round:
+    """What one upstream call made so far (kept, so a failure can look at it)."""
+
+    text: list[str] = field(default_factory=list)  # the round's answer text, as relayed
+    calls: list[ToolCallPart] = field(default_factory=list)
+    opaque: list[OpaqueBlock] = field(default_factory=list)
+    stop: str = "end_turn"
+    relayed: bool = False  # the model sent something (text, reasoning, a tool call)
+    in_tool_call: bool = False  # a tool call began: a drop now is not continued as prose
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.text)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The next call continues a dropped round: what the client has, and what to send."""
+
+    said: str
+    messages: list[Message]
+    prefill: bool = False
+
+
+class Producer:
+    """The rounds of one generation's answer (runs in the generation's greenlet)."""
+
+    def __init__(self, gen: Outlet) -> None:
+        self.gen = gen
+        self._relay, self._meter = gen.relay, gen.meter  # the hot path's, looked up once
+        self.upstream, self.upstream_model = gen.spec.provider, gen.spec.model  # changed by a fallback
+        self.current = Round()  # the round in progress (or the last one)
+        self.resume: Resume | None = None
+        self._recovered = False
+        self._fell_back = False
+
+    def run(self) -> str:
+        """Every round of the answer (tool rounds, a fallback, a recovery); the model's stop reason.
+
+        Raises what ends the generation otherwise: `UpstreamError`, `SluiceError`, `Deadline`,
+        `GreenletExit`.
+        """
+        spec = self.gen.spec
+        # The turns the model has really had; a continuation adds its scaffolding only to the
+        # request that asks for the rest, never here (so it never reaches a later round).
+        conversation = list(spec.messages)
+        rounds = 0
+        while True:
+            resume = self.resume
+            sent = resume.messages if resume is not None else conversation
+            try:
+                result = self._round(self.gen.providers(self.upstream), self._request(sent), resume)
+            except UpstreamError as exc:
+                if self._retry_after(exc, conversation):
+                    continue
+                raise
+            self.resume = None
+            if result.stop == "tool_use" and result.calls and rounds < self.gen.settings.max_tool_rounds:
+                rounds += 1
+                conversation += [
+                    # Opaque blocks (thinking + signature) go back exactly as received: the API
+                    # rejects a tool round that drops them.
+                    Message("assistant", result.answer, tool_calls=tuple(result.calls), opaque=tuple(result.opaque)),
+                    Message("user", tool_results=self._run_tools(result.calls)),
+                ]
+                continue
+            return result.stop
+
+    def _request(self, messages: list[Message]) -> ProviderRequest:
+        spec = self.gen.spec
+        return ProviderRequest(
+            model=self.upstream_model,
+            messages=tuple(messages),
+            max_tokens=spec.max_tokens,
+            system=spec.system,
+            temperature=spec.temperature,
+            tools=tuple(TOOLS[name].spec for name in spec.tools),
+            json_mode=spec.response_format == "json",
+            reasoning=spec.reasoning,
+        )
+
+    def _run_tools(self, calls: list[ToolCallPart]) -> tuple[ToolResultPart, ...]:
+        results = []
+        for call in calls:
+            with self.gen.trace.tool(call.name, call.id):
+                content, is_error = run_tool(call.name, call.arguments)
+            results.append(ToolResultPart(call.id, call.name, content, is_error))
+            self.gen.emit({"type": "tool_result", "id": call.id, "name": call.name,
+                           "content": content, "is_error": is_error})
+        return tuple(results)
+
+    def _retry_after(self, exc: UpstreamError, conversation: list[Message]) -> bool:
+        """After a failed upstream call: set up the next call and return True, or False to fail."""
+        failed = self.current
+        resume = self.resume
+        if resume is not None and resume.prefill and exc.type == "invalid_request" and not failed.relayed:
+            # This model refuses prefill (current Claude models: 400): ask with a user turn.
+            recovery.prefill_refused(self.upstream, self.upstream_model)
+            self.resume = Resume(resume.said, recovery.continuation(conversation, resume.said, prefill=False))
+            self._meter.close_round(discard=True)
+            return True
+        fallback = self.gen.settings.fallback_provider
+        if self.gen.ttft_ms is None and fallback and fallback != self.upstream and not self._fell_back:
+            self._fell_back = True
+            self.gen.emit({"type": "notice", "code": "fallback",
+                           "message": f"{self.upstream} failed ({exc.type}); {fallback} is answering instead"})
+            self.upstream, self.upstream_model = fallback, self.gen.settings.default_model(fallback)
+            self._meter.close_round(discard=True)
+            return True
+        said = failed.answer
+        if (exc.type != "connection" or not said.strip() or failed.in_tool_call or self._recovered
+                or not self.gen.settings.midstream_recovery):
+            # A drop inside a tool call is not continued as prose: its arguments would be lost.
+            return False
+        self._recovered = True
+        self.gen.emit({"type": "notice", "code": "upstream_reconnected",
+                       "message": "The connection to the model dropped; the answer is being continued"})
+        self._meter.close_round()
+        prefill = recovery.prefill_allowed(self.upstream, self.upstream_model, self.gen.spec.reasoning)
+        self.resume = Resume(said, recovery.continuation(conversation, said, prefill=prefill), prefill)
+        return True
+
+    def _round(self, provider: Provider, request: ProviderRequest, resume: Resume | None) -> Round:
+        """One upstream call: relay its reasoning, text and tool calls, and return what it made.
+
+        With `resume`, the call continues this round's answer after a drop: its text begins
+        with what the client already has, and a repeat of that is filtered out.
+        """
+        # Kept on self: if the upstream drops mid-answer, `_retry_after` looks at it.
+        state = self.current = Round(text=[resume.said] if resume is not None else [])
+        overlap = recovery.Overlap(resume.said) if resume is not None else None
+        self._meter.open_round(sum(len(m.text) for m in request.messages) + len(request.system or ""))
+        self.gen.trace.upstream_start(provider.name, request.model)
+        events = provider.stream(request)
+        settings = self.gen.settings
+        timer = RoundTimer(gevent.getcurrent(), settings.first_token_timeout, settings.idle_timeout)
+        clock = time.monotonic
+        try:
+            while True:
+                # Inline rather than a wrapping generator: one stack level less for the
+                # producer's greenlet to save and restore at every switch.
+                timer.since = clock()  # waiting on the upstream: the timer may fire now
+                try:
+                    event = next(events)
+                except StopIteration:
+                    break
+                timer.since = None
+                self._take(event, state, overlap)
+                if state.relayed and not timer.relayed:
+                    timer.now_relayed()
+        finally:
+            timer.close()
+            # Closing the provider's generator closes its upstream response (its `with`).
+            events.close()
+            self.gen.trace.upstream_end(sys.exc_info()[1])
+        if overlap is not None:
+            self._relay_text(overlap.flush(), state)
+        self._relay.flush()
+        self._meter.close_round()
+        return state
+
+    def _take(self, event: ProviderEvent, state: Round, overlap: recovery.Overlap | None) -> None:
+        """Relay one provider event (or note it in `state`)."""
+        if isinstance(event, TextDelta):
+            if event.text:
+                state.relayed = True
+                self._meter.round_deltas += 1
+                self._relay_text(overlap.push(event.text) if overlap is not None else event.text, state)
+        elif isinstance(event, ReasoningDelta):
+            if event.text:
+                state.relayed = True
+                self._meter.round_deltas += 1
+                self._relay.flush()  # keep the order: text held by chunking goes first
+                self.gen.first_output()
+                self.gen.emit({"type": "reasoning", "content": event.text})
+        elif isinstance(event, ToolCallStart):
+            state.relayed = state.in_tool_call = True
+        elif isinstance(event, ToolCall):
+            state.relayed = state.in_tool_call = True
+            self._relay.flush()
+            self.gen.first_output()
+            state.calls.append(ToolCallPart(event.id, event.name, event.arguments))
+            self.gen.emit({"type": "tool_call", "id": event.id, "name": event.name, "arguments": event.arguments})
+        elif isinstance(event, Opaque):
+            state.opaque.append(event.block)
+        elif isinstance(event, Usage):
+            self._meter.reported(event)
+        elif isinstance(event, Finish):
+            state.stop = event.stop_reason
+
+    def _relay_text(self, text: str, state: Round) -> None:
+        if text:
+            state.text.append(text)
+            self._relay.push(text)
