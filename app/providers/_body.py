@@ -214,6 +214,9 @@ class RawBody:
                     return
                 raise httpx2.RemoteProtocolError("the upstream closed the connection in the middle of the body")
             data = self._take(raw)
+            # Not kept while this greenlet waits for the next read: `recv` carved it out of a
+            # 64 KiB block, and one such small block kept per open stream fragments the heap.
+            del raw
             if data:
                 yield data
 
