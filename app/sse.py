@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -66,3 +66,32 @@ def retry(milliseconds: int) -> bytes:
 
 
 PING = comment("ping")
+
+
+# -- one stored event ------------------------------------------------------------------------
+
+DONE = "[DONE]"
+_DONE_DATA = b"data: [DONE]\n\n"
+
+
+class Entry(NamedTuple):
+    """One event as stored and sent: its seq and its encoded SSE bytes (nothing else)."""
+
+    seq: int
+    wire: bytes
+
+    @property
+    def done(self) -> bool:
+        """True for the `[DONE]` marker."""
+        return self.wire.endswith(_DONE_DATA)
+
+    @property
+    def data(self) -> str:
+        """The event's `data` text, read back from the wire bytes (for the Redis mirror)."""
+        body = self.wire.split(b"\ndata: ", 1)[1]
+        return body[:-2].decode("utf-8").replace("\ndata: ", "\n")
+
+
+def make_entry(stream_id: str, seq: int, data: str) -> Entry:
+    """Encode one event with its `<stream_id>:<seq>` id."""
+    return Entry(seq, encode(data, id=f"{stream_id}:{seq}"))

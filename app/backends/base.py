@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from gevent.event import Event
 
-from app.lifecycle.journal import Entry
+from app.sse import Entry
 
 
 class Feed(Protocol):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from app.backends.base import Feed, Local, Mirrored
+from app.backends.tombstones import Tombstones, tombstone_name
 from app.config import Settings
-from app.lifecycle.tombstones import Tombstones, tombstone_name
 
 
 class MemoryBackend:

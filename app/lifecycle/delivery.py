@@ -25,8 +25,8 @@ from gevent.hub import Waiter, get_hub
 from app import sse
 from app.backends.base import Feed
 from app.lifecycle.eof import EofWatch
-from app.lifecycle.journal import Entry
 from app.observability import metrics
+from app.sse import Entry
 
 log = logging.getLogger("sluice.delivery")
 

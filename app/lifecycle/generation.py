@@ -27,13 +27,14 @@ from app.config import Settings
 from app.errors import SluiceError, UpstreamError
 from app.lifecycle.attendance import Attendance
 from app.lifecycle.deadlines import Deadline
-from app.lifecycle.journal import DONE, Entry, Journal, JournalFull
+from app.lifecycle.journal import Journal, JournalFull
 from app.lifecycle.producer import Producer, ProviderFactory
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.text_relay import TextRelay
 from app.lifecycle.usage import UsageMeter
 from app.observability import metrics
 from app.observability.tracing import NO_TRACE, NoTrace
+from app.sse import DONE, Entry
 
 __all__ = ["FAIR_SHARE", "Generation", "ProviderFactory"]
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import gevent
 from gevent.event import Event
 from gevent.hub import get_hub
 
 from app import sse
+from app.sse import Entry
 
-DONE = "[DONE]"
-_DONE_DATA = b"data: [DONE]\n\n"
 # What CPython spends on an entry besides its wire bytes: the tuple (56), the bytes object's
 # header (33), the int and the list slot. Counted, so that a bound in bytes also bounds a flood
 # of tiny events.
@@ -41,29 +40,6 @@ _escape = json.encoder.encode_basestring
 
 class JournalFull(Exception):
     """An event would take the journal past its byte bound."""
-
-
-class Entry(NamedTuple):
-    """One event as stored and sent: its seq and its encoded SSE bytes (nothing else)."""
-
-    seq: int
-    wire: bytes
-
-    @property
-    def done(self) -> bool:
-        """True for the `[DONE]` marker."""
-        return self.wire.endswith(_DONE_DATA)
-
-    @property
-    def data(self) -> str:
-        """The event's `data` text, read back from the wire bytes (for the Redis mirror)."""
-        body = self.wire.split(b"\ndata: ", 1)[1]
-        return body[:-2].decode("utf-8").replace("\ndata: ", "\n")
-
-
-def make_entry(stream_id: str, seq: int, data: str) -> Entry:
-    """Encode one event with its `<stream_id>:<seq>` id."""
-    return Entry(seq, sse.encode(data, id=f"{stream_id}:{seq}"))
 
 
 class Journal:

@@ -22,7 +22,6 @@ from app.config import Settings
 from app.errors import UpstreamError
 from app.lifecycle import recovery
 from app.lifecycle.deadlines import RoundTimer
-from app.lifecycle.journal import Entry
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.text_relay import TextRelay
 from app.lifecycle.usage import UsageMeter
@@ -43,6 +42,7 @@ from app.providers.base import (
     ToolResultPart,
     Usage,
 )
+from app.sse import Entry
 from app.tools import TOOLS, run_tool
 
 ProviderFactory = Callable[[str], Provider]

@@ -15,12 +15,12 @@ from app.backends.base import Backend, Feed, Mirrored
 from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle.generation import Generation, ProviderFactory
-from app.lifecycle.journal import Entry
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.usage import BREAKDOWN
 from app.observability import metrics
 from app.observability.logging import log_generation
 from app.observability.tracing import Tracing
+from app.sse import Entry
 
 log = logging.getLogger("sluice.registry")
 

@@ -15,7 +15,7 @@ from typing import Any
 from gevent.event import Event
 
 from app.backends.base import Feed, Local, Mirrored
-from app.lifecycle.tombstones import tombstone_name
+from app.backends.tombstones import tombstone_name
 from app.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta, Usage
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import gevent
 
 from app.backends.memory import MemoryBackend
+from app.backends.tombstones import Tombstones
 from app.config import Settings
 from app.lifecycle.journal import Journal
 from app.lifecycle.registry import Registry
 from app.lifecycle.spec import GenerationSpec
-from app.lifecycle.tombstones import Tombstones
 from app.providers.base import Message
 from tests.unit.fakes import GatedProvider
 

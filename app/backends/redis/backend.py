@@ -50,7 +50,7 @@ from app.backends.redis.listener import Listener
 from app.backends.redis.presence import Presence
 from app.backends.redis.writer import Writer
 from app.config import Settings
-from app.lifecycle.journal import DONE
+from app.sse import DONE
 
 CANCEL_WAIT = 1.0  # how long POST /cancel waits for the owner's terminal event
 

@@ -24,7 +24,7 @@ from app import sse
 from app.backends.redis.connection import Connection
 from app.backends.redis.keys import entry_id, seq_of, stream_key, worker_alive
 from app.backends.redis.presence import Presence
-from app.lifecycle.journal import DONE, Entry, make_entry
+from app.sse import DONE, Entry, make_entry
 
 log = logging.getLogger("sluice.redis")
 

@@ -32,8 +32,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app.backends.base import Mirrored
+from app.backends.tombstones import tombstone_name
 from app.config import Settings
-from app.lifecycle.tombstones import tombstone_name
 
 PREFIX = "sluice"
 ALIVE_TTL = 10  # seconds a worker counts as alive after it last ticked or wrote

@@ -55,7 +55,7 @@ from app.backends.redis.keys import (
     stream_key,
     worker_alive,
 )
-from app.lifecycle.journal import DONE
+from app.sse import DONE
 
 log = logging.getLogger("sluice.redis")
 
