@@ -440,3 +440,12 @@ def cpu_seconds(pid: int) -> float:
 def tune_interpreter() -> None:
     """Hand the GIL over fast: client threads and the fake's threads share this process."""
     sys.setswitchinterval(0.0005)
+
+
+def print_allocation_sites(stats: Sequence[Any], per: int, top: int, root: str) -> None:
+    """The `top` allocation sites of a tracemalloc comparison, in KiB per stream (`per` streams)."""
+    print(f"  top {top} allocation sites (KiB per stream):")
+    for stat in stats[:top]:
+        frame = stat.traceback[0]
+        where = os.path.relpath(frame.filename, root) if frame.filename.startswith(root) else frame.filename
+        print(f"    {stat.size_diff / per / 1024:7.2f}  {where.split('site-packages/')[-1]}:{frame.lineno}")

@@ -35,6 +35,7 @@ from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 
+from bench._common import print_allocation_sites  # noqa: E402
 from tests.support.servers import ROOT  # noqa: E402
 
 KEY = "sk-bench"
@@ -150,11 +151,7 @@ def memory_run(provider: Any, streams: int, top: int) -> None:
     print(f"memory: {streams} open streams, stalled after 2 tokens")
     print(f"  Python memory per open stream (tracemalloc): {total / streams / 1024:.1f} KiB")
     print(f"  RSS per open stream: {(rss1 - rss0) / streams:.1f} KiB")
-    print(f"  top {top} allocation sites (KiB per stream):")
-    for s in stats[:top]:
-        frame = s.traceback[0]
-        where = frame.filename.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
-        print(f"    {s.size_diff / streams / 1024:7.2f}  {where}:{frame.lineno}")
+    print_allocation_sites(stats, streams, top, str(ROOT))
     tracemalloc.stop()
     gevent.killall(users, timeout=5)
 

@@ -28,6 +28,7 @@ import gevent  # noqa: E402
 from gevent import pywsgi  # noqa: E402
 from greenlet import greenlet  # noqa: E402
 
+from bench._common import print_allocation_sites  # noqa: E402
 from tests.support.servers import ROOT, base_env  # noqa: E402
 
 CLIENTS = r"""
@@ -117,12 +118,7 @@ def main() -> None:
     print(f"{args.streams} open streams (Anthropic SDK -> fake upstream, stalled after 2 tokens)")
     print(f"  Python memory per open stream: {total / args.streams / 1024:.1f} KiB")
     print(f"  greenlets per open stream: {(g1 - g0) / args.streams:.2f}")
-    print(f"  top {args.top} allocation sites (KiB per stream):")
-    for s in stats[: args.top]:
-        frame = s.traceback[0]
-        where = os.path.relpath(frame.filename, ROOT) if frame.filename.startswith(str(ROOT)) else frame.filename
-        where = where.split("site-packages/")[-1]
-        print(f"    {s.size_diff / args.streams / 1024:7.2f}  {where}:{frame.lineno}")
+    print_allocation_sites(stats, args.streams, args.top, str(ROOT))
     assert clients.stdin is not None
     clients.stdin.close()
     clients.wait()
