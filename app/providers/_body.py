@@ -117,11 +117,17 @@ class Dechunker:
 
 def _connection_stream(stream: object) -> HTTP11ConnectionByteStream | None:
     """httpcore2's HTTP/1.1 body stream under httpx2's wrappers, or None (another transport)."""
-    # httpx2 BoundSyncStream._stream -> ResponseStream._httpcore_stream -> PoolByteStream._stream
-    for _ in range(6):
+    # httpx2 BoundSyncStream._stream -> ResponseStream._httpcore_stream -> PoolByteStream._stream;
+    # with OpenTelemetry on (a global tracer provider, as Sluice's tracing sets), the Anthropic SDK
+    # wraps the body first: SpanEndingStream._body (its span ends when the body is closed).
+    for _ in range(8):
         if type(stream) is HTTP11ConnectionByteStream:
             return stream
-        stream = getattr(stream, "_stream", None) or getattr(stream, "_httpcore_stream", None)
+        stream = (
+            getattr(stream, "_stream", None)
+            or getattr(stream, "_httpcore_stream", None)
+            or getattr(stream, "_body", None)
+        )
         if stream is None:
             return None
     return None

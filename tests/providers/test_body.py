@@ -390,3 +390,19 @@ def test_body_cut_mid_chunk_is_a_lost_connection(scripted: Callable[[Answer], Sc
         run(cls())
     assert caught.value.type == "connection"
     assert "in the middle of the answer" in str(caught.value)
+
+
+def test_read_off_the_connection_with_opentelemetry_on(scripted: Callable[[Answer], ScriptedUpstream]) -> None:
+    """With a global tracer provider (Sluice's tracing sets one), the Anthropic SDK wraps the body
+    in its span-ending stream: the body is still read off the connection, and the connection kept."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if not hasattr(trace.get_tracer_provider(), "add_span_processor"):
+        trace.set_tracer_provider(TracerProvider())  # once per process; later tests keep it
+    server = scripted(chunked_answer(ANTHROPIC_EVENTS))
+    provider = AnthropicProvider()
+    for _ in range(3):
+        assert text_of(run(provider)) == "t0 t1 t2 "
+    assert server.requests == 3
+    assert server.accepted == 1
