@@ -1,20 +1,24 @@
-"""What a worker shares with the other workers and hosts, as one small interface.
+"""What a worker shares with the other workers and hosts: three small interfaces and a life.
 
 The registry keeps every generation this worker runs in memory and serves its subscribers
-from there (the fast path). The backend answers for everything else:
+from there (the fast path). The backend answers for everything else, one group a protocol,
+so each caller depends only on the group it uses:
 
-- early-cancel tombstones (an id cancelled before its generation exists) and id claims;
-- a mirror of this worker's generations (their events and status), so other workers can
-  find, follow and cancel them;
-- generations that run on *another* worker: their status, their events (a `Feed` to replay
-  and follow), and delivering a cancel to whichever worker owns them.
+- `Ids` (`backend.ids`): id claims and early-cancel tombstones (an id cancelled before its
+  generation exists);
+- `Mirror` (`backend.mirror`): a copy of this worker's generations (their events and status),
+  so other workers can find, follow and cancel them;
+- `Remote` (`backend.remote`): generations that run on *another* worker: their status, their
+  events (a `Feed` to replay and follow), their followers, and delivering a cancel to whichever
+  worker owns them.
 
-A backend never sees a `Generation`: it mirrors a `Mirrored` view (its events after a seq and
-its status), and what it must ask of this worker (a cancel from elsewhere, followers that left)
-goes through `Local`, which the registry implements. `MemoryBackend` is the single-process
-answer: nothing runs elsewhere, so remote lookups find nothing; `tests/unit/fake_backend.py`
-plays "the other workers" in memory for the registry's tests. `RedisBackend` fills the same
-methods from Redis.
+`Backend` holds the three and its own life (start, settle, close, ready). A backend never sees
+a `Generation`: it mirrors a `Mirrored` view (its events after a seq and its status), and what
+it must ask of this worker (a cancel from elsewhere, followers that left) goes through `Local`,
+which the registry implements. `MemoryBackend` is the single-process answer: its own
+tombstones, and null objects for the rest (`NO_MIRROR`, `NOWHERE`: nothing runs elsewhere).
+`tests/unit/fakes.py` plays "the other workers" in memory for the registry's tests.
+`RedisBackend` fills every group from Redis.
 """
 
 from __future__ import annotations
@@ -100,13 +104,86 @@ class Local(Protocol):
         ...
 
 
+class Ids(Protocol):
+    """Stream ids: claims, and early-cancel tombstones."""
+
+    def claim(self, stream_id: str, ttl: float) -> bool:
+        """Reserve a stream id for a generation on this worker; False if it is in use anywhere."""
+        ...
+
+    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
+        """Remember `principal`'s cancel of an id not (yet) known."""
+        ...
+
+    def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
+        """True (once) if `principal` cancelled `stream_id` before it started.
+
+        Only the principal that starts a generation can have cancelled it early: another's
+        cancel is answered as for an unknown id and has no effect (CONTRACT.md).
+        """
+        ...
+
+
+class Mirror(Protocol):
+    """The copy of this worker's generations that the other workers read."""
+
+    def add(self, view: Mirrored) -> None:
+        """A local generation started: publish its status so other workers can find it."""
+        ...
+
+    def changed(self, stream_id: str, urgent: bool) -> None:
+        """A mirrored generation appended an event (batched; `urgent`: write it now, e.g. `[DONE]`).
+
+        Called for every event: it must never block or do I/O.
+        """
+        ...
+
+    def finished(self, stream_id: str) -> None:
+        """A mirrored generation ended: write its final status and start the replay TTL."""
+        ...
+
+
+class Remote(Protocol):
+    """Generations that are not in this worker's registry (they run, or ran, elsewhere)."""
+
+    def status(self, stream_id: str) -> dict[str, Any] | None:
+        """Its status, or None.
+
+        It carries its `owner` (for the registry to check; never shown to clients).
+        """
+        ...
+
+    def feed(self, stream_id: str) -> Feed | None:
+        """A feed of its events, to replay and follow, or None."""
+        ...
+
+    def cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
+        """Ask the owning worker to cancel: 'cancelled', 'finished', or 'unknown'."""
+        ...
+
+    def followed(self, stream_id: str) -> bool:
+        """True if clients follow `stream_id` (one of this worker's) through other workers."""
+        ...
+
+    def active(self, client: str) -> int:
+        """Running generations of `client` on the other workers (0 if not tracked)."""
+        ...
+
+
 class Backend(Protocol):
-    """Cross-worker state. Every method must be safe to call from any greenlet."""
+    """Cross-worker state: the three groups and their life. Safe to call from any greenlet."""
 
     shared: bool
     """True when other workers/hosts can see this worker's generations (Redis)."""
 
-    # -- life ---------------------------------------------------------------------------------
+    @property
+    def ids(self) -> Ids: ...
+
+    @property
+    def mirror(self) -> Mirror: ...
+
+    @property
+    def remote(self) -> Remote: ...
 
     def start(self, local: Local) -> None:
         """Begin background work (e.g. the pub/sub listener); `local` answers for this worker."""
@@ -127,64 +204,3 @@ class Backend(Protocol):
     def ready(self) -> tuple[bool, str]:
         """(ready, reason) for /readyz."""
         ...
-
-    # -- ids: claims and tombstones -----------------------------------------------------------
-
-    def claim(self, stream_id: str, ttl: float) -> bool:
-        """Reserve a stream id for a generation on this worker; False if it is in use anywhere."""
-        ...
-
-    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
-        """Remember `principal`'s cancel of an id not (yet) known."""
-        ...
-
-    def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
-        """True (once) if `principal` cancelled `stream_id` before it started.
-
-        Only the principal that starts a generation can have cancelled it early: another's
-        cancel is answered as for an unknown id and has no effect (CONTRACT.md).
-        """
-        ...
-
-    # -- the mirror of this worker's generations ----------------------------------------------
-
-    def mirror(self, view: Mirrored) -> None:
-        """A local generation started: publish its status so other workers can find it."""
-        ...
-
-    def changed(self, stream_id: str, urgent: bool) -> None:
-        """A mirrored generation appended an event (batched; `urgent`: write it now, e.g. `[DONE]`).
-
-        Called for every event: it must never block or do I/O.
-        """
-        ...
-
-    def finished(self, stream_id: str) -> None:
-        """A mirrored generation ended: write its final status and start the replay TTL."""
-        ...
-
-    # -- generations elsewhere ----------------------------------------------------------------
-
-    def remote_status(self, stream_id: str) -> dict[str, Any] | None:
-        """Status of a generation that is not in this worker's registry, or None.
-
-        It carries its `owner` (for the registry to check; never shown to clients).
-        """
-        ...
-
-    def remote_feed(self, stream_id: str) -> Feed | None:
-        """A feed of a generation that is not in this worker's registry, or None."""
-        ...
-
-    def remote_cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
-        """Ask the owning worker to cancel: 'cancelled', 'finished', or 'unknown'."""
-        ...
-
-    def remote_subscribers(self, stream_id: str) -> bool:
-        """True if clients follow `stream_id` through other workers."""
-        ...
-
-    def active_elsewhere(self, client: str) -> int:
-        """Running generations of `client` on the other workers (0 if not tracked)."""
-        ...
-

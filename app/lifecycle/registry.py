@@ -45,7 +45,7 @@ class _Followed(Generation):
         self._backend = backend
 
     def remote_subscribers(self) -> bool:
-        return self._backend.remote_subscribers(self.id)
+        return self._backend.remote.followed(self.id)
 
 
 class GenerationView:
@@ -133,14 +133,14 @@ class Registry:
         if self._live >= self.settings.max_streams:
             raise RequestError(503, "The server is at capacity; try again shortly", type="overloaded",
                                headers={"Retry-After": "5"})
-        busy = self._per_client[client] + self.backend.active_elsewhere(client)
+        busy = self._per_client[client] + self.backend.remote.active(client)
         if busy >= self.settings.max_streams_per_client:
             raise RequestError(429, "Too many streams running for this client; wait for one to end",
                                type="rate_limit", headers={"Retry-After": "5"})
         stream_id = spec.stream_id or new_stream_id()
-        if stream_id in self.local or not self.backend.claim(stream_id, self.settings.max_duration + 60):
+        if stream_id in self.local or not self.backend.ids.claim(stream_id, self.settings.max_duration + 60):
             raise RequestError(409, "stream_id is already in use", field="stream_id")
-        cancelled = self.backend.take_tombstone(stream_id, owner)
+        cancelled = self.backend.ids.take_tombstone(stream_id, owner)
         gen = _Followed(
             stream_id, spec, self.settings, self.providers,
             owner=owner, client=client, on_entry=self._on_entry, on_end=self._on_end,
@@ -152,14 +152,14 @@ class Registry:
         self._live += 1
         metrics.generation_started()
         view: Mirrored = GenerationView(gen)
-        self.backend.mirror(view)
+        self.backend.mirror.add(view)
         if attached:
             gen.attach()
         gen.start(cancelled=cancelled)
         return gen
 
     def _on_entry(self, gen: Generation, entry: Entry) -> None:
-        self.backend.changed(gen.id, entry.done)
+        self.backend.mirror.changed(gen.id, entry.done)
 
     def _on_end(self, gen: Generation) -> None:
         self._live -= 1
@@ -192,7 +192,7 @@ class Registry:
             fields["prompt"] = gen.spec.prompt_text
             fields["answer"] = gen.relay.answer
         log_generation(fields, content=self.settings.log_content)
-        self.backend.finished(gen.id)
+        self.backend.mirror.finished(gen.id)
         # A timer in the event loop, not a greenlet: thousands of finished generations may be
         # waiting out their replay TTL at once.
         timer = gevent.get_hub().loop.timer(self.settings.replay_ttl_seconds)
@@ -210,7 +210,7 @@ class Registry:
         None, as for an unknown id, when the generation belongs to another principal.
         """
         gen = self.local.get(stream_id)
-        feed = gen if gen is not None else self.backend.remote_feed(stream_id)
+        feed = gen if gen is not None else self.backend.remote.feed(stream_id)
         return feed if feed is not None and visible_to(feed.owner, principal) else None
 
     def status(self, stream_id: str, principal: str | None = None) -> dict[str, Any] | None:
@@ -218,7 +218,7 @@ class Registry:
         gen = self.local.get(stream_id)
         if gen is not None:
             return gen.status() if visible_to(gen.owner, principal) else None
-        status = self.backend.remote_status(stream_id)
+        status = self.backend.remote.status(stream_id)
         # The owner travels with the status from Redis; it is checked here, never shown.
         if status is None or not visible_to(status.pop("owner", None), principal):
             return None
@@ -255,12 +255,12 @@ class Registry:
                     return 200, {"stream_id": stream_id, "status": "cancelled"}
             return 200, {"stream_id": stream_id, "status": "finished"}
         if gen is None:
-            outcome = self.backend.remote_cancel(stream_id, "user", owner)
+            outcome = self.backend.remote.cancel(stream_id, "user", owner)
             if outcome in ("cancelled", "finished"):
                 return 200, {"stream_id": stream_id, "status": outcome}
         # Unknown, or not the caller's: remember it, and answer exactly the same either way.
         if gen is None:
-            self.backend.add_tombstone(stream_id, self.settings.cancel_tombstone_seconds, owner)
+            self.backend.ids.add_tombstone(stream_id, self.settings.cancel_tombstone_seconds, owner)
         return 202, {"stream_id": stream_id, "status": "pending"}
 
     # -- shutdown -----------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """In-memory stand-ins for the registry's tests: a provider held at a gate, and a shared backend.
 
 `FakeBackend` is to `app.backends.base.Backend` what httpx's MockTransport is to a transport:
-the whole interface, in memory, with "the other workers" as plain dicts a test fills in, and a
-record of what the registry asked of it.
+the whole interface, in memory, one small fake per group (`ids`, `mirror`, `remote`), with
+"the other workers" as plain dicts a test fills in, and a record of what the registry asked.
 """
 
 from __future__ import annotations
@@ -52,34 +52,12 @@ class Elsewhere:
                 "owner": self.owner}
 
 
-class FakeBackend:
-    """A shared backend in memory (see the module docstring)."""
-
-    shared = True
+class FakeIds:
+    """Ids claimed by the other workers, and tombstones."""
 
     def __init__(self) -> None:
-        self.local: Local | None = None
-        self.closed = False
         self.claimed_elsewhere: set[str] = set()
         self.tombstones: set[str] = set()
-        self.mirrored: dict[str, Mirrored] = {}
-        self.urgent: list[str] = []  # ids whose change asked for an immediate write
-        self.finished_ids: list[str] = []
-        self.elsewhere: dict[str, Elsewhere] = {}
-        self.followed_elsewhere: set[str] = set()
-        self.active: Counter[str] = Counter()  # per client, on the other workers
-
-    def start(self, local: Local) -> None:
-        self.local = local
-
-    def settle(self, timeout: float) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def ready(self) -> tuple[bool, str]:
-        return True, "fake"
 
     def claim(self, stream_id: str, ttl: float) -> bool:
         return stream_id not in self.claimed_elsewhere
@@ -93,8 +71,17 @@ class FakeBackend:
         self.tombstones.discard(name)
         return found
 
-    def mirror(self, view: Mirrored) -> None:
-        self.mirrored[view.id] = view
+
+class FakeMirror:
+    """A record of what the registry mirrored."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, Mirrored] = {}
+        self.urgent: list[str] = []  # ids whose change asked for an immediate write
+        self.finished_ids: list[str] = []
+
+    def add(self, view: Mirrored) -> None:
+        self.views[view.id] = view
 
     def changed(self, stream_id: str, urgent: bool) -> None:
         if urgent:
@@ -103,14 +90,23 @@ class FakeBackend:
     def finished(self, stream_id: str) -> None:
         self.finished_ids.append(stream_id)
 
-    def remote_status(self, stream_id: str) -> dict[str, Any] | None:
+
+class FakeRemote:
+    """The other workers: their generations, who follows ours there, and counts per client."""
+
+    def __init__(self) -> None:
+        self.elsewhere: dict[str, Elsewhere] = {}
+        self.followed_elsewhere: set[str] = set()
+        self.active_per_client: Counter[str] = Counter()
+
+    def status(self, stream_id: str) -> dict[str, Any] | None:
         gen = self.elsewhere.get(stream_id)
         return None if gen is None else gen.status(stream_id)
 
-    def remote_feed(self, stream_id: str) -> Feed | None:
+    def feed(self, stream_id: str) -> Feed | None:
         return None  # following a remote stream is app.backends.redis's (tests/redis)
 
-    def remote_cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
+    def cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
         gen = self.elsewhere.get(stream_id)
         if gen is None or (gen.owner is not None and gen.owner != owner):
             return "unknown"
@@ -120,8 +116,33 @@ class FakeBackend:
         gen.cancelled_by.append(reason)
         return "cancelled"
 
-    def remote_subscribers(self, stream_id: str) -> bool:
+    def followed(self, stream_id: str) -> bool:
         return stream_id in self.followed_elsewhere
 
-    def active_elsewhere(self, client: str) -> int:
-        return self.active[client]
+    def active(self, client: str) -> int:
+        return self.active_per_client[client]
+
+
+class FakeBackend:
+    """A shared backend in memory (see the module docstring)."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        self.ids = FakeIds()
+        self.mirror = FakeMirror()
+        self.remote = FakeRemote()
+        self.local: Local | None = None
+        self.closed = False
+
+    def start(self, local: Local) -> None:
+        self.local = local
+
+    def settle(self, timeout: float) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "fake"

@@ -18,7 +18,7 @@ def test_a_status_read_back_from_redis_is_the_status_a_local_generation_answers(
                      owner="alice", client="c", attached=True)
     provider.gate.set()
     gen.join(5)
-    view = backend.mirrored[gen.id]
+    view = backend.mirror.views[gen.id]
     # As Redis hands it back: every field a string.
     stored = {k: str(v) for k, v in encode_status(view, "worker-1").items()}
     assert decode_status(gen.id, stored) == {**gen.status(), "owner": "alice"}

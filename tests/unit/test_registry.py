@@ -56,7 +56,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 def test_a_started_generation_is_mirrored_as_a_view_with_its_status() -> None:
     reg, backend, _ = make()
     gen = reg.create(spec(), owner="alice", client="c", attached=True)
-    view = backend.mirrored[gen.id]
+    view = backend.mirror.views[gen.id]
     assert not hasattr(view, "cancel"), "the backend sees a view, not the Generation"
     assert (view.owner, view.client, view.running, view.ended) == ("alice", "c", True, False)
     assert view.status()["state"] == "running"
@@ -68,11 +68,11 @@ def test_a_started_generation_is_mirrored_as_a_view_with_its_status() -> None:
 def test_admission_refuses_past_capacity_per_client_and_a_taken_id() -> None:
     reg, backend, _ = make(SLUICE_MAX_STREAMS="2", SLUICE_MAX_STREAMS_PER_CLIENT="2")
     reg.create(spec(), owner=None, client="c", attached=True)
-    backend.active["c"] = 1  # one more of client c runs on another worker
+    backend.remote.active_per_client["c"] = 1  # one more of client c runs on another worker
     with pytest.raises(RequestError) as per_client:
         reg.create(spec(), owner=None, client="c", attached=True)
     assert per_client.value.status == 429
-    backend.claimed_elsewhere.add("taken-elsewhere-0000000")
+    backend.ids.claimed_elsewhere.add("taken-elsewhere-0000000")
     with pytest.raises(RequestError) as taken:
         reg.create(spec("taken-elsewhere-0000000"), owner=None, client="d", attached=True)
     assert taken.value.status == 409
@@ -98,15 +98,15 @@ def test_cancel_of_a_local_generation_ends_it_before_answering() -> None:
     assert gen.running, "bob's cancel of alice's generation does nothing"
     assert reg.cancel(gen.id, "alice") == (200, {"stream_id": gen.id, "status": "cancelled"})
     assert events_of(reg, gen.id, "alice") == ["start", "cancelled", "DONE"]
-    assert backend.mirrored[gen.id].ended and backend.finished_ids == [gen.id]
-    assert gen.id in backend.urgent, "the end is written to the mirror at once"
+    assert backend.mirror.views[gen.id].ended and backend.mirror.finished_ids == [gen.id]
+    assert gen.id in backend.mirror.urgent, "the end is written to the mirror at once"
     assert reg.cancel(gen.id, "alice") == (200, {"stream_id": gen.id, "status": "finished"})
 
 
 def test_cancel_of_a_generation_on_another_worker_goes_through_the_backend() -> None:
     reg, backend, _ = make()
-    backend.elsewhere["running-elsewhere-00000"] = running = Elsewhere(owner="alice")
-    backend.elsewhere["ended-elsewhere-0000000"] = Elsewhere(owner="alice", state="done")
+    backend.remote.elsewhere["running-elsewhere-00000"] = running = Elsewhere(owner="alice")
+    backend.remote.elsewhere["ended-elsewhere-0000000"] = Elsewhere(owner="alice", state="done")
     assert reg.cancel("running-elsewhere-00000", "bob")[0] == 202
     assert running.state == "running"
     assert reg.cancel("running-elsewhere-00000", "alice") == (
@@ -153,11 +153,11 @@ def test_followers_on_other_workers_keep_a_generation_until_they_leave() -> None
     reg, backend, provider = make(SLUICE_DISCONNECT_GRACE_SECONDS="0.05")
     gen = reg.create(spec(), owner=None, client="c", attached=True)
     assert provider.waiting.wait(5)
-    backend.followed_elsewhere.add(gen.id)
+    backend.remote.followed_elsewhere.add(gen.id)
     gen.detach()  # the last client here left; one still follows through another worker
     assert wait_until(lambda: reg.unattended() == [gen.id]), "the grace ran out without a cancel"
     assert gen.running
-    backend.followed_elsewhere.clear()
+    backend.remote.followed_elsewhere.clear()
     reg.followers_left(gen.id)
     gen.join(5)
     assert gen.state == "cancelled" and events_of(reg, gen.id)[-2:] == ["cancelled", "DONE"]

@@ -12,10 +12,10 @@ So a token costs no round trip of its own: one flush carries every event of ever
 that arrived in the last FLUSH_INTERVAL, and only a stream's end is written at once.
 
 Nothing is queued but a reference to a view of the generation (`app.backends.base.Mirrored`):
-the entries to write are its events after the last seq written (`Mirror.written`). So a failed flush loses nothing and
-holds no extra memory — the mirror is marked unsynced and, once Redis answers again, the
-writer asks Redis for the last entry it has (`XREVRANGE + - COUNT 1`) and writes the rest,
-status and claim included. That also covers a Redis that restarted empty.
+the entries to write are its events after the last seq written (`Copy.written`). So a failed
+flush loses nothing and holds no extra memory — the copy is marked unsynced and, once Redis
+answers again, the writer asks Redis for the last entry it has (`XREVRANGE + - COUNT 1`) and
+writes the rest, status and claim included. That also covers a Redis that restarted empty.
 
 Re-writing an entry that did make it (a pipeline cut half-way) fails alone with "ID equal or
 smaller than the target stream top item", which is expected and ignored. Any other refusal
@@ -64,7 +64,7 @@ FLUSH_AT = 256  # queued events that trigger a flush at once
 PROGRESS_INTERVAL = 0.5  # seconds between updates of a running generation's event count and usage
 
 
-class Mirror:
+class Copy:
     """What Redis holds of one local generation."""
 
     __slots__ = ("view", "written", "synced", "final", "progress_at")
@@ -80,12 +80,13 @@ class Mirror:
 class Writer:
     """Batches the mirror writes of every local generation of this worker."""
 
-    def __init__(self, connection: Connection, lifetimes: Lifetimes, max_events: int) -> None:
+    def __init__(self, connection: Connection, lifetimes: Lifetimes, max_events: int, keep: float) -> None:
         self.connection = connection
         self.lifetimes = lifetimes
         self.max_events = max_events  # MAXLEN ~ of each events stream
-        self.mirrors: dict[str, Mirror] = {}
-        self.dirty: dict[str, Mirror] = {}
+        self.keep = keep  # s an ended generation stays mirrored here (its replay TTL, and a second)
+        self.mirrors: dict[str, Copy] = {}
+        self.dirty: dict[str, Copy] = {}
         self._pending = 0
         self._wake = Event()
         self._urgent = Event()
@@ -97,11 +98,11 @@ class Writer:
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._loop)
 
-    # -- what the backend hands over ----------------------------------------------------------
+    # -- the mirror (app.backends.base.Mirror): what the registry hands over -------------------
 
     def add(self, view: Mirrored) -> None:
         """Mirror a generation that just started: its registration is written now."""
-        mirror = Mirror(view)
+        mirror = Copy(view)
         self.mirrors[view.id] = mirror
         conn = self.connection
         if conn.usable():
@@ -121,15 +122,15 @@ class Writer:
         if mirror is not None:
             self.mark(mirror, urgent=urgent)
 
-    def finished(self, stream_id: str, keep: float) -> None:
+    def finished(self, stream_id: str) -> None:
         """A mirrored generation ended: write its end now, forget it after `keep` seconds."""
         mirror = self.mirrors.get(stream_id)
         if mirror is None:
             return
         self.mark(mirror, urgent=True)
-        gevent.spawn_later(keep, self._forget, stream_id, mirror)
+        gevent.spawn_later(self.keep, self._forget, stream_id, mirror)
 
-    def _forget(self, stream_id: str, mirror: Mirror) -> None:
+    def _forget(self, stream_id: str, mirror: Copy) -> None:
         if self.mirrors.get(stream_id) is mirror:
             del self.mirrors[stream_id]
 
@@ -145,7 +146,7 @@ class Writer:
 
     # -- batching -----------------------------------------------------------------------------
 
-    def mark(self, mirror: Mirror, urgent: bool = False) -> None:
+    def mark(self, mirror: Copy, urgent: bool = False) -> None:
         """Queue a flush of `mirror` (cheap: called on every event)."""
         self.dirty[mirror.view.id] = mirror
         self._idle.clear()
@@ -241,7 +242,7 @@ class Writer:
             pipe.zadd(active, {f"{worker_id}|{view.id}": time.time() + running_ttl})
             pipe.expire(active, running_ttl)
 
-    def _write(self, batch: dict[str, Mirror]) -> None:
+    def _write(self, batch: dict[str, Copy]) -> None:
         worker_id = self.connection.worker_id
         r = self.connection.client
         unsynced = [m for m in batch.values() if not m.synced and not m.final]
@@ -261,7 +262,7 @@ class Writer:
         now = time.monotonic()
         pipe = r.pipeline(transaction=True)
         pipe.set(worker_alive(worker_id), "1", ex=ALIVE_TTL)  # a worker that writes is alive
-        plan: list[tuple[Mirror, int, bool]] = []
+        plan: list[tuple[Copy, int, bool]] = []
         for m in todo:
             view = m.view
             meta = stream_key(view.id, "meta")

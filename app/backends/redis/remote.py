@@ -1,0 +1,123 @@
+"""Generations owned by other workers (`app.backends.base.Remote`): status, feed, cancel, followers.
+
+Every lookup reads what the owner's writer mirrored (app.backends.redis.writer); a cancel is a
+message to the owner's inbox (app.backends.redis.messages), then a blocking read of the
+generation's events until its terminal event. With Redis down, nothing is found elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from app.backends.base import Feed
+from app.backends.redis import messages
+from app.backends.redis.connection import Connection
+from app.backends.redis.feed import RedisFeed
+from app.backends.redis.keys import client_active_key, decode_owner, decode_status, entry_id, seq_of, stream_key
+from app.backends.redis.presence import Presence
+from app.sse import DONE
+
+CANCEL_WAIT = 1.0  # how long POST /cancel waits for the owner's terminal event
+
+
+class RedisRemote:
+    """The other workers' generations, as Redis holds them."""
+
+    def __init__(self, connection: Connection, presence: Presence) -> None:
+        self.connection = connection
+        self.presence = presence
+
+    def status(self, stream_id: str) -> dict[str, Any] | None:
+        conn = self.connection
+        if not conn.usable():
+            return None
+        try:
+            meta = conn.client.hgetall(stream_key(stream_id, "meta"))
+        except (RedisError, OSError) as exc:
+            conn.mark_down(exc)
+            return None
+        return decode_status(stream_id, meta) if meta else None
+
+    def feed(self, stream_id: str) -> Feed | None:
+        conn = self.connection
+        # A Redis that refuses writes still answers reads: follow (RedisFeed ends, bounded).
+        if not conn.usable() and not conn.refusing:
+            return None
+        try:
+            pipe = conn.client.pipeline(transaction=False)
+            pipe.hmget(stream_key(stream_id, "meta"), "worker", "owner")
+            pipe.xrevrange(stream_key(stream_id, "events"), "+", "-", count=1)
+            (worker, owner), last = pipe.execute()
+        except (RedisError, OSError) as exc:
+            conn.mark_down(exc)
+            return None
+        if worker is None and not last:
+            return None
+        closed = bool(last) and last[0][1].get("d") == DONE
+        return RedisFeed(conn, self.presence, stream_id, worker, closed, owner=decode_owner(owner))
+
+    def cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
+        conn = self.connection
+        if not conn.usable():
+            return "unknown"
+        try:
+            pipe = conn.client.pipeline(transaction=False)
+            pipe.hgetall(stream_key(stream_id, "meta"))
+            pipe.get(stream_key(stream_id, "claim"))
+            meta, claimed_by = pipe.execute()
+            if meta:
+                status = decode_status(stream_id, meta)
+                if status["owner"] is not None and status["owner"] != owner:
+                    return "unknown"  # not the caller's: answered exactly as an unknown id
+                if status["state"] != "running":
+                    return "finished"
+                worker = meta.get("worker") or claimed_by
+            elif claimed_by:
+                worker = claimed_by  # starting right now on that worker: it checks the owner
+            else:
+                return "unknown"
+            message = {"op": "cancel", "sid": stream_id, "reason": reason, "owner": owner}
+            messages.send(conn.client, worker, message, inbox=True)
+            if not meta:
+                return "unknown"
+            self._await_end(stream_id, status["events"])
+            return "cancelled"
+        except (RedisError, OSError) as exc:
+            conn.mark_down(exc)
+            return "unknown"
+
+    def _await_end(self, stream_id: str, after: int) -> None:
+        """Like the local path (which joins the greenlet), return once the generation's
+        terminal event is in the shared log, or after CANCEL_WAIT: a blocking read, no polling."""
+        key = stream_key(stream_id, "events")
+        deadline = time.monotonic() + CANCEL_WAIT
+        while (left := deadline - time.monotonic()) > 0:
+            found = self.connection.client.xread(
+                {key: entry_id(after)}, count=100, block=max(1, int(min(left, 1.0) * 1000))
+            )
+            rows = (list(found.values())[0][0] if isinstance(found, dict) else found[0][1]) if found else []
+            for rid, fields in rows:
+                after = seq_of(rid)
+                data = fields.get("d", "")
+                if data == DONE or json.loads(data).get("type") in ("done", "error", "cancelled"):
+                    return
+
+    def followed(self, stream_id: str) -> bool:
+        return self.presence.elsewhere(stream_id)
+
+    def active(self, client: str) -> int:
+        """Running generations of `client` on OTHER workers (the registry counts its own)."""
+        conn = self.connection
+        if not conn.usable():
+            return 0
+        try:
+            members = conn.client.zrangebyscore(client_active_key(client), time.time(), "+inf")
+        except (RedisError, OSError) as exc:
+            conn.mark_down(exc)
+            return 0
+        mine = f"{conn.worker_id}|"
+        return sum(1 for m in members if not m.startswith(mine))
