@@ -2,7 +2,7 @@
  * sse-parser.js — an event-stream (Server-Sent Events) parser, for a body read with fetch.
  *
  * Plain ES5 syntax, no modules, no build step; it defines one global, `SluiceSSE`.
- * sluice.js needs it: load this file first. `EventSource` parses by itself; this is for the
+ * sluice-transport.js needs it: load this file first. `EventSource` parses by itself; this is for the
  * streams a page reads with `fetch` (a POST body, custom headers), by the same rules:
  * https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
  *

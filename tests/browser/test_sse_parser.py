@@ -155,6 +155,21 @@ def test_a_character_cut_off_at_the_end_is_dropped(parser_page: Any) -> None:
 
 def test_sluice_js_without_the_parser_says_what_is_missing(web: Gunicorn, page: Any) -> None:
     page.set_content("<!doctype html><title>no parser</title>")
-    page.add_script_tag(url=f"{web.url}/static/js/sluice.js")
-    assert page.evaluate("typeof Sluice") == "undefined"
+    for name in ("sluice.js", "sluice-stream.js", "sluice-transport.js"):
+        page.add_script_tag(url=f"{web.url}/static/js/{name}")
+    assert page.evaluate("typeof Sluice.Stream.prototype.start") == "undefined", "the transport did not load"
     assert any("load /static/js/sse-parser.js before it" in e for e in page.js_errors), page.js_errors
+
+
+def test_sluice_js_without_its_other_files_says_what_is_missing(web: Gunicorn, page: Any) -> None:
+    """sluice.js alone signs in and cancels; streaming says which files it needs, as does a
+    file loaded before the one it needs."""
+    page.set_content("<!doctype html><title>sluice.js alone</title>")
+    page.add_script_tag(url=f"{web.url}/static/js/sse-parser.js")
+    page.add_script_tag(url=f"{web.url}/static/js/sluice-transport.js")
+    assert any("load them before it" in e for e in page.js_errors), page.js_errors
+    page.add_script_tag(url=f"{web.url}/static/js/sluice.js")
+    assert page.evaluate("typeof Sluice.signIn + ' ' + typeof Sluice.cancel") == "function function"
+    message = page.evaluate(
+        "() => { try { Sluice.stream({prompt: 'x'}); return null; } catch (e) { return e.message; } }")
+    assert message is not None and "sluice-stream.js and sluice-transport.js" in message
