@@ -442,8 +442,12 @@ def tune_interpreter() -> None:
     sys.setswitchinterval(0.0005)
 
 
-def print_allocation_sites(stats: Sequence[Any], per: int, top: int, root: str) -> None:
-    """The `top` allocation sites of a tracemalloc comparison, in KiB per stream (`per` streams)."""
+def print_allocations(before: Any, after: Any, per: int, top: int, root: str) -> None:
+    """What Python allocated between two tracemalloc snapshots, per stream (`per` streams): the
+    total, then the `top` allocation sites (paths relative to `root`)."""
+    stats = after.compare_to(before, "lineno")
+    total = sum(s.size_diff for s in stats)
+    print(f"  Python memory per open stream (tracemalloc): {total / per / 1024:.1f} KiB")
     print(f"  top {top} allocation sites (KiB per stream):")
     for stat in stats[:top]:
         frame = stat.traceback[0]

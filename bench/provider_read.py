@@ -35,7 +35,7 @@ from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 
-from bench._common import print_allocation_sites  # noqa: E402
+from bench._common import print_allocations  # noqa: E402
 from tests.support.servers import ROOT  # noqa: E402
 
 KEY = "sk-bench"
@@ -146,12 +146,9 @@ def memory_run(provider: Any, streams: int, top: int) -> None:
     gc.collect()
     after = tracemalloc.take_snapshot()
     rss1 = _rss_kib()
-    stats = after.compare_to(before, "lineno")
-    total = sum(s.size_diff for s in stats)
     print(f"memory: {streams} open streams, stalled after 2 tokens")
-    print(f"  Python memory per open stream (tracemalloc): {total / streams / 1024:.1f} KiB")
     print(f"  RSS per open stream: {(rss1 - rss0) / streams:.1f} KiB")
-    print_allocation_sites(stats, streams, top, str(ROOT))
+    print_allocations(before, after, streams, top, str(ROOT))
     tracemalloc.stop()
     gevent.killall(users, timeout=5)
 

@@ -28,7 +28,7 @@ import gevent  # noqa: E402
 from gevent import pywsgi  # noqa: E402
 from greenlet import greenlet  # noqa: E402
 
-from bench._common import print_allocation_sites  # noqa: E402
+from bench._common import print_allocations  # noqa: E402
 from tests.support.servers import ROOT, base_env  # noqa: E402
 
 CLIENTS = r"""
@@ -113,12 +113,9 @@ def main() -> None:
     settle()
     after = tracemalloc.take_snapshot()
     g1 = greenlets()
-    stats = after.compare_to(before, "lineno")
-    total = sum(s.size_diff for s in stats)
     print(f"{args.streams} open streams (Anthropic SDK -> fake upstream, stalled after 2 tokens)")
-    print(f"  Python memory per open stream: {total / args.streams / 1024:.1f} KiB")
     print(f"  greenlets per open stream: {(g1 - g0) / args.streams:.2f}")
-    print_allocation_sites(stats, args.streams, args.top, str(ROOT))
+    print_allocations(before, after, args.streams, args.top, str(ROOT))
     assert clients.stdin is not None
     clients.stdin.close()
     clients.wait()
