@@ -1,8 +1,10 @@
 """Generations owned by other workers (`app.backends.base.Remote`): status, feed, cancel, followers.
 
-Every lookup reads what the owner's writer mirrored (app.backends.redis.writer); a cancel is a
-message to the owner's inbox (app.backends.redis.messages), then a blocking read of the
-generation's events until its terminal event. With Redis down, nothing is found elsewhere.
+Lookups read what the owner's writer mirrored (app.backends.redis.writer) and, for followers,
+their presence (app.backends.redis.presence); a cancel is a message to the owner's inbox
+(app.backends.redis.messages), then a blocking read of the generation's events until its
+terminal event. With Redis down nothing is found elsewhere (a Redis that only refuses writes
+is still read, to follow a stream to its end).
 """
 
 from __future__ import annotations
