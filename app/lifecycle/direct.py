@@ -40,6 +40,7 @@ from app.sse import Entry
 log = logging.getLogger("sluice.delivery")
 
 _READ, _WRITE = 1, 2
+_LAST_CHUNK = b"0\r\n\r\n"
 _ACTIVE: set[DirectDelivery] = set()
 
 
@@ -52,7 +53,7 @@ class DirectDelivery:
     """Writes one generation's feed to a socket this object owns, from hub callbacks."""
 
     __slots__ = (
-        "feed", "seq", "heartbeat", "send_timeout", "max_write", "sock", "sent", "on_end",
+        "feed", "seq", "heartbeat", "send_timeout", "max_write", "sock", "chunked", "sent", "on_end",
         "_attached", "_listen", "_listening", "_out", "_done", "_closed", "_last_write",
         "_gone", "_watch", "_writer", "_timer", "_deadline",
     )
@@ -67,6 +68,7 @@ class DirectDelivery:
         send_timeout: float | None,
         max_write: int,
         attached: bool,
+        chunked: bool = True,
         on_end: Callable[[DirectDelivery], None] | None = None,
     ) -> None:
         listen = getattr(feed, "listen", None)
@@ -78,6 +80,7 @@ class DirectDelivery:
         self.send_timeout = send_timeout
         self.max_write = max_write
         self.sock = sock  # a plain, non-blocking stdlib socket: never one of gevent's
+        self.chunked = chunked  # HTTP/1.1 framing, as gunicorn writes it; else close-delimited
         self.sent = 0
         self.on_end = on_end
         self._attached = attached
@@ -109,13 +112,13 @@ class DirectDelivery:
         gone.rawlink(self._on_gone)
         pending = self.feed.wait_after(self.seq, 0)
         # Like the ordinary response: headers, retry and whatever is ready, in one write.
-        first = sse.retry(RETRY_MS) if not pending else f"retry: {RETRY_MS}\n".encode()
-        self._out = head + first
-        self._pump(pending)
+        body = b"retry: %d\n%s" % (RETRY_MS, self._take(pending)) if pending else sse.retry(RETRY_MS)
+        self._out = head + self._frame(body)
+        self._pump()
 
     # -- the loop, in hub callbacks ------------------------------------------------------------
 
-    def _pump(self, pending: list[Entry] | None = None) -> None:
+    def _pump(self) -> None:
         """Write what is ready; then wait for the socket, or for the journal."""
         while not self._closed:
             if self._out:
@@ -125,15 +128,15 @@ class DirectDelivery:
             if self._done:
                 self.close(graceful=True)
                 return
-            if not pending:
-                pending = self.feed.wait_after(self.seq, 0)
+            pending = self.feed.wait_after(self.seq, 0)
             if pending:
-                self._out = self._take(pending)
-                pending = None
+                self._out = self._frame(self._take(pending))
                 continue
             if self.feed.closed:
-                self.close(graceful=True)  # nothing after our seq will ever come
-                return
+                # Nothing after our seq will ever come: end the body, then the connection.
+                self._done = True
+                self._out = _LAST_CHUNK if self.chunked else b""
+                continue
             self._wait()
             return
 
@@ -149,6 +152,12 @@ class DirectDelivery:
             if entry.done:
                 break
         return b"".join(out)
+
+    def _frame(self, body: bytes) -> bytes:
+        if not self.chunked:
+            return body
+        framed = b"%x\r\n%s\r\n" % (len(body), body)
+        return framed + _LAST_CHUNK if self._done else framed
 
     def _flush(self) -> bool:
         """Send `_out` without blocking; True when all of it went out."""
@@ -205,7 +214,7 @@ class DirectDelivery:
         if self._closed or self._out:
             return
         if time.monotonic() - self._last_write >= self.heartbeat * 0.99:
-            self._out = sse.PING
+            self._out = self._frame(sse.PING)
         self._pump()
 
     def _on_gone(self, _: object) -> None:

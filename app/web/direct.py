@@ -107,7 +107,10 @@ class DirectLayer:
     def _take_over(self, environ: dict[str, Any], body: Delivery, raw: Any, status: str,
                    headers: list[tuple[str, str]]) -> None:
         protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        chunked = protocol == "HTTP/1.1"  # as gunicorn frames it (an HTTP/1.0 body ends with the connection)
         lines = [f"{protocol} {status}", f"Server: {SERVER}", f"Date: {http_date()}", "Connection: close"]
+        if chunked:
+            lines.append("Transfer-Encoding: chunked")
         lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _HOP]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         on_end = None
@@ -117,7 +120,7 @@ class DirectLayer:
                                     status, headers, len(head))
         direct = DirectDelivery(
             body.feed, body.after_seq, raw, heartbeat=body.heartbeat, send_timeout=body.send_timeout,
-            max_write=body.max_write, attached=body.hand_over(), on_end=on_end,
+            max_write=body.max_write, attached=body.hand_over(), chunked=chunked, on_end=on_end,
         )
         direct.start(head)
 
