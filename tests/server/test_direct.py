@@ -200,3 +200,17 @@ def test_a_closed_connection_is_noticed_and_the_upstream_closed(
     sock.close()
     assert fresh.wait_closed(3), "the upstream is closed once the grace after the disconnect is over"
     assert wait_for(lambda: active_subscribers(server) == 0, 2)
+
+
+def test_the_access_log_has_one_line_per_direct_stream(upstream: FakeUpstream, fresh: FakeUpstream) -> None:
+    from tests.conftest import sluice_env
+
+    # gunicorn logs no request it was told is handled: the app writes the line at the stream's end.
+    with Gunicorn(sluice_env(upstream), args=("--access-logfile", "-")) as server:
+        sock = request(server, "GET /stream?prompt=x+%5Bfake+tokens%3D2%5D HTTP/1.1\r\nHost: x\r\n"
+                               "User-Agent: direct-test\r\n")
+        head, _ = read_to_eof(sock)
+        assert_direct(head)
+        assert wait_for(lambda: '"GET /stream?prompt=' in server.log(), 5)
+        lines = [line for line in server.log().splitlines() if "GET /stream?prompt=" in line]
+        assert len(lines) == 1 and " 200 " in lines[0] and "direct-test" in lines[0]
