@@ -148,7 +148,9 @@ def test_a_client_that_stops_reading_is_cut_after_the_send_timeout(
     # A long disconnect grace: the generation goes on, only this response is cut.
     server = start_sluice(SLUICE_SEND_TIMEOUT="1", SLUICE_DISCONNECT_GRACE_SECONDS="30", SLUICE_MAX_TOKENS="100000",
                           SLUICE_MAX_STREAM_BYTES=str(1 << 30))
-    sock = unread_get(server.url, "/stream?max_tokens=1000&prompt=x+%5Bfake+tokens%3D700+pad%3D10000+stall_after%3D600%5D")
+    # ~6 MB of events, more than the socket buffers hold, then an upstream that stays open.
+    prompt = "x+%5Bfake+tokens%3D700+pad%3D10000+stall_after%3D600%5D"
+    sock = unread_get(server.url, f"/stream?max_tokens=1000&prompt={prompt}")
     try:
         assert fresh.wait_open(1, 3)
         assert wait_for(lambda: active_subscribers(server) == 1, 5)
