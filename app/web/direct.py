@@ -4,7 +4,7 @@ The stream route offers its `Delivery` (`offer`) when the connection can be writ
 event loop: gunicorn's async worker, HTTP/1.x over plain TCP, not HEAD, a generation of this
 worker (a feed with `listen`). The outermost WSGI layer (`DirectLayer`) then writes the status
 line and every header Flask set itself, with `Connection: close` and a close-delimited body (no
-chunked framing), hands a duplicate of the socket to a `DirectDelivery`, and tells gunicorn
+chunked framing), hands the socket (detached from gevent's object) to a `DirectDelivery`, and tells gunicorn
 the request is handled: the connection greenlet ends, and with it its stack and gunicorn's
 request objects. Anything else goes the ordinary way (gunicorn iterates the `Delivery`).
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import _socket
 import logging
-import os
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -92,9 +91,11 @@ class DirectLayer:
             return app_iter
         status, headers = captured
         try:
-            raw = _socket.socket(fileno=os.dup(environ["gunicorn.socket"].fileno()))
+            # Detached, not dup()ed: gunicorn's close of its object then leaves the descriptor
+            # open, and the event loop never sees a closed number whose connection lives on.
+            raw = _socket.socket(fileno=environ["gunicorn.socket"].detach())
             raw.setblocking(False)
-        except OSError:
+        except (OSError, ValueError):
             start_response(status, headers)  # closed already: the ordinary path ends it
             return app_iter
         self._take_over(environ, body, raw, status, headers)
