@@ -10,6 +10,7 @@ too, since it is the default; `SLUICE_TEST_DIRECT_WRITE=0` runs those on the fal
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import time
@@ -22,7 +23,10 @@ from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
 from tests.support.sse import open_stream, types, unread_get
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(os.environ.get("SLUICE_TEST_DIRECT_WRITE") == "0", reason="the fallback is asked for"),
+]
 
 
 def request(server: Gunicorn, head: str, body: bytes = b"") -> socket.socket:
