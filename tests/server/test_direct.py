@@ -220,3 +220,24 @@ def test_the_access_log_has_one_line_per_direct_stream(upstream: FakeUpstream, f
         assert wait_for(lambda: '"GET /stream?prompt=' in server.log(), 5)
         lines = [line for line in server.log().splitlines() if "GET /stream?prompt=" in line]
         assert len(lines) == 1 and " 200 " in lines[0] and "direct-test" in lines[0]
+
+
+def test_past_worker_connections_direct_streams_a_stream_takes_the_ordinary_path(
+    upstream: FakeUpstream, fresh: FakeUpstream
+) -> None:
+    from tests.conftest import sluice_env
+
+    with Gunicorn(sluice_env(upstream), args=("--worker-connections", "3")) as server:
+        socks = [request(server, "GET /stream?prompt=x+%5Bfake+stall_after%3D1%5D HTTP/1.1\r\nHost: x\r\n")
+                 for _ in range(4)]
+        heads = []
+        for sock in socks:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += sock.recv(65536)
+            heads.append(received.partition(b"\r\n\r\n")[0].lower())
+        closing = [b"\r\nconnection: close" in head for head in heads]
+        assert sorted(closing) == [False, True, True, True], heads
+        assert active_subscribers(server) == 4
+        for sock in socks:
+            sock.close()
