@@ -120,6 +120,13 @@ class DirectDelivery:
 
     def _pump(self) -> None:
         """Write what is ready; then wait for the socket, or for the journal."""
+        try:
+            self._write_ready()
+        except Exception:  # in the hub nobody else would end this response: end it here
+            log.exception("stream %s: direct delivery failed", getattr(self.feed, "id", "?"))
+            self.close()
+
+    def _write_ready(self) -> None:
         while not self._closed:
             if self._out:
                 if not self._flush():
