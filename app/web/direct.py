@@ -3,10 +3,14 @@
 The stream route offers its `Delivery` (`offer`) when the connection can be written from the
 event loop: gunicorn's async worker, HTTP/1.x over plain TCP, not HEAD, a generation of this
 worker (a feed with `listen`). The outermost WSGI layer (`DirectLayer`) then writes the status
-line and every header Flask set itself, with `Connection: close` and a close-delimited body (no
-chunked framing), hands the socket (detached from gevent's object) to a `DirectDelivery`, and tells gunicorn
-the request is handled: the connection greenlet ends, and with it its stack and gunicorn's
-request objects. Anything else goes the ordinary way (gunicorn iterates the `Delivery`).
+line and every header Flask set itself, with `Connection: close` and gunicorn's framing (chunked
+for HTTP/1.1; an HTTP/1.0 body ends with the connection), hands the socket (detached from
+gevent's object) to a `DirectDelivery`, and tells gunicorn to close its side: the connection
+greenlet ends, and with it its stack and gunicorn's request objects. Anything else goes the
+ordinary way (gunicorn iterates the `Delivery`).
+
+(A close-delimited HTTP/1.1 body was tried first: http.client, under `requests`, reads such a
+body to EOF before handing anything out, so a Python client would see no event until the end.)
 """
 
 from __future__ import annotations

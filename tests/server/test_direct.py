@@ -241,3 +241,13 @@ def test_past_worker_connections_direct_streams_a_stream_takes_the_ordinary_path
         assert active_subscribers(server) == 4
         for sock in socks:
             sock.close()
+
+
+def test_an_http_1_0_client_gets_a_body_that_ends_with_the_connection(sluice: Gunicorn, fresh: FakeUpstream) -> None:
+    sock = request(sluice, "GET /stream?prompt=x+%5Bfake+tokens%3D2%5D HTTP/1.0\r\nHost: x\r\n")
+    head, body = read_to_eof(sock)
+    lower = head.lower()
+    assert lower.startswith(b"http/1.0 200 ok\r\n") and b"\r\nconnection: close" in lower
+    assert b"transfer-encoding" not in lower
+    assert event_types(body) == ["start", "text", "text", "done", "[DONE]"]
+    assert body.endswith(b"data: [DONE]\n\n")
