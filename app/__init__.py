@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sluice"] = registry
     worker = shutdown.install(registry, settings.shutdown_grace_seconds)
 
-    from app.web import errors, ops, pages, security, streams
+    from app.web import direct, errors, ops, pages, security, streams
 
     security.init_app(app)
     errors.init_app(app)
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
     _trust_proxy(app, settings.proxy_count)
+    direct.install(app, worker)  # outermost: it sees the response every other layer has finished
     if not registry.backend.shared:
         if worker is not None:
             warn_if_unshared(int(worker.cfg.workers))

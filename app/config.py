@@ -136,6 +136,8 @@ class Settings:
     max_stream_bytes: int = 4 * 1024 * 1024
     max_write_bytes: int = 64 * 1024
     max_tombstones: int = 10000
+    # Write caught-up streams from the event loop (app.web.direct); off: gunicorn writes them.
+    direct_write: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -200,6 +202,7 @@ class Settings:
             max_stream_bytes=_int(env, "SLUICE_MAX_STREAM_BYTES", 4 * 1024 * 1024, minimum=4096),
             max_write_bytes=_int(env, "SLUICE_MAX_WRITE_BYTES", 64 * 1024, minimum=1024),
             max_tombstones=_int(env, "SLUICE_MAX_TOMBSTONES", 10000, minimum=1),
+            direct_write=_flag(env, "SLUICE_DIRECT_WRITE", True),
         )
 
     def model_allowed(self, model: str) -> bool:

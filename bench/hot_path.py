@@ -1,6 +1,7 @@
 """The downstream hot path alone: generation → journal → delivery, in one process, no sockets.
 
     .venv/bin/python -m bench.hot_path [-n 300] [-t 100] [--pace 0.05] [--followers 1] [--pace-only]
+                                       [--sockets | --direct]
 
 N generations, each fed by a scripted provider that yields a text delta every `--pace` seconds
 (`gevent.sleep`, as a socket read would block), each followed by `--followers` `Delivery`
@@ -9,6 +10,11 @@ process CPU per delivered `text` event. `--pace-only` runs the same providers wi
 behind them: subtract it to get what Sluice's own lifecycle costs per token (the relay, the
 journal, the wake-ups, the deadlines, the response loop). No SDK, no HTTP, no gunicorn: the
 figure is the part of `bench.compare`'s CPU per token that app/lifecycle owns.
+
+`--sockets`: each `Delivery` writes its chunks to a socket pair (gevent's `sendall`, as gunicorn
+does), the other end read by a greenlet. `--direct`: the same pairs, written by a
+`DirectDelivery` from hub callbacks with no greenlet per response (app.lifecycle.direct); the
+readers are the same, so the difference of the two is the response side alone.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import _socket  # noqa: E402
 import argparse  # noqa: E402
 import gc  # noqa: E402
+import socket  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Generator  # noqa: E402
 from typing import Any  # noqa: E402
@@ -27,6 +35,7 @@ import gevent  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 from app.lifecycle.delivery import Delivery  # noqa: E402
+from app.lifecycle.direct import DirectDelivery  # noqa: E402
 from app.lifecycle.generation import Generation  # noqa: E402
 from app.providers.base import Finish, ProviderEvent, TextDelta, Usage  # noqa: E402
 from app.validation import parse_spec  # noqa: E402
@@ -57,6 +66,9 @@ def main() -> None:
     parser.add_argument("--pace", type=float, default=0.05, help="seconds between deltas (default 0.05)")
     parser.add_argument("--followers", type=int, default=1, help="responses per generation (default 1)")
     parser.add_argument("--pace-only", action="store_true", help="the providers alone, nothing behind them")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--sockets", action="store_true", help="Delivery bodies written to socket pairs")
+    mode.add_argument("--direct", action="store_true", help="DirectDelivery writing to socket pairs")
     args = parser.parse_args()
 
     settings = Settings.from_env({"SLUICE_PROVIDER": "demo"})
@@ -68,6 +80,30 @@ def main() -> None:
         for chunk in body:
             got[0] += chunk.count(b'"type":"text"')
         body.close()
+
+    def read(sock: Any) -> None:
+        while data := sock.recv(65536):
+            got[0] += data.count(b'"type":"text"')
+        sock.close()
+
+    def write(body: Delivery, sock: Any) -> None:
+        for chunk in body:
+            sock.sendall(chunk)
+        body.close()
+        sock.close()
+
+    def follower(gen: Generation) -> gevent.Greenlet:
+        if not (args.sockets or args.direct):
+            return gevent.spawn(follow, Delivery(gen, 0, heartbeat=15.0, attached=True))
+        ours, theirs = socket.socketpair()
+        if args.direct:
+            raw = _socket.socket(fileno=ours.detach())
+            raw.setblocking(False)
+            DirectDelivery(gen, 0, raw, heartbeat=15.0, send_timeout=30.0, max_write=65536, attached=True,
+                           chunked=False).start(b"")
+        else:
+            gevent.spawn(write, Delivery(gen, 0, heartbeat=15.0, attached=True), ours)
+        return gevent.spawn(read, theirs)
 
     def drain() -> None:
         for event in provider.stream(None):
@@ -84,11 +120,13 @@ def main() -> None:
         gen = Generation(f"bench-{i:06d}-xxxxxxxxxx", spec, settings, lambda name: provider)
         for _ in range(args.followers):
             gen.attach()
-            readers.append(gevent.spawn(follow, Delivery(gen, 0, heartbeat=15.0, attached=True)))
+            readers.append(follower(gen))
         gen.start()
     gevent.joinall(readers)
     cpu = time.process_time() - cpu0
     what = "providers alone" if args.pace_only else f"{args.followers} follower(s) each"
+    if args.direct or args.sockets:
+        what += f" ({'DirectDelivery' if args.direct else 'Delivery'} to socket pairs)"
     print(f"{args.n} generations x {args.t} deltas every {args.pace:g} s, {what}: {got[0]} text events, "
           f"CPU {cpu:.2f} s, wall {time.monotonic() - wall0:.1f} s: {cpu / max(got[0], 1) * 1e6:.1f} µs per text event")
 

@@ -1,8 +1,11 @@
 """Where the memory of an open stream goes: tracemalloc at 0 and N open streams, greenlets per stream.
 
-    .venv/bin/python -m bench.stream_memory [--streams 200] [--top 12]
+    .venv/bin/python -m bench.stream_memory [--streams 200] [--top 12] [--gunicorn]
 
-The app runs in this process under gevent's WSGI server (the loop `gunicorn -k gevent` runs,
+With --gunicorn, the app runs in a real `gunicorn -k gevent -w 1` worker (bench._memory_wsgi
+measures inside it): the path every deployment takes, where a caught-up stream is written from
+the event loop (app.web.direct). Without it, the app runs in this process under gevent's WSGI
+server (the loop `gunicorn -k gevent` runs,
 with the client socket passed as `gunicorn.socket`, so the EOF watch is on), with tracemalloc
 on. The fake upstream (Anthropic wire format, through the real SDK) and the clients run in two
 child processes, so their memory is not counted. Each stream gets two tokens, then the upstream
@@ -71,6 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--gunicorn", action="store_true", help="measure inside a gunicorn -k gevent worker")
     args = parser.parse_args()
 
     fake = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -81,6 +85,9 @@ def main() -> None:
         SLUICE_PROVIDER="anthropic", ANTHROPIC_API_KEY="sk-bench", ANTHROPIC_BASE_URL=fake_url,
         SLUICE_MAX_STREAMS_PER_CLIENT=str(args.streams + 10), SLUICE_DISCONNECT_GRACE_SECONDS="1",
     ))
+    if args.gunicorn:
+        measure_in_gunicorn(args.streams)
+        return
     from app import create_app
 
     server = pywsgi.WSGIServer(("127.0.0.1", 0), create_app(), handler_class=Handler, log=None)
@@ -120,6 +127,53 @@ def main() -> None:
     clients.stdin.close()
     clients.wait()
     server.stop(timeout=1)
+
+
+def measure_in_gunicorn(streams: int) -> None:
+    """The same measure inside a gunicorn worker (see bench._memory_wsgi)."""
+    import urllib.request
+
+    from tests.support.servers import VENV_BIN, free_port
+
+    port = free_port()
+    server = subprocess.Popen([str(VENV_BIN / "gunicorn"), "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}",
+                               "bench._memory_wsgi:app"], cwd=ROOT, env=dict(os.environ),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    CHILDREN.append(server)
+
+    def call(path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=120) as resp:
+            return str(resp.read().decode())
+
+    for _ in range(300):
+        try:
+            call("/healthz")
+            break
+        except OSError:
+            gevent.sleep(0.1)
+
+    def open_streams(n: int) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", CLIENTS, str(port), str(n)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        CHILDREN.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+
+    warm = open_streams(5)
+    assert warm.stdin is not None
+    warm.stdin.close()
+    warm.wait()
+    gevent.sleep(2.5)  # disconnect grace: the warm-up generations end
+    call("/__bench/start")
+    clients = open_streams(streams)
+    report = call(f"/__bench/measure?streams={streams}")
+    print(f"{streams} open streams in a gunicorn -k gevent worker (Anthropic SDK -> fake upstream,"
+          " stalled after 2 tokens)")
+    print(report, end="")
+    assert clients.stdin is not None
+    clients.stdin.close()
+    clients.wait()
 
 
 def run() -> None:

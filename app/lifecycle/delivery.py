@@ -186,6 +186,16 @@ class Delivery:
         if waiter is not None:
             waiter.switch(None)
 
+    def hand_over(self) -> bool:
+        """Give this unstarted response up to a `DirectDelivery` (see `app.lifecycle.direct`):
+        `close()` does nothing from now on. Returns whether the feed is attached and counted, which
+        the new owner then undoes once."""
+        if self._gen is not None or self._closed:
+            raise RuntimeError("a response can be handed over only before it starts")
+        self._closed = True
+        attached, self._attached = self._attached, False
+        return attached
+
     def close(self) -> None:
         """Called by the WSGI server when the response ends, however it ends."""
         if self._closed:

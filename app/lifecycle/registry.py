@@ -14,6 +14,7 @@ import gevent
 from app.backends.base import Backend, Feed, Mirrored
 from app.config import Settings
 from app.errors import RequestError
+from app.lifecycle import direct
 from app.lifecycle.generation import Generation, ProviderFactory
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.usage import BREAKDOWN
@@ -269,8 +270,9 @@ class Registry:
         """Stop taking new generations; let running ones finish for `grace` s, then cancel them.
 
         Then wait, up to SETTLE_MAX s and until `limit` s after the start of the drain (default:
-        `grace` + 2 s), for the backend to publish every ending: the worker exits once this
-        returns (see shutdown.install).
+        `grace` + 2 s), for the backend to publish every ending, and for every stream written
+        from the event loop (`app.lifecycle.direct`) to have written its own: the worker exits
+        once this returns (see shutdown.install).
         """
         if self.draining:
             return
@@ -290,4 +292,10 @@ class Registry:
         # An ending written while Redis was down is still to be mirrored: other workers and
         # hosts must learn how those streams ended (a follower resuming there would get 204).
         self.backend.settle(min(SETTLE_MAX, end - time.monotonic()))
+        # Streams written from the event loop (they went on writing meanwhile) are no connection
+        # gunicorn waits for: wait here until they have written their ending; close what is left.
+        while direct.active() and time.monotonic() < end:
+            gevent.sleep(0.05)
+        for delivery in direct.active():
+            delivery.close()
         self.backend.close()

@@ -17,7 +17,9 @@ gunicorn, and on SIGTERM:
    `graceful_timeout` minus a margin for writing those endings, or
    SLUICE_SHUTDOWN_GRACE_SECONDS when that is shorter;
 4. keeps the worker alive until the backend has published every ending (a Redis that was down
-   when a stream ended, and comes back), at most until just before `graceful_timeout`.
+   when a stream ended, and comes back), and every stream written from the event loop
+   (`app.lifecycle.direct`: no connection of gunicorn's) has written its own, at most until
+   just before `graceful_timeout`.
 
 gunicorn's worker exits as soon as its servers' pools hold no connection, whatever other
 greenlets still do: so the drain greenlet is put into one of those pools, and counts as one.

@@ -25,6 +25,7 @@ from app.validation import (
     load_json,
     parse_spec,
 )
+from app.web import direct
 from app.web.security import client_key, principal, settings
 
 bp = Blueprint("streams", __name__)
@@ -72,6 +73,8 @@ def _sse_response(feed: Feed, after_seq: int, *, attached: bool = False, status:
         attached=attached,
         max_write=cfg.max_write_bytes,
     )
+    if cfg.direct_write:
+        direct.offer(request.environ, body, feed)
     return Response(body, status=status, headers=sse.HEADERS)
 
 

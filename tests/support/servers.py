@@ -38,6 +38,10 @@ def base_env(**overrides: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # SLUICE_TEST_DIRECT_WRITE=0 runs a suite with gunicorn writing every stream (the fallback
+    # of app.web.direct).
+    if os.environ.get("SLUICE_TEST_DIRECT_WRITE"):
+        env["SLUICE_DIRECT_WRITE"] = os.environ["SLUICE_TEST_DIRECT_WRITE"]
     env.update(overrides)
     return env
 

@@ -1,0 +1,169 @@
+"""Taking a stream's connection over from gunicorn, once Flask has built the whole response.
+
+The stream route offers its `Delivery` (`offer`) when the connection can be written from the
+event loop: gunicorn's async worker, HTTP/1.x over plain TCP, not HEAD, a generation of this
+worker (a feed with `listen`). The outermost WSGI layer (`DirectLayer`) then writes the status
+line and every header Flask set itself, with `Connection: close` and gunicorn's framing (chunked
+for HTTP/1.1; an HTTP/1.0 body ends with the connection), hands the socket (detached from
+gevent's object) to a `DirectDelivery`, and tells gunicorn to close its side: the connection
+greenlet ends, and with it its stack and gunicorn's request objects. Anything else goes the
+ordinary way (gunicorn iterates the `Delivery`).
+
+(A close-delimited HTTP/1.1 body was tried first: http.client, under `requests`, reads such a
+body to EOF before handing anything out, so a Python client would see no event until the end.)
+"""
+
+from __future__ import annotations
+
+import _socket
+import logging
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+from app.backends.base import Feed
+from app.lifecycle.delivery import Delivery
+from app.lifecycle.direct import DirectDelivery, active
+
+try:
+    from gunicorn import SERVER
+    from gunicorn.util import http_date
+    from gunicorn.workers.base_async import AsyncWorker
+except ImportError:  # pragma: no cover - gunicorn is a dependency; the layer is simply not installed
+    AsyncWorker = None
+
+log = logging.getLogger("sluice.delivery")
+
+_OFFERED = "sluice.direct"  # environ key: the Delivery offered by the route
+_INSTALLED = "sluice.direct.layer"  # environ key: the layer is there to take the offer
+# Framing is ours on this path: what the app may have set about it is not passed on.
+_HOP = frozenset({"connection", "transfer-encoding", "content-length", "keep-alive"})
+# What an access log line needs of the request (never the Authorization header or cookies).
+_LOGGED = ("REMOTE_ADDR", "REQUEST_METHOD", "RAW_URI", "PATH_INFO", "QUERY_STRING", "SERVER_PROTOCOL",
+           "HTTP_REFERER", "HTTP_USER_AGENT")
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def offer(environ: dict[str, Any], body: Delivery, feed: Feed) -> None:
+    """Mark `body` for direct delivery when this connection and feed allow it."""
+    sock = environ.get("gunicorn.socket")
+    if (
+        environ.get(_INSTALLED)
+        and sock is not None
+        and not hasattr(sock, "getpeercert")  # TLS: an SSL socket is not written this way
+        and environ.get("SERVER_PROTOCOL") in ("HTTP/1.0", "HTTP/1.1")
+        and environ.get("REQUEST_METHOD") != "HEAD"
+        and hasattr(feed, "listen")  # a generation of this worker, not a Redis-followed one
+    ):
+        environ[_OFFERED] = body
+
+
+class _Response:
+    """What gunicorn's access log reads of a response."""
+
+    __slots__ = ("status", "sent", "headers")
+
+    def __init__(self, status: str, sent: int, headers: list[tuple[str, str]]) -> None:
+        self.status, self.sent, self.headers = status, sent, headers
+
+
+class DirectLayer:
+    """The outermost WSGI layer: takes offered stream responses over (see the module doc)."""
+
+    def __init__(self, app: WSGIApp, worker: Any) -> None:
+        self.app = app
+        self.worker = worker
+        self.limit = int(getattr(worker, "worker_connections", 1000))
+        self.deciding = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        # Taken-over streams leave gunicorn's pool: at most worker_connections of them, so that
+        # past it a stream holds a pool slot again and the worker stops accepting, as before.
+        if len(active()) + self.deciding >= self.limit:
+            return self.app(environ, start_response)
+        environ[_INSTALLED] = True
+        self.deciding += 1  # requests that may yet be taken over (a request may switch greenlets)
+        try:
+            return self._call(environ, start_response)
+        finally:
+            self.deciding -= 1
+
+    def _call(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+            if exc_info is not None or _OFFERED not in environ or not status.startswith("200") \
+                    or not content_type.startswith("text/event-stream"):
+                environ.pop(_OFFERED, None)  # an error response built after the offer: not ours
+                return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+            captured[:] = [status, headers]
+            return _no_write
+
+        app_iter = self.app(environ, capture)
+        body: Delivery | None = environ.pop(_OFFERED, None)
+        if body is None or not captured:
+            return app_iter
+        status, headers = captured
+        try:
+            # Detached, not dup()ed: gunicorn's close of its object then leaves the descriptor
+            # open, and the event loop never sees a closed number whose connection lives on.
+            raw = _socket.socket(fileno=environ["gunicorn.socket"].detach())
+            raw.setblocking(False)
+        except (OSError, ValueError):
+            start_response(status, headers)  # closed already: the ordinary path ends it
+            return app_iter
+        self._take_over(environ, body, raw, status, headers)
+        if hasattr(app_iter, "close"):
+            app_iter.close()  # werkzeug's: the handed-over Delivery's close does nothing
+        # gunicorn's keep-alive loop ignores handle_request's "already handled" and would read
+        # the next request off the socket: StopIteration is its own "close this connection".
+        raise StopIteration("the stream is written from the event loop")
+
+    def _take_over(self, environ: dict[str, Any], body: Delivery, raw: Any, status: str,
+                   headers: list[tuple[str, str]]) -> None:
+        protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        chunked = protocol == "HTTP/1.1"  # as gunicorn frames it (an HTTP/1.0 body ends with the connection)
+        lines = [f"{protocol} {status}", f"Server: {SERVER}", f"Date: {http_date()}", "Connection: close"]
+        if chunked:
+            lines.append("Transfer-Encoding: chunked")
+        lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _HOP]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        on_end = None
+        logger = getattr(self.worker, "log", None)
+        if logger is not None and getattr(logger, "access_log_enabled", False):
+            on_end = _access_logger(logger, {k: environ[k] for k in _LOGGED if k in environ},
+                                    status, headers, len(head))
+        direct = DirectDelivery(
+            body.feed, body.after_seq, raw, heartbeat=body.heartbeat, send_timeout=body.send_timeout,
+            max_write=body.max_write, attached=body.hand_over(), chunked=chunked, on_end=on_end,
+        )
+        direct.start(head)
+
+
+def _access_logger(logger: Any, environ: dict[str, str], status: str, headers: list[tuple[str, str]],
+                   head: int) -> Callable[[DirectDelivery], None]:
+    """The line gunicorn would log at the end of this response (it logs no handed-over request)."""
+    import time
+
+    started = time.monotonic()
+
+    def done(direct: DirectDelivery) -> None:
+        took = timedelta(seconds=time.monotonic() - started)
+        logger.access(_Response(status, max(0, direct.sent - head), headers), [], environ, took)
+
+    return done
+
+
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("a handed-over response is not written through start_response")
+
+
+def install(app: Any, worker: Any) -> None:
+    """Make `DirectLayer` the outermost layer of `app` under gunicorn's async worker (`worker`:
+    the gunicorn worker this process is, or None)."""
+    if AsyncWorker is None or not isinstance(worker, AsyncWorker):
+        return
+    app.wsgi_app = DirectLayer(app.wsgi_app, worker)
