@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import _socket
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -146,8 +147,6 @@ class DirectLayer:
 def _access_logger(logger: Any, environ: dict[str, str], status: str, headers: list[tuple[str, str]],
                    head: int) -> Callable[[DirectDelivery], None]:
     """The line gunicorn would log at the end of this response (it logs no handed-over request)."""
-    import time
-
     started = time.monotonic()
 
     def done(direct: DirectDelivery) -> None:
