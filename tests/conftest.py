@@ -56,7 +56,7 @@ def start_sluice(upstream: FakeUpstream) -> Iterator[Callable[..., Gunicorn]]:
 
     yield start
     for server in servers:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture(scope="module")
