@@ -45,7 +45,8 @@ def ensure_venv() -> None:
 
 
 def ensure_debian_packages() -> None:
-    missing = [pkg for binary, pkg in DEBIAN.items() if not shutil.which(binary) and not Path("/usr/sbin", binary).exists()]
+    missing = [pkg for binary, pkg in DEBIAN.items()
+               if not shutil.which(binary) and not Path("/usr/sbin", binary).exists()]
     if not missing:
         return
     if shutil.which("apt-get") is None:

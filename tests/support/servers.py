@@ -68,7 +68,7 @@ class Gunicorn:
         self.args = args
         self.graceful_timeout = graceful_timeout
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115 (kept)
 
     def command(self) -> list[str]:
         cmd = [str(VENV_BIN / "gunicorn")]
