@@ -5,7 +5,9 @@
 2. Installs the Debian packages the real-component tests use (nginx, redis-server, chromium)
    when they are missing and this user can (root, or passwordless sudo). On a machine where it
    cannot, those tests skip with a reason; under CI (CI=true) they fail instead.
-3. Runs pytest inside the venv. Nothing is downloaded at test time: Chromium is Debian's.
+3. Runs pytest inside the venv, in two processes (pytest-xdist, whole files to one process)
+   unless the arguments choose otherwise (`-n 0` runs in this one process). Nothing is
+   downloaded at test time: Chromium is Debian's.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def ensure_venv() -> None:
 
 
 def ensure_debian_packages() -> None:
-    missing = [pkg for binary, pkg in DEBIAN.items() if not shutil.which(binary) and not Path("/usr/sbin", binary).exists()]
+    missing = [pkg for binary, pkg in DEBIAN.items()
+               if not shutil.which(binary) and not Path("/usr/sbin", binary).exists()]
     if not missing:
         return
     if shutil.which("apt-get") is None:
@@ -63,10 +66,25 @@ def ensure_debian_packages() -> None:
                    check=False, env=env, stdout=subprocess.DEVNULL)
 
 
+def parallel(args: list[str]) -> list[str]:
+    """pytest-xdist's options, unless `args` already set them (or turn xdist off).
+
+    Most of the suite waits on real servers and timers, so two processes share two CPUs well.
+    `--dist loadfile` keeps a file in one process: a module's server is started once, and
+    the tests of a file run in their written order.
+    """
+    for arg in args:
+        if arg.startswith(("-n", "--numprocesses", "--dist")) or arg in ("no:xdist", "-pno:xdist"):
+            return []
+    workers = min(2, os.cpu_count() or 1)
+    return ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+
+
 def main() -> int:
     ensure_venv()
     ensure_debian_packages()
     args = sys.argv[1:] or ["-q"]
+    args = [*parallel(args), *args]
     say(f"pytest {' '.join(args)}")
     return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT).returncode
 

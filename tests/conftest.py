@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,6 +13,20 @@ from tests.support.servers import Gunicorn, base_env
 from tests.support.system import require_binary
 
 UPSTREAM_KEY = "sk-ant-test-upstream-key-7Hq2"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give each schemathesis item (one per API operation) its own node id.
+
+    schemathesis names an item `test_x[GET /stream]` but leaves every one the node id of the
+    function, and pytest-xdist schedules by node id: 11 operations ran as one."""
+    for item in items:
+        node = item._id  # pytest's NodeId (pinned pytest: 9.2)
+        if node.params is None and node.names and item.name.startswith(f"{node.names[-1]}["):
+            item._id = node.with_params(item.name[len(node.names[-1]) + 1 : -1])
+    twice = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
+    if twice:
+        raise pytest.UsageError(f"tests sharing a node id (pytest-xdist would run one of them): {twice[:5]}")
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +71,7 @@ def start_sluice(upstream: FakeUpstream) -> Iterator[Callable[..., Gunicorn]]:
 
     yield start
     for server in servers:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture(scope="module")

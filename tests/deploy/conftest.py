@@ -231,7 +231,7 @@ def make_stack(
                 "workers": workers, "config": GUNICORN_CONF, "graceful_timeout": graceful_timeout,
             }
             g: Gunicorn = AppGunicorn(full_env, app=app, **cls_kwargs) if app else Gunicorn(full_env, **cls_kwargs)  # type: ignore[arg-type]
-            cleanup.callback(g.stop)
+            cleanup.callback(g.close)  # quick: a TERM would wait out the drain of what a test left
             g.start(timeout=30)
             http_port, https_port = free_port(), free_port()
             cert, key = tls_cert

@@ -37,9 +37,13 @@ def exporter() -> Any:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     memory = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    # An SDK provider set by an earlier test in this process (tests/providers/test_body.py)
+    # stays global: OpenTelemetry refuses a second one, so the exporter joins it.
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    trace.set_tracer_provider(provider)
     return memory
 
 

@@ -89,7 +89,7 @@ def start_sluice(fake: FakeUpstream) -> Iterator[Callable[..., Gunicorn]]:
 
     yield start
     for server in servers:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture
