@@ -442,10 +442,19 @@ def tune_interpreter() -> None:
     sys.setswitchinterval(0.0005)
 
 
-def print_allocation_sites(stats: Sequence[Any], per: int, top: int, root: str) -> None:
-    """The `top` allocation sites of a tracemalloc comparison, in KiB per stream (`per` streams)."""
+def print_allocation_sites(stats: Sequence[Any], per: int, top: int, root: str, frames: int = 1) -> None:
+    """The `top` allocation sites of a tracemalloc comparison, in KiB per stream (`per` streams).
+
+    With `frames` > 1 (stats compared by "traceback"), each site is followed by its callers.
+    """
     print(f"  top {top} allocation sites (KiB per stream):")
     for stat in stats[:top]:
-        frame = stat.traceback[0]
-        where = os.path.relpath(frame.filename, root) if frame.filename.startswith(root) else frame.filename
-        print(f"    {stat.size_diff / per / 1024:7.2f}  {where.split('site-packages/')[-1]}:{frame.lineno}")
+        where = [_site(frame, root) for frame in list(stat.traceback)[-frames:][::-1]]
+        print(f"    {stat.size_diff / per / 1024:7.2f}  {where[0]}")
+        for caller in where[1:]:
+            print(f"             <- {caller}")
+
+
+def _site(frame: Any, root: str) -> str:
+    where = os.path.relpath(frame.filename, root) if frame.filename.startswith(root) else frame.filename
+    return f"{where.split('site-packages/')[-1]}:{frame.lineno}"
