@@ -43,8 +43,26 @@ log = logging.getLogger("sluice.generation")
 FAIR_SHARE = 64  # text deltas relayed between yields to the other greenlets (and metric updates)
 
 
+class _ProducerGreenlet(Greenlet):  # type: ignore[misc]  # gevent ships no stubs
+    """The producer's greenlet, without the spawning stack gevent records by default.
+
+    That record is ten frame objects per stream (the request's call chain), kept as long as
+    the stream runs, for debugging tools nothing here uses.
+    """
+
+    spawning_stack_limit = 0
+
+
 class Generation:
     """A generation: its spec, its journal, its state, and the greenlet that produces it."""
+
+    # One per open stream: no per-instance dict.
+    __slots__ = (
+        "id", "spec", "settings", "providers", "owner", "client", "provider_name", "model", "journal",
+        "state", "outcome_reason", "stop_reason", "created_at", "ended_at", "_t0", "ttft_ms", "duration_ms",
+        "relay", "_attendance", "_on_entry", "_on_end", "trace", "meter", "producer", "_greenlet",
+        "_producing", "_cancel_reason", "_full", "_counted",
+    )
 
     def __init__(
         self,
@@ -191,7 +209,7 @@ class Generation:
         if cancelled:
             self._end_cancelled("user")
             return
-        self._greenlet = gevent.spawn(self._run)
+        self._greenlet = _ProducerGreenlet.spawn(self._run)
         if self._attendance.count == 0:
             # Created without a reader (POST /streams): give the client time to attach.
             self._attendance.arm(max(self.settings.disconnect_grace_seconds, 10.0))
