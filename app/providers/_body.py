@@ -186,6 +186,13 @@ class RawBody:
         state._receive_buffer = type(state._receive_buffer)()
         self._conn, self._sock = conn, sock
         self._response = None
+        # httpcore2's request (its connection stream and the pool both hold it until the body is
+        # closed) keeps the sent headers and body, the whole conversation as JSON: sent, and
+        # read by nothing after the response's headers (closing reads only its extensions).
+        request = getattr(stream, "_request", None)
+        if request is not None:
+            request.headers = []
+            request.stream = ()
 
     @property
     def direct(self) -> bool:
@@ -202,8 +209,8 @@ class RawBody:
 
     def _read(self) -> Iterator[bytes]:
         if self._first:
-            first, self._first = self._first, b""
-            data = self._take(first)
+            data = self._take(self._first)
+            self._first = b""
             if data:
                 yield data
         recv = self._sock.recv
@@ -225,6 +232,7 @@ class RawBody:
             del raw
             if data:
                 yield data
+                del data  # the payload, not kept either while the next read waits
 
     def _take(self, raw: bytes) -> bytes:
         """The payload of one read; notes the body's end."""

@@ -109,7 +109,7 @@ class OpenAIBase:
 
             response = _retry.open_with_retries(attempt, transient, provider=self.name, policy=self._retry)
             body = RawBody(response.http_response)
-            del response  # RawBody keeps what it needs of it
+            del response, attempt  # RawBody keeps what it needs of the response
             try:
                 started = True
                 yield from self._translate(iter_events(body))

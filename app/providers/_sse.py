@@ -70,6 +70,9 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[SSEvent]:
             buf = buf[start:]
         # The last byte may be the first LF of a separator whose second LF is still to come.
         scan = max(len(buf) - 1, 0)
+        # Not kept while the next read waits (the greenlet's frames live as long as the stream).
+        del chunk
+        event = None
 
 
 def _parse_block(block: bytes) -> SSEvent | None:
