@@ -3,7 +3,7 @@
 The official SDK builds the request (auth, base URL, headers) and raises its typed errors for
 an answer that fails before the stream starts (`messages.with_streaming_response.create`).
 The 200 body is then read off the connection's socket (`_body.RawBody`: no httpx2 / h11 per
-read; the connection goes back to the pool after the last event), `_sse.iter_events` splits it
+read; the connection goes back to the pool after the last event), `_sse.iter_events_from` splits it
 on large reads and `jiter` parses each event's JSON, with no SDK object per delta and no
 `MessageStream` snapshot (about half a worker's CPU under load went there). The wire format
 it reads, as the API sends it:
@@ -33,7 +33,7 @@ from app.errors import UpstreamError
 from app.providers import _retry
 from app.providers import _sdk_errors as errs
 from app.providers._body import RawBody
-from app.providers._sse import iter_events
+from app.providers._sse import iter_events_from
 from app.providers.base import (
     Finish,
     Message,
@@ -125,7 +125,7 @@ class AnthropicProvider:
                 try:
                     # `_translate` itself, not `translate`: one generator level less between the
                     # producer and its socket wait (its saved stack, per open stream, is smaller).
-                    yield from _translate(iter_events(body))
+                    yield from _translate(iter_events_from(body.read))
                 except (KeyError, TypeError, AttributeError):
                     raise errs.malformed_event_error(NAME) from None
                 body.finish()  # the body's last chunk: then closing pools the connection
@@ -185,7 +185,7 @@ def _translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]
             dkind = delta.get("type")
             if dkind == "text_delta":
                 text = delta["text"]
-                del event, delta  # not kept while the next read waits
+                del event, delta, data  # not kept while the next read waits
                 if text:
                     yield TextDelta(text)
                 continue
@@ -216,6 +216,7 @@ def _translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]
             elif btype == "redacted_thinking":
                 # Encrypted thinking: never shown, but it must go back to the model as is.
                 yield Opaque(OpaqueBlock("anthropic", dict(start)))
+            del event, start, data  # not kept while the next read waits (a text block's start: the usual)
         elif kind == "content_block_stop":
             block = blocks.pop(event["index"], None)
             if block is not None:
