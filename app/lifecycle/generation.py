@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
-from gevent import Greenlet, GreenletExit, Timeout
+from gevent import Greenlet, GreenletExit
 from gevent.event import Event
+from gevent.hub import get_hub
 
 from app.config import Settings
 from app.errors import SluiceError, UpstreamError
@@ -281,9 +282,10 @@ class Generation:
 
     def _run(self) -> None:
         self._producing = True
-        seconds = self.settings.max_duration
-        deadline = Timeout(seconds, Deadline("max_duration", seconds))
-        deadline.start()
+        # A bare libev timer rather than a `gevent.Timeout` and its exception made up front: it
+        # runs as long as the stream, so that is memory per open stream.
+        deadline = get_hub().loop.timer(self.settings.max_duration)
+        deadline.start(self._max_duration_passed)
         try:
             self.stop_reason = self.producer.run()
             if self.spec.response_format == "json":
@@ -302,6 +304,12 @@ class Generation:
             deadline.close()
             if self.running:  # defensive: every path above ends the stream
                 self._end_error(SluiceError("internal", "the generation ended unexpectedly"))
+
+    def _max_duration_passed(self) -> None:
+        # In the hub, while the producer is blocked: the Deadline is raised where it waits, as
+        # `RoundTimer` does for the first-token and idle deadlines.
+        if self._greenlet is not None and not self._greenlet.dead:
+            self._greenlet.throw(Deadline("max_duration", self.settings.max_duration))
 
     # -- endings: exactly one terminal event, then [DONE] --------------------------------------
 
