@@ -144,6 +144,10 @@ class RawBody:
     then `close()` (instead of the response's own: that closes or pools the connection).
     """
 
+    __slots__ = (
+        "_response", "_stream", "_conn", "_sock", "_dechunker", "_left", "_ended", "_first", "_chunks",
+    )
+
     def __init__(self, response: httpx2.Response) -> None:
         # Read here, only the stream is kept: the SDK's response, request and their headers (a
         # tenth of an open stream's memory) are freed while the answer streams.
