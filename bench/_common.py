@@ -442,14 +442,28 @@ def tune_interpreter() -> None:
     sys.setswitchinterval(0.0005)
 
 
-def print_allocations(before: Any, after: Any, per: int, top: int, root: str) -> None:
+def print_allocations(before: Any, after: Any, per: int, top: int, root: str, frames: int = 1) -> None:
     """What Python allocated between two tracemalloc snapshots, per stream (`per` streams): the
-    total, then the `top` allocation sites (paths relative to `root`)."""
-    stats = after.compare_to(before, "lineno")
+    total, then the `top` allocation sites (with `frames` > 1, each with its callers)."""
+    stats = after.compare_to(before, "traceback" if frames > 1 else "lineno")
     total = sum(s.size_diff for s in stats)
     print(f"  Python memory per open stream (tracemalloc): {total / per / 1024:.1f} KiB")
+    print_allocation_sites(stats, per, top, root, frames)
+
+
+def print_allocation_sites(stats: Sequence[Any], per: int, top: int, root: str, frames: int = 1) -> None:
+    """The `top` allocation sites of a tracemalloc comparison, in KiB per stream (`per` streams).
+
+    With `frames` > 1 (stats compared by "traceback"), each site is followed by its callers.
+    """
     print(f"  top {top} allocation sites (KiB per stream):")
     for stat in stats[:top]:
-        frame = stat.traceback[0]
-        where = os.path.relpath(frame.filename, root) if frame.filename.startswith(root) else frame.filename
-        print(f"    {stat.size_diff / per / 1024:7.2f}  {where.split('site-packages/')[-1]}:{frame.lineno}")
+        where = [_site(frame, root) for frame in list(stat.traceback)[-frames:][::-1]]
+        print(f"    {stat.size_diff / per / 1024:7.2f}  {where[0]}")
+        for caller in where[1:]:
+            print(f"             <- {caller}")
+
+
+def _site(frame: Any, root: str) -> str:
+    where = os.path.relpath(frame.filename, root) if frame.filename.startswith(root) else frame.filename
+    return f"{where.split('site-packages/')[-1]}:{frame.lineno}"

@@ -24,7 +24,7 @@ import gevent  # noqa: E402
 from greenlet import greenlet  # noqa: E402
 
 from app import create_app  # noqa: E402
-from bench._common import print_allocation_sites  # noqa: E402
+from bench._common import print_allocations  # noqa: E402
 from tests.support.servers import ROOT  # noqa: E402
 
 inner = create_app()
@@ -53,13 +53,10 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         settle()
         after = tracemalloc.take_snapshot()
         g1 = greenlets() - 1  # this request's own connection greenlet
-        stats = after.compare_to(state["before"], "lineno")
-        total = sum(s.size_diff for s in stats)
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            print(f"  Python memory per open stream: {total / streams / 1024:.1f} KiB")
             print(f"  greenlets per open stream: {(g1 - state['g0']) / streams:.2f}")
-            print_allocation_sites(stats, streams, 12, str(ROOT))
+            print_allocations(state["before"], after, streams, 12, str(ROOT))
         text = out.getvalue()
     else:
         return inner(environ, start_response)

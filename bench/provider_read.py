@@ -12,7 +12,8 @@ splitter and the JSON parse.
 - **CPU**: N streams × 200 tokens at 20 tokens/s, each reopened as soon as it ends; after a
   ramp of one stream's length, this process's utime + stime over `--window` seconds ÷ the
   provider events received in it.
-- **Memory**: `--memory` streams opened and stalled after 2 tokens; tracemalloc (Python
+- **Memory**: `--memory` streams opened and stalled after 2 tokens (`--prompt-kib`: with
+  prompts of about that size; the prompt string itself is the bench's, counted too); tracemalloc (Python
   allocations, greenlet stacks included) and VmRSS before and after, ÷ N; the top allocation
   sites.
 """
@@ -114,15 +115,17 @@ def cpu_run(provider: Any, streams: int, window: float, tokens: int) -> dict[str
     }
 
 
-def memory_run(provider: Any, streams: int, top: int) -> None:
+def memory_run(provider: Any, streams: int, top: int, prompt_kib: int = 0) -> None:
     from app.providers.base import TextDelta
+
+    pad = "lorem ipsum " * (prompt_kib * 1024 // 12) + " " if prompt_kib else ""
 
     ready = gevent.event.Event()
     got = [0]
 
     def user(i: int) -> None:
         seen = 0
-        for event in provider.stream(_request(f"m{i} [fake stall_after=2]")):
+        for event in provider.stream(_request(f"m{i} {pad}[fake stall_after=2]")):
             if type(event) is TextDelta:
                 seen += 1
                 if seen == 2:
@@ -146,7 +149,7 @@ def memory_run(provider: Any, streams: int, top: int) -> None:
     gc.collect()
     after = tracemalloc.take_snapshot()
     rss1 = _rss_kib()
-    print(f"memory: {streams} open streams, stalled after 2 tokens")
+    print(f"memory: {streams} open streams, stalled after 2 tokens" + (f", {prompt_kib} KiB prompts" if pad else ""))
     print(f"  RSS per open stream: {(rss1 - rss0) / streams:.1f} KiB")
     print_allocations(before, after, streams, top, str(ROOT))
     tracemalloc.stop()
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--memory", type=int, default=200, help="streams for the memory run (0: skip)")
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--prompt-kib", type=int, default=0, help="memory run: each prompt padded to about this size")
     args = parser.parse_args()
 
     taskset = ["taskset", "-c", "1"] if os.cpu_count() and os.cpu_count() > 1 else []  # type: ignore[operator]
@@ -182,7 +186,7 @@ def main() -> None:
                 f"{r['us_per_token']:.1f} us/token, errors {r['errors']}"
             )
         if args.memory:
-            memory_run(provider, args.memory, args.top)
+            memory_run(provider, args.memory, args.top, args.prompt_kib)
         print(f"load average (1 min) before / after: {load0:.2f} / {os.getloadavg()[0]:.2f}")
     finally:
         fake.kill()

@@ -26,6 +26,7 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tracemalloc  # noqa: E402
+from collections import Counter  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent import pywsgi  # noqa: E402
@@ -70,10 +71,16 @@ def greenlets() -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, greenlet))
 
 
+def object_counts() -> Counter[str]:
+    """GC-tracked objects by type (containers only: str, bytes and int are not tracked)."""
+    return Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--frames", type=int, default=1, help="group allocation sites by this many frames")
     parser.add_argument("--gunicorn", action="store_true", help="measure inside a gunicorn -k gevent worker")
     args = parser.parse_args()
 
@@ -116,13 +123,19 @@ def main() -> None:
     settle()
     g0 = greenlets()
     before = tracemalloc.take_snapshot()
+    objects0 = object_counts()  # between the snapshots: their traces are objects too
     clients = open_streams(args.streams)
     settle()
+    objects = object_counts()
     after = tracemalloc.take_snapshot()
     g1 = greenlets()
+    objects.subtract(objects0)
     print(f"{args.streams} open streams (Anthropic SDK -> fake upstream, stalled after 2 tokens)")
     print(f"  greenlets per open stream: {(g1 - g0) / args.streams:.2f}")
-    print_allocations(before, after, args.streams, args.top, str(ROOT))
+    print(f"  GC-tracked objects per open stream: {objects.total() / args.streams:.1f}; by type:")
+    for name, count in objects.most_common(args.top):
+        print(f"    {count / args.streams:7.2f}  {name}")
+    print_allocations(before, after, args.streams, args.top, str(ROOT), args.frames)
     assert clients.stdin is not None
     clients.stdin.close()
     clients.wait()

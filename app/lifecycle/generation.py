@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
-from gevent import Greenlet, GreenletExit, Timeout
+from gevent import Greenlet, GreenletExit
 from gevent.event import Event
+from gevent.hub import get_hub
 
 from app.config import Settings
 from app.errors import SluiceError, UpstreamError
@@ -43,8 +44,26 @@ log = logging.getLogger("sluice.generation")
 FAIR_SHARE = 64  # text deltas relayed between yields to the other greenlets (and metric updates)
 
 
+class _ProducerGreenlet(Greenlet):  # type: ignore[misc]  # gevent ships no stubs
+    """The producer's greenlet, without the spawning stack gevent records by default.
+
+    That record is ten frame objects per stream (the request's call chain), kept as long as
+    the stream runs, for debugging tools nothing here uses.
+    """
+
+    spawning_stack_limit = 0
+
+
 class Generation:
     """A generation: its spec, its journal, its state, and the greenlet that produces it."""
+
+    # One per open stream: no per-instance dict.
+    __slots__ = (
+        "id", "spec", "settings", "providers", "owner", "client", "provider_name", "model", "journal",
+        "state", "outcome_reason", "stop_reason", "created_at", "ended_at", "_t0", "ttft_ms", "duration_ms",
+        "relay", "_attendance", "_on_entry", "_on_end", "trace", "meter", "producer", "_greenlet",
+        "_producing", "_cancel_reason", "_full", "_counted",
+    )
 
     def __init__(
         self,
@@ -191,7 +210,7 @@ class Generation:
         if cancelled:
             self._end_cancelled("user")
             return
-        self._greenlet = gevent.spawn(self._run)
+        self._greenlet = _ProducerGreenlet.spawn(self._run)
         if self._attendance.count == 0:
             # Created without a reader (POST /streams): give the client time to attach.
             self._attendance.arm(max(self.settings.disconnect_grace_seconds, 10.0))
@@ -263,9 +282,10 @@ class Generation:
 
     def _run(self) -> None:
         self._producing = True
-        seconds = self.settings.max_duration
-        deadline = Timeout(seconds, Deadline("max_duration", seconds))
-        deadline.start()
+        # A bare libev timer rather than a `gevent.Timeout` and its exception made up front: it
+        # runs as long as the stream, so that is memory per open stream.
+        deadline = get_hub().loop.timer(self.settings.max_duration)
+        deadline.start(self._max_duration_passed)
         try:
             self.stop_reason = self.producer.run()
             if self.spec.response_format == "json":
@@ -284,6 +304,12 @@ class Generation:
             deadline.close()
             if self.running:  # defensive: every path above ends the stream
                 self._end_error(SluiceError("internal", "the generation ended unexpectedly"))
+
+    def _max_duration_passed(self) -> None:
+        # In the hub, while the producer is blocked: the Deadline is raised where it waits, as
+        # `RoundTimer` does for the first-token and idle deadlines.
+        if self._greenlet is not None and not self._greenlet.dead:
+            self._greenlet.throw(Deadline("max_duration", self.settings.max_duration))
 
     # -- endings: exactly one terminal event, then [DONE] --------------------------------------
 

@@ -64,7 +64,7 @@ class Outlet(Protocol):
     def first_output(self) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Round:
     """What one upstream call made so far (kept, so a failure can look at it)."""
 
@@ -91,6 +91,9 @@ class Resume:
 
 class Producer:
     """The rounds of one generation's answer (runs in the generation's greenlet)."""
+
+    __slots__ = ("gen", "_relay", "_meter", "upstream", "upstream_model", "current", "resume", "_recovered",
+                 "_fell_back")
 
     def __init__(self, gen: Outlet) -> None:
         self.gen = gen

@@ -41,6 +41,8 @@ def new_stream_id() -> str:
 class _Followed(Generation):
     """A generation whose clients may also follow it through other workers (the backend knows)."""
 
+    __slots__ = ("_backend",)
+
     def __init__(self, *args: Any, backend: Backend, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._backend = backend
@@ -98,6 +100,8 @@ class Registry:
         self._live = 0  # running generations: `running()` walks every one kept for replay too
         self._started = False
         self.tracing = Tracing(settings.otel_traces)
+        # Bound once: every generation shares them (not two new bound methods per stream).
+        self._entry_hook, self._end_hook = self._on_entry, self._on_end
 
     def ensure_started(self) -> None:
         """Start the backend's background work on first use (never at import time)."""
@@ -144,7 +148,7 @@ class Registry:
         cancelled = self.backend.ids.take_tombstone(stream_id, owner)
         gen = _Followed(
             stream_id, spec, self.settings, self.providers,
-            owner=owner, client=client, on_entry=self._on_entry, on_end=self._on_end,
+            owner=owner, client=client, on_entry=self._entry_hook, on_end=self._end_hook,
             trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
             backend=self.backend,
         )

@@ -27,6 +27,8 @@ _SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"')\]\u201d\u2019]*\s+|\n"
 class Chunker:
     """Re-cut text deltas at word or sentence boundaries (`token` passes them through)."""
 
+    __slots__ = ("mode", "pending")
+
     def __init__(self, mode: str = "token") -> None:
         self.mode = mode
         self.pending = ""
@@ -55,6 +57,11 @@ class Chunker:
 class TextRelay:
     """Cuts deltas at the requested boundary, merges those within the coalesce window, and in
     JSON mode follows some `text` events with the value parsed so far."""
+
+    __slots__ = (
+        "_emit", "_emit_text", "_chunker", "_window", "_json_mode", "_on_first", "_keep", "parts", "deltas", "_size",
+        "_pending", "_flusher", "_json_last", "_json_next",
+    )
 
     def __init__(
         self,

@@ -22,6 +22,11 @@ class UsageMeter:
     is never estimated: it appears once some round reported a non-zero count.
     """
 
+    __slots__ = (
+        "_in_done", "_out_done", "_parts_done", "_estimated", "_active", "_round_in", "_round_out", "_round_parts",
+        "_round_chars", "round_deltas",
+    )
+
     def __init__(self) -> None:
         self._in_done = 0
         self._out_done = 0

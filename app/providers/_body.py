@@ -140,9 +140,13 @@ def _framing(what: str) -> httpx2.RemoteProtocolError:
 class RawBody:
     """The body of `response` (status and headers read, body not), as byte chunks.
 
-    Iterate it for the payload, one chunk per network read; after the last event, `finish()`;
+    `read()` it (or iterate it) for the payload, one chunk per network read; after the last event, `finish()`;
     then `close()` (instead of the response's own: that closes or pools the connection).
     """
+
+    __slots__ = (
+        "_response", "_stream", "_conn", "_sock", "_dechunker", "_left", "_ended", "_first", "_chunks",
+    )
 
     def __init__(self, response: httpx2.Response) -> None:
         # Read here, only the stream is kept: the SDK's response, request and their headers (a
@@ -155,6 +159,7 @@ class RawBody:
         self._left: int | None = None  # a content-length body: bytes still to come
         self._ended = False
         self._first = b""  # the body's bytes that came with the headers, still to be taken
+        self._chunks: Iterator[bytes] | None = None  # read through httpx2: its iterator
         try:
             self._take_over(response)
         except (OSError, AttributeError, ValueError):
@@ -186,6 +191,13 @@ class RawBody:
         state._receive_buffer = type(state._receive_buffer)()
         self._conn, self._sock = conn, sock
         self._response = None
+        # httpcore2's request (its connection stream and the pool both hold it until the body is
+        # closed) keeps the sent headers and body, the whole conversation as JSON: sent, and
+        # read by nothing after the response's headers (closing reads only its extensions).
+        request = getattr(stream, "_request", None)
+        if request is not None:
+            request.headers = []
+            request.stream = ()
 
     @property
     def direct(self) -> bool:
@@ -198,33 +210,38 @@ class RawBody:
             if response.headers.get("content-encoding", "identity") == "identity":
                 return response.iter_raw()
             return response.iter_bytes()
-        return self._read()
+        return iter(self.read, None)
 
-    def _read(self) -> Iterator[bytes]:
+    def read(self) -> bytes | None:
+        """The payload of the next network read (b"" if it carried none); None once the body ended.
+
+        A plain call, not a generator: the providers' SSE splitter calls it (`iter_events_from`),
+        so the producer's greenlet, blocked here, has one generator level less to save.
+        """
+        if self._conn is None:
+            if self._chunks is None:
+                self._chunks = iter(self)  # through httpx2
+            return next(self._chunks, None)
         if self._first:
-            first, self._first = self._first, b""
-            data = self._take(first)
-            if data:
-                yield data
-        recv = self._sock.recv
-        while not self._ended:
-            try:
-                raw = recv(READ_SIZE)
-            except TimeoutError:
-                raise httpx2.ReadTimeout("timed out reading the streamed body") from None
-            except OSError as exc:
-                raise httpx2.ReadError(str(exc)) from None
-            if not raw:
-                if self._dechunker is None and self._left is None:
-                    self._ended = True  # a body delimited by the connection's close
-                    return
-                raise httpx2.RemoteProtocolError("the upstream closed the connection in the middle of the body")
-            data = self._take(raw)
-            # Not kept while this greenlet waits for the next read: `recv` carved it out of a
-            # 64 KiB block, and one such small block kept per open stream fragments the heap.
-            del raw
-            if data:
-                yield data
+            data = self._take(self._first)
+            self._first = b""
+            return data
+        if self._ended:
+            return None
+        try:
+            raw = self._sock.recv(READ_SIZE)
+        except TimeoutError:
+            raise httpx2.ReadTimeout("timed out reading the streamed body") from None
+        except OSError as exc:
+            raise httpx2.ReadError(str(exc)) from None
+        if not raw:
+            if self._dechunker is None and self._left is None:
+                self._ended = True  # a body delimited by the connection's close
+                return None
+            raise httpx2.RemoteProtocolError("the upstream closed the connection in the middle of the body")
+        # `raw` is not kept past this call (a local of a returning call): `recv` carved it out of
+        # a 64 KiB block, and one such small block kept per open stream fragments the heap.
+        return self._take(raw)
 
     def _take(self, raw: bytes) -> bytes:
         """The payload of one read; notes the body's end."""

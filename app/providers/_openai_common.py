@@ -18,7 +18,7 @@ from app.errors import UpstreamError
 from app.providers import _retry
 from app.providers import _sdk_errors as errs
 from app.providers._body import RawBody
-from app.providers._sse import SSEvent, iter_events
+from app.providers._sse import SSEvent, iter_events_from
 from app.providers.base import ProviderEvent, ProviderRequest, ToolResultPart
 
 NAME = "OpenAI"
@@ -109,10 +109,10 @@ class OpenAIBase:
 
             response = _retry.open_with_retries(attempt, transient, provider=self.name, policy=self._retry)
             body = RawBody(response.http_response)
-            del response  # RawBody keeps what it needs of it
+            del response, attempt  # RawBody keeps what it needs of the response
             try:
                 started = True
-                yield from self._translate(iter_events(body))
+                yield from self._translate(iter_events_from(body.read))
                 body.finish()  # the body's last chunk: then closing pools the connection
             finally:
                 # Also on GeneratorExit / GreenletExit: a cancel closes the upstream at once.

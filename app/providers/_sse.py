@@ -22,7 +22,8 @@ Everything stays bytes: `jiter.from_json` parses bytes directly, and names compa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 
 SSEvent = tuple[bytes, bytes]
 """(event name, data) of one dispatched event."""
@@ -32,11 +33,20 @@ _BOM = b"\xef\xbb\xbf"
 
 def iter_events(chunks: Iterable[bytes]) -> Iterator[SSEvent]:
     """Split a stream of byte chunks (any sizes) into `(event, data)` pairs."""
+    return iter_events_from(partial(next, iter(chunks), None))
+
+
+def iter_events_from(read: Callable[[], bytes | None]) -> Iterator[SSEvent]:
+    """`iter_events` over `read()`, called for each chunk (b"": none this time) until it returns None.
+
+    The providers pass `RawBody.read`: a plain call, where iterating a generator would add a
+    level to the C stack that the producer's greenlet saves while it waits (per open stream).
+    """
     buf = b""
     scan = 0  # where the next search for a block end starts (what is before it has none)
     pending_cr = False  # the previous chunk ended with CR: a LF opening this one is its CRLF
     first = True
-    for chunk in chunks:
+    while (chunk := read()) is not None:
         if not chunk:
             continue
         if first:
@@ -70,6 +80,9 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[SSEvent]:
             buf = buf[start:]
         # The last byte may be the first LF of a separator whose second LF is still to come.
         scan = max(len(buf) - 1, 0)
+        # Not kept while the next read waits (the greenlet's frames live as long as the stream).
+        del chunk
+        event = None
 
 
 def _parse_block(block: bytes) -> SSEvent | None:

@@ -3,7 +3,7 @@
 The official SDK builds the request (auth, base URL, headers) and raises its typed errors for
 an answer that fails before the stream starts (`messages.with_streaming_response.create`).
 The 200 body is then read off the connection's socket (`_body.RawBody`: no httpx2 / h11 per
-read; the connection goes back to the pool after the last event), `_sse.iter_events` splits it
+read; the connection goes back to the pool after the last event), `_sse.iter_events_from` splits it
 on large reads and `jiter` parses each event's JSON, with no SDK object per delta and no
 `MessageStream` snapshot (about half a worker's CPU under load went there). The wire format
 it reads, as the API sends it:
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import anthropic
@@ -32,7 +33,7 @@ from app.errors import UpstreamError
 from app.providers import _retry
 from app.providers import _sdk_errors as errs
 from app.providers._body import RawBody
-from app.providers._sse import iter_events
+from app.providers._sse import iter_events_from
 from app.providers.base import (
     Finish,
     Message,
@@ -113,18 +114,20 @@ class AnthropicProvider:
         started = False
         try:
             client = self._get_client()
-            opener = client.messages.with_streaming_response
-
-            def attempt() -> Any:
-                # The request is made on __enter__; a status >= 400 raises the SDK's typed error.
-                return opener.create(**params, stream=True).__enter__()
-
+            attempt = partial(_open_stream, client.messages.with_streaming_response, params)
             response = _retry.open_with_retries(attempt, _transient, provider=self.name, policy=self.retry)
             body = RawBody(response.http_response)
-            del response  # RawBody keeps what it needs of it
+            # RawBody keeps what it needs of the response; the request's parameters (the whole
+            # conversation, as dicts) are not kept while the answer streams.
+            del response, attempt, params
             try:
                 started = True
-                yield from translate(iter_events(body))
+                try:
+                    # `_translate` itself, not `translate`: one generator level less between the
+                    # producer and its socket wait (its saved stack, per open stream, is smaller).
+                    yield from _translate(iter_events_from(body.read))
+                except (KeyError, TypeError, AttributeError):
+                    raise errs.malformed_event_error(NAME) from None
                 body.finish()  # the body's last chunk: then closing pools the connection
             finally:
                 # Also on GeneratorExit / GreenletExit: closing the response cuts the upstream.
@@ -139,6 +142,11 @@ class AnthropicProvider:
             raise errs.connection_error(NAME, mid_stream=started) from None
         except anthropic.APIError as exc:
             raise errs.stream_error(NAME, exc.body, KEY_ENV) from None
+
+
+def _open_stream(opener: Any, params: dict[str, Any]) -> Any:
+    # The request is made on __enter__; a status >= 400 raises the SDK's typed error.
+    return opener.create(**params, stream=True).__enter__()
 
 
 def _transient(exc: Exception) -> float | None:
@@ -176,8 +184,10 @@ def _translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]
             delta = event["delta"]
             dkind = delta.get("type")
             if dkind == "text_delta":
-                if delta["text"]:
-                    yield TextDelta(delta["text"])
+                text = delta["text"]
+                del event, delta, data  # not kept while the next read waits
+                if text:
+                    yield TextDelta(text)
                 continue
             block = blocks.get(event["index"])
             if block is None:
@@ -206,6 +216,7 @@ def _translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]
             elif btype == "redacted_thinking":
                 # Encrypted thinking: never shown, but it must go back to the model as is.
                 yield Opaque(OpaqueBlock("anthropic", dict(start)))
+            del event, start, data  # not kept while the next read waits (a text block's start: the usual)
         elif kind == "content_block_stop":
             block = blocks.pop(event["index"], None)
             if block is not None:
