@@ -174,7 +174,7 @@ class AppGunicorn(Gunicorn):
 
     def start(self, timeout: float = 20.0) -> Gunicorn:
         assert self.app.startswith("tests.deploy.echo_app")
-        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = self.spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"gunicorn exited:\n{self.log()}"

@@ -72,7 +72,8 @@ class Gunicorn:
         self.args = args
         self.graceful_timeout = graceful_timeout
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115 (kept)
+        fd, self._log_path = tempfile.mkstemp(prefix="gunicorn-", suffix=".log")
+        os.close(fd)  # each start opens it for the child only: no handle of ours left to leak
 
     def command(self) -> list[str]:
         cmd = [str(VENV_BIN / "gunicorn")]
@@ -83,10 +84,13 @@ class Gunicorn:
             cmd += ["--graceful-timeout", str(self.graceful_timeout)]
         return [*cmd, *self.args, "wsgi:app"]
 
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the process, its output appended to this server's log file."""
+        with open(self._log_path, "ab") as out:
+            return subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
     def start(self, timeout: float = 60.0) -> Gunicorn:
-        self.proc = subprocess.Popen(
-            self.command(), cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        self.proc = self.spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -124,8 +128,7 @@ class Gunicorn:
         self.stop(_SIGQUIT)
 
     def log(self) -> str:
-        self._log.flush()
-        return Path(self._log.name).read_text(errors="replace")
+        return Path(self._log_path).read_text(errors="replace")
 
     def __enter__(self) -> Gunicorn:
         return self.start()
