@@ -2,8 +2,10 @@
 
 Producer and subscribers meet here. The producer appends; each subscriber asks for "everything
 after seq N", and waits on a wake-up event when it has seen it all. Each event is encoded to its
-SSE bytes once, at append time, and only those bytes are kept: ten tabs on one generation cost
-one encode per event, and a replay is a slice of this list.
+SSE bytes once, at append time, and only those bytes are kept, end to end in one buffer with
+an array of where each event ends: ten tabs on one generation cost one encode per event, a
+replay is a slice of the buffer, and an event costs its bytes plus 8 (no object per event; a
+list of `Entry` tuples cost ~130 bytes more per event, the size of a short token's event).
 
 The journal is bounded in bytes (`max_bytes`): an event that would pass the bound is refused with
 `JournalFull`, and the generation ends with an error (its terminal event and `[DONE]` are always
@@ -13,6 +15,7 @@ let in, so every stream still ends properly).
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +26,9 @@ from gevent.hub import get_hub
 from app import sse
 from app.sse import Entry
 
-# What CPython spends on an entry besides its wire bytes: the tuple (56), the bytes object's
-# header (33), the int and the list slot. Counted, so that a bound in bytes also bounds a flood
-# of tiny events.
+# What the bound counts for an event besides its wire bytes, so that a bound in bytes also bounds
+# a flood of tiny events. The journal itself spends 8 (its end offset); an `Entry` handed to a
+# reader costs about 112 (the tuple, the bytes object's header, the int) while it is held.
 ENTRY_OVERHEAD = 112
 # Entries handed out per read: a reader far behind gets its backlog in slices, never a copy
 # of the whole list each time it writes.
@@ -43,13 +46,16 @@ class JournalFull(Exception):
 
 
 class Journal:
-    """Append-only list of entries with a wake-up for followers, bounded in bytes."""
+    """Append-only sequence of events with a wake-up for followers, bounded in bytes."""
 
-    __slots__ = ("stream_id", "entries", "nbytes", "max_bytes", "_prefix", "_wake", "_waiters", "_listeners")
+    __slots__ = ("stream_id", "nbytes", "max_bytes", "_buf", "_ends", "_done", "_prefix", "_wake", "_waiters",
+                 "_listeners")
 
     def __init__(self, stream_id: str, max_bytes: int = 0) -> None:
         self.stream_id = stream_id
-        self.entries: list[Entry] = []
+        self._buf = bytearray()  # every event's wire bytes, end to end
+        self._ends = array("Q")  # where event seq = i + 1 ends in `_buf`
+        self._done = False  # `[DONE]` is in
         self.nbytes = 0
         self.max_bytes = max_bytes  # 0: unbounded
         self._prefix = f"id: {stream_id}:".encode()
@@ -59,12 +65,17 @@ class Journal:
 
     @property
     def last_seq(self) -> int:
-        return len(self.entries)
+        return len(self._ends)
 
     @property
     def closed(self) -> bool:
         """True once `[DONE]` is in the journal."""
-        return bool(self.entries) and self.entries[-1].done
+        return self._done
+
+    @property
+    def entries(self) -> list[Entry]:
+        """Every event, as entries (made on each call: for the mirror and for tests)."""
+        return self.after(0, len(self._ends))
 
     def append(self, payload: dict[str, Any] | str, *, bounded: bool = True) -> Entry:
         """Add one event (a payload dict, or the `[DONE]` marker) and wake every follower.
@@ -73,21 +84,23 @@ class Journal:
         """
         data = payload if isinstance(payload, str) else sse.dumps(payload)
         if "\n" in data or "\r" in data:  # never from JSON; a marker or a caller's own text
-            wire = sse.encode(data, id=f"{self.stream_id}:{len(self.entries) + 1}")
+            wire = sse.encode(data, id=f"{self.stream_id}:{len(self._ends) + 1}")
             return self._add(wire, bounded)
-        return self._add(b"%s%d\ndata: %s\n\n" % (self._prefix, len(self.entries) + 1, data.encode()), bounded)
+        return self._add(b"%s%d\ndata: %s\n\n" % (self._prefix, len(self._ends) + 1, data.encode()), bounded)
 
     def append_text(self, text: str, *, bounded: bool = True) -> Entry:
         """Add a `text` event: the hot path, from a template (see `_TEXT_HEAD`)."""
         content = _escape(text).encode()
-        return self._add(b"%s%d%s%s}\n\n" % (self._prefix, len(self.entries) + 1, _TEXT_HEAD, content), bounded)
+        return self._add(b"%s%d%s%s}\n\n" % (self._prefix, len(self._ends) + 1, _TEXT_HEAD, content), bounded)
 
     def _add(self, wire: bytes, bounded: bool) -> Entry:
         size = len(wire) + ENTRY_OVERHEAD
         if bounded and self.max_bytes and self.nbytes + size > self.max_bytes:
             raise JournalFull(self.max_bytes)
-        entry = Entry(len(self.entries) + 1, wire)
-        self.entries.append(entry)
+        entry = Entry(len(self._ends) + 1, wire)
+        self._buf += wire
+        self._ends.append(len(self._buf))
+        self._done = entry.done
         self.nbytes += size
         if self._listeners:
             # One hub callback per event, whatever the number of followers: it calls each one
@@ -110,15 +123,27 @@ class Journal:
 
     def after(self, seq: int, count: int = READ_COUNT) -> list[Entry]:
         """Up to `count` entries with a seq greater than `seq` (seq counts from 1: an index)."""
+        ends = self._ends
         start = max(seq, 0)
-        return self.entries[start : start + count]
+        stop = min(start + count, len(ends))
+        if start >= stop:
+            return []
+        a = ends[start - 1] if start else 0
+        out = []
+        # Released before returning: a bytearray with a view open cannot grow (BufferError).
+        with memoryview(self._buf) as view:
+            for i in range(start, stop):
+                b = ends[i]
+                out.append(Entry(i + 1, view[a:b].tobytes()))
+                a = b
+        return out
 
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
         """Entries after `seq`, waiting up to `timeout` for one if there are none yet.
 
         Returns [] at once for a closed journal with nothing after `seq`: nothing more will come.
         """
-        if len(self.entries) > seq or self.closed or (timeout is not None and timeout <= 0):
+        if len(self._ends) > seq or self._done or (timeout is not None and timeout <= 0):
             return self.after(seq)
         if self._wake is None:
             self._wake = Event()

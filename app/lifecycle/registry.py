@@ -80,7 +80,8 @@ class GenerationView:
         return not self._gen.running and self._gen.journal.closed
 
     def events_after(self, seq: int) -> Sequence[Entry]:
-        return self._gen.journal.entries[max(seq, 0) :]
+        journal = self._gen.journal
+        return journal.after(seq, journal.last_seq)
 
     def status(self) -> dict[str, Any]:
         return self._gen.status()
