@@ -467,3 +467,12 @@ def print_allocation_sites(stats: Sequence[Any], per: int, top: int, root: str, 
 def _site(frame: Any, root: str) -> str:
     where = os.path.relpath(frame.filename, root) if frame.filename.startswith(root) else frame.filename
     return f"{where.split('site-packages/')[-1]}:{frame.lineno}"
+
+
+def run_killing(main: Callable[[], object], children: list[Any]) -> None:
+    """Run `main`, then kill the child processes it started, however it ended."""
+    try:
+        main()
+    finally:
+        for child in children:
+            child.kill()

@@ -32,7 +32,7 @@ import gevent  # noqa: E402
 from gevent import pywsgi  # noqa: E402
 from greenlet import greenlet  # noqa: E402
 
-from bench._common import print_allocations  # noqa: E402
+from bench._common import print_allocations, run_killing  # noqa: E402
 from tests.support.servers import ROOT, base_env  # noqa: E402
 
 CLIENTS = r"""
@@ -189,13 +189,5 @@ def measure_in_gunicorn(streams: int) -> None:
     clients.wait()
 
 
-def run() -> None:
-    try:
-        main()
-    finally:
-        for child in CHILDREN:
-            child.kill()
-
-
 if __name__ == "__main__":
-    run()
+    run_killing(main, CHILDREN)

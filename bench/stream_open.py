@@ -29,6 +29,7 @@ from collections import Counter  # noqa: E402
 import gevent  # noqa: E402
 from gevent import pywsgi  # noqa: E402
 
+from bench._common import run_killing  # noqa: E402
 from bench.stream_memory import Handler  # noqa: E402
 from tests.support.servers import ROOT, base_env  # noqa: E402
 
@@ -119,13 +120,5 @@ def main() -> None:
     server.stop(timeout=1)
 
 
-def run() -> None:
-    try:
-        main()
-    finally:
-        for child in CHILDREN:
-            child.kill()
-
-
 if __name__ == "__main__":
-    run()
+    run_killing(main, CHILDREN)

@@ -21,7 +21,7 @@ import requests
 
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
-from tests.support.sse import open_stream, types, unread_get
+from tests.support.sse import dechunk, open_stream, types, unread_get
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -57,19 +57,6 @@ def event_types(body: bytes) -> list[str]:
     for data in re.findall(rb"^data: (.*)$", body, re.M):
         out.append("[DONE]" if data == b"[DONE]" else json.loads(data)["type"])
     return out
-
-
-def dechunk(body: bytes) -> bytes:
-    """The payload of a chunked body, which must be complete (the last chunk, then nothing)."""
-    out = b""
-    while True:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            assert body == b"\r\n", "nothing follows the last chunk"
-            return out
-        assert body[size:size + 2] == b"\r\n"
-        out, body = out + body[:size], body[size + 2:]
 
 
 def assert_direct(head: bytes) -> None:

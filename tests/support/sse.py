@@ -18,6 +18,19 @@ from typing import Any
 import requests
 
 
+def dechunk(body: bytes) -> bytes:
+    """The payload of a chunked body, which must be complete (the last chunk, then nothing)."""
+    out = b""
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            assert body == b"\r\n", "nothing follows the last chunk"
+            return out
+        assert body[size:size + 2] == b"\r\n"
+        out, body = out + body[:size], body[size + 2:]
+
+
 @dataclass
 class Event:
     """A dispatched event as `EventSource` would see it."""

@@ -16,6 +16,7 @@ from gevent import socket
 from app.lifecycle import direct
 from app.lifecycle.direct import DirectDelivery
 from app.lifecycle.journal import Journal
+from tests.support.sse import dechunk
 from tests.unit.test_lifecycle import JournalFeed
 
 pytestmark = pytest.mark.timeout(30)
@@ -51,17 +52,6 @@ def read_all(sock: socket.socket) -> bytes:
     while piece := sock.recv(65536):
         data += piece
     return data
-
-
-def dechunk(body: bytes) -> bytes:
-    out = b""
-    while True:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            assert body == b"\r\n"
-            return out
-        out, body = out + body[:size], body[size + 2:]
 
 
 def test_replay_follow_and_end_with_the_connection() -> None:
