@@ -47,6 +47,16 @@ def pair(rcvbuf: int = 0) -> tuple[_socket.socket, socket.socket]:
     return raw, theirs
 
 
+def started(head: bytes, **options: object) -> tuple[Journal, CountingFeed, socket.socket]:
+    """A journal with its `start` event, and a direct delivery of it begun on a socket pair."""
+    journal = Journal("s" * 22)
+    journal.append({"type": "start"})
+    feed = CountingFeed(journal)
+    raw, client = pair()
+    DirectDelivery(feed, 0, raw, send_timeout=5, max_write=65536, **options).start(head)  # type: ignore[arg-type]
+    return journal, feed, client
+
+
 def read_all(sock: socket.socket) -> bytes:
     data = b""
     while piece := sock.recv(65536):
@@ -55,11 +65,7 @@ def read_all(sock: socket.socket) -> bytes:
 
 
 def test_replay_follow_and_end_with_the_connection() -> None:
-    journal = Journal("s" * 22)
-    journal.append({"type": "start"})
-    feed = CountingFeed(journal)
-    raw, client = pair()
-    DirectDelivery(feed, 0, raw, heartbeat=60, send_timeout=5, max_write=65536, attached=False).start(b"HEAD\r\n\r\n")
+    journal, feed, client = started(b"HEAD\r\n\r\n", heartbeat=60, attached=False)
     reader = gevent.spawn(read_all, client)
     for i in range(3):
         gevent.sleep(0.01)
@@ -116,11 +122,7 @@ def test_a_reader_that_stops_is_cut_after_the_send_timeout() -> None:
 
 
 def test_heartbeats_while_silent_and_a_client_gone_is_noticed() -> None:
-    journal = Journal("s" * 22)
-    journal.append({"type": "start"})
-    feed = CountingFeed(journal)
-    raw, client = pair()
-    DirectDelivery(feed, 0, raw, heartbeat=0.2, send_timeout=5, max_write=65536, attached=True).start(b"H\r\n\r\n")
+    journal, feed, client = started(b"H\r\n\r\n", heartbeat=0.2, attached=True)
     got = b""
     t0 = time.monotonic()
     while got.count(b": ping") < 2 and time.monotonic() - t0 < 3:
