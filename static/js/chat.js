@@ -261,4 +261,5 @@
   });
 
   setState("idle");
+  sendBtn.disabled = false;  // disabled in the HTML until the form is wired: no native submit
 })();

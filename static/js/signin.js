@@ -14,6 +14,7 @@
     var button = document.getElementById("signin");
     var errorEl = document.getElementById("signin-error");
     keyBox.focus();
+    button.disabled = false;  // disabled in the HTML: see templates/signin.html
     form.addEventListener("submit", function (e) {
       e.preventDefault();
       var key = keyBox.value.trim();

@@ -14,6 +14,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from tests.browser.conftest import HeldScript
 from tests.deploy.conftest import Nginx
 from tests.support.servers import ROOT, VENV_BIN, Gunicorn, base_env, free_port
 
@@ -125,3 +126,19 @@ def test_a_site_user_streams_and_cancels_and_another_cannot_touch_it(stack: dict
     assert [c["name"] for c in cookies] == ["session"]
     alice.context.close()
     bob.context.close()
+
+
+def test_ask_waits_for_the_page_script(stack: dict[str, Any], browser: Any) -> None:
+    """Before ask.js has run (a slow connection), Ask cannot be pressed: a native submit would
+    reload the page and the question would be lost, with no answer ever coming."""
+    alice = sign_in(browser, stack["url"], "alice")
+    held = HeldScript(alice, "**/static/ask.js")
+    alice.goto(stack["url"] + "/", wait_until="commit")
+    expect(alice.locator("#ask")).to_be_disabled()
+    alice.fill("#question", "Tell me about streaming")
+    held.release()
+    alice.click("#ask")
+    expect(alice.locator("#answer")).to_contain_text("Sluice", timeout=15_000)
+    alice.click("#cancel")
+    expect(alice.locator("#state")).to_have_attribute("data-state", "cancelled", timeout=10_000)
+    alice.context.close()

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import artifact
+from tests.browser.conftest import HeldScript, artifact
 from tests.conftest import sluice_env
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import ROOT, Gunicorn
@@ -171,6 +171,20 @@ def test_controls_are_labelled_and_the_answer_is_a_live_region(web: Gunicorn, pa
     page.keyboard.press("Enter")
     wait_state(page, "done")
     assert page.get_attribute("#answer", "data-text") == expected(2)
+
+
+def test_send_waits_for_the_page_script(web: Gunicorn, fresh: FakeUpstream, page: Any) -> None:
+    """On a slow connection the form shows before chat.js has run: Send is not pressable until
+    then (a native submit would reload the page and lose the message)."""
+    held = HeldScript(page, "**/js/chat.js")
+    page.goto(web.url + "/", wait_until="commit")
+    expect(page.locator("#send")).to_be_disabled()
+    page.fill("#prompt", "early [fake tokens=3]")
+    held.release()
+    page.click("#send")  # Playwright waits until the button can be pressed
+    wait_state(page, "done")
+    assert page.get_attribute("#answer", "data-text") == expected(3)
+    assert page.url == web.url + "/"
 
 
 def test_the_page_has_no_inline_script(web: Gunicorn, page: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import HeldScript
 from tests.fake_upstream import FakeUpstream
 from tests.security.conftest import KEY_A, locked_env
 from tests.support.servers import Gunicorn
@@ -88,3 +89,31 @@ def test_a_session_that_ends_while_the_page_is_open(locked_web: Gunicorn, fresh:
     page.reload()
     expect(page.locator("#signin-form")).to_be_visible()
     assert fresh.request_count == 0
+
+
+def test_a_key_typed_before_the_script_ran_never_goes_into_a_url(locked_web: Gunicorn, browser: Any) -> None:
+    """With JavaScript off, or before signin.js has run, Enter in the key box must not submit the
+    form natively: that would put the key in the URL (history, proxy and access logs)."""
+    for scripts in (False, True):
+        context = browser.new_context(java_script_enabled=scripts)
+        page = context.new_page()
+        sent: list[str] = []
+        page.on("request", lambda r, sent=sent: sent.append(r.url))
+        held = HeldScript(page, "**/js/signin.js") if scripts else None
+        page.goto(locked_web.url + "/", wait_until="commit")
+        page.fill("#api-key", KEY_A)
+        page.press("#api-key", "Enter")
+        if held is not None:
+            held.release()
+        page.wait_for_load_state("load")
+        assert not [u for u in sent if KEY_A in u], sent
+        assert KEY_A not in page.url
+        if held is None:
+            expect(page.locator("#signin")).to_be_disabled()  # and the notice says why
+            expect(page.locator("noscript")).to_have_count(1)
+        else:
+            page.fill("#api-key", KEY_A)  # the page still works once its script is there
+            with page.expect_navigation():
+                page.click("#signin")
+            expect(page.locator("#signout")).to_be_visible()
+        context.close()

@@ -41,6 +41,10 @@
     };
   });
 
+  // Disabled in the HTML until now: pressed earlier, the form would submit natively and reload
+  // the page, question lost.
+  document.getElementById("ask").disabled = false;
+
   cancel.addEventListener("click", function () {
     fetch("/cancel", {method: "POST", headers: {"Content-Type": "application/json"},
                       body: JSON.stringify({stream_id: streamId})});
