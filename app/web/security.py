@@ -198,7 +198,9 @@ def check_same_site() -> None:
     source = request.headers.get("Origin")
     if source is None or source == "null":
         referer = request.headers.get("Referer")
-        source = _origin_of(referer) if referer else source
+        if referer:
+            # A Referer that is no absolute URL names no origin: not ours, and not "no header".
+            source = _origin_of(referer) or "null"
     if source is None:
         return  # curl, scripts: not a browser's cross-site request
     origin = _origin_of(source) if source != "null" else None

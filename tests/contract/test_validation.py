@@ -288,6 +288,16 @@ def test_an_origin_decides_before_a_referer(srv: Gunicorn, fresh: FakeUpstream) 
     no_upstream_call(fresh, settle=0)
 
 
+@pytest.mark.parametrize("referer", ["//evil.example/page", "evil.example/page", "not a url"])
+def test_a_referer_that_names_no_origin_is_not_taken_for_none(srv: Gunicorn, fresh: FakeUpstream,
+                                                              referer: str) -> None:
+    """Only a POST with neither header is a script's; a Referer that is there but is not an
+    absolute URL does not name the site, so it is not believed to be the site."""
+    resp = requests.post(srv.url + "/streams", json={"prompt": "hi"}, headers={"Referer": referer}, timeout=10)
+    assert_rejected(resp, 403)
+    no_upstream_call(fresh, settle=0)
+
+
 @pytest.mark.parametrize(
     "headers",
     [{}, "same-origin", "same-referer", {"Origin": PARTNER}],
