@@ -157,13 +157,14 @@ def _start(spec: GenerationSpec) -> Response:
 @bp.get("/stream")
 def stream_get() -> Response:
     """EventSource: start a generation from query parameters and stream it."""
-    if request.method == "HEAD":
-        # Flask answers HEAD with the GET view; a HEAD must not start (and bill) a generation.
-        return Response(status=200, headers=sse.HEADERS)
     resumed = _resume_from_header()
     if resumed is not None:
         return resumed
     spec = parse_spec(_query(), settings(), text=True, extras=QUERY_EXTRAS)
+    if request.method == "HEAD":
+        # Flask answers HEAD with the GET view: the same checks, but no generation started (and
+        # billed). A body-less iterable, so that no `Content-Length: 0` claims the GET's length.
+        return Response(iter(()), status=200, headers=sse.HEADERS)
     return _start(spec)
 
 

@@ -322,10 +322,17 @@ def test_log_content_when_turned_on(start_sluice, fresh: FakeUpstream) -> None: 
     assert "visible-words" in server.log() and "t0 t1" in server.log()
 
 
-def test_head_starts_nothing(sluice: Gunicorn, fresh: FakeUpstream) -> None:
-    resp = requests.head(f"{sluice.url}/stream", params={"prompt": "x"}, timeout=5)
-    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
-    time.sleep(0.3)
+def test_head_answers_as_get_would_and_starts_nothing(sluice: Gunicorn, fresh: FakeUpstream) -> None:
+    stream_id = "head0123456789abcdef"
+    resp = requests.head(f"{sluice.url}/stream", params={"prompt": "x", "stream_id": stream_id}, timeout=5)
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert "Content-Length" not in resp.headers  # a GET's body has no length: HEAD must not claim 0
+    # The checks a GET gets: bad input is 400, a Last-Event-ID of nothing known is 204.
+    assert requests.head(f"{sluice.url}/stream", timeout=5).status_code == 400
+    assert requests.head(f"{sluice.url}/stream", params={"prompt": "x", "max_tokens": "0"}, timeout=5).status_code == 400
+    assert requests.head(f"{sluice.url}/stream", params={"prompt": "x"}, headers={"Last-Event-ID": "xx"},
+                         timeout=5).status_code == 204
+    assert requests.get(f"{sluice.url}/streams/{stream_id}", timeout=5).status_code == 404
     assert fresh.request_count == 0
 
 
