@@ -121,7 +121,8 @@ def test_query_parameters_are_parsed_from_text(sluice: Gunicorn, fresh: FakeUpst
     assert sent["temperature"] == 0.5 and {t["function"]["name"] for t in sent["tools"]} == {"calculate", "get_time"}
     for bad, field in [({"max_tokens": "1_0"}, "max_tokens"), ({"max_tokens": "1e3"}, "max_tokens"),
                        ({"temperature": "nan"}, "temperature"), ({"temperature": "1_0"}, "temperature"),
-                       ({"tools": "calculate,rm"}, "tools"), ({"reasoning": "max"}, "reasoning")]:
+                       ({"tools": "calculate,rm"}, "tools"), ({"reasoning": "max"}, "reasoning"),
+                       ({"provider": ""}, "provider"), ({"model": ""}, "model"), ({"max_tokens": ""}, "max_tokens")]:
         assert_400(requests.get(f"{sluice.url}/stream", params={"prompt": "x", **bad}, timeout=5), field)
     assert fresh.request_count == 1
 
