@@ -46,7 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     sluice = Gunicorn(base_env(
         SLUICE_TRUSTED_USER_HEADER="X-Sluice-User",
         SLUICE_PROXY_COUNT="1",
-        SLUICE_DEMO_TOKENS_PER_SECOND="8",
+        SLUICE_DEMO_TOKENS_PER_SECOND="5",  # ~15 s an answer: still running at the cancel
     ))
     nginx = Nginx(Path(tmp_path_factory.mktemp("site-nginx")),
                   render(CONF.read_text(), site=site_port, sluice=sluice.port, port=port))
