@@ -328,10 +328,12 @@ def test_head_answers_as_get_would_and_starts_nothing(sluice: Gunicorn, fresh: F
     assert resp.status_code == 200 and resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert "Content-Length" not in resp.headers  # a GET's body has no length: HEAD must not claim 0
     # The checks a GET gets: bad input is 400, a Last-Event-ID of nothing known is 204.
-    assert requests.head(f"{sluice.url}/stream", timeout=5).status_code == 400
-    assert requests.head(f"{sluice.url}/stream", params={"prompt": "x", "max_tokens": "0"}, timeout=5).status_code == 400
-    assert requests.head(f"{sluice.url}/stream", params={"prompt": "x"}, headers={"Last-Event-ID": "xx"},
-                         timeout=5).status_code == 204
+    def head(params: dict[str, str], headers: dict[str, str] | None = None) -> int:
+        return requests.head(f"{sluice.url}/stream", params=params, headers=headers, timeout=5).status_code
+
+    assert head({}) == 400
+    assert head({"prompt": "x", "max_tokens": "0"}) == 400
+    assert head({"prompt": "x"}, {"Last-Event-ID": "xx"}) == 204
     assert requests.get(f"{sluice.url}/streams/{stream_id}", timeout=5).status_code == 404
     assert fresh.request_count == 0
 
