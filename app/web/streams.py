@@ -104,12 +104,18 @@ def _unknown_stream() -> RequestError:
 RETRY_LATER_MS = 1000
 
 
-def _come_back_later() -> Response | None:
-    """For a stream not found while the shared backend cannot tell (Redis down, or back and not
-    yet resynced): it may well run elsewhere. 204, 404 or 503 would make EventSource give up;
-    an empty 200 makes it come back after `retry`. None when the backend can tell."""
+def _cannot_tell() -> bool:
+    """The shared backend cannot tell whether a stream not found here runs elsewhere (Redis down,
+    or back and not yet resynced)."""
     backend = registry().backend
-    if backend.shared and not backend.ready()[0]:
+    return backend.shared and not backend.ready()[0]
+
+
+def _come_back_later() -> Response | None:
+    """For a stream not found while the shared backend cannot tell: it may well run elsewhere.
+    204, 404 or 503 would make EventSource give up; an empty 200 makes it come back after
+    `retry`. None when the backend can tell."""
+    if _cannot_tell():
         return Response(sse.retry(RETRY_LATER_MS), headers=sse.HEADERS)
     return None
 
@@ -228,6 +234,10 @@ def stream_status(stream_id: str) -> Response:
     """JSON status of a generation."""
     status = registry().status(stream_id, principal()) if STREAM_ID_RE.match(stream_id) else None
     if status is None:
+        if STREAM_ID_RE.match(stream_id) and _cannot_tell():
+            # Not "no such stream": it may run on another worker. A script asks again.
+            raise RequestError(503, "The shared backend cannot tell right now; try again in a moment",
+                               type="overloaded", headers={"Retry-After": "1"})
         raise _unknown_stream()
     return jsonify(status)
 

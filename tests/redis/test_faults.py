@@ -49,6 +49,11 @@ def test_redis_stops_mid_stream_and_returns(redis_server, start_sluice, quiet_fa
         assert text_of(events) == "".join(answer_tokens(tokens))
     cut = remote.rest()  # no ChunkedEncodingError: the response was ended, not crashed
     assert cut and cut[-1].type != "[DONE]"
+    # Its status on B, which cannot ask Redis: "ask again", not "no such stream".
+    assert wait_for(lambda: readyz(b.url) == 503, 5)
+    unknown = requests.get(b.url + f"/streams/{local[0].stream_id}", timeout=5)
+    assert unknown.status_code == 503 and unknown.headers["Retry-After"] == "1", unknown.text
+    assert unknown.json()["error"]["type"] == "overloaded"
 
     redis_server.start()
     assert wait_for(lambda: all(readyz(a.url) == 200 for _ in range(4)), 15)

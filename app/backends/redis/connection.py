@@ -109,9 +109,11 @@ class Connection:
             log.warning("%s; cross-worker cancel, resume and status are paused, local streams continue", self._reason)
         self._state = "down"
         self.up.clear()
-        if isinstance(exc, ReadOnlyError):
-            # A failover made this server a replica. The URL's name (DNS, proxy, cloud endpoint)
-            # leads new connections to the new primary; pooled ones would ask the old forever.
+        if isinstance(exc, ReadOnlyError) or (isinstance(exc, ResponseError) and str(exc).startswith("UNBLOCKED")):
+            # A failover made this server a replica: writes say READONLY, and a blocking read
+            # (XREAD BLOCK) is cut with "UNBLOCKED ... (master -> replica?)". The URL's name (DNS,
+            # proxy, cloud endpoint) leads new connections to the new primary; pooled ones would
+            # ask the old one (stale reads, then READONLY again, a second outage) until they fail.
             for c in (self.client, self.pubsub_client):
                 if c is not None:
                     c.connection_pool.disconnect(inuse_connections=False)
