@@ -209,7 +209,7 @@ def _relay(server: Gunicorn, gaps: list[float], errors: list[str]) -> None:
     try:
         stream = open_stream(f"{server.url}/stream", params={"prompt": "x [fake tokens=20 pace=0.05]"}, timeout=30)
         last, longest = time.monotonic(), 0.0
-        for event in stream:
+        for _ in stream:
             now = time.monotonic()
             longest, last = max(longest, now - last), now
         if types(stream.events)[-2:] != ["done", "[DONE]"]:
