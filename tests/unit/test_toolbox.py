@@ -130,3 +130,14 @@ def test_settings_carry_the_tools_and_their_timeout() -> None:
     settings = Settings.from_env({"SLUICE_TOOLS": f"{OWN}:meet", "SLUICE_TOOL_TIMEOUT": "2.5"})
     assert "meet" in toolbox_for(settings) and toolbox_for(settings).timeout == 2.5
     assert toolbox_for(Settings.from_env({})).names() == ("get_time", "calculate")
+
+
+def test_a_value_that_cannot_be_json_is_an_error_result(module: types.ModuleType) -> None:
+    def weird() -> object:
+        """Returns what JSON cannot hold."""
+        return object()
+
+    module.weird = weird  # type: ignore[attr-defined]
+    box = load([f"{module.__name__}:weird"])
+    assert box.run("weird", {}) == ("the tool weird failed (PydanticSerializationError)", True)
+    assert box.spec("weird").input_schema == {"type": "object", "additionalProperties": False, "properties": {}}
