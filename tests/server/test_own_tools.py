@@ -18,6 +18,7 @@ import requests
 from tests.conftest import sluice_env
 from tests.fake_upstream import FakeUpstream
 from tests.fake_upstream.server import RecordedRequest
+from tests.support.own_tools import LOOKUP_ORDER_SCHEMA as LOOKUP_SCHEMA
 from tests.support.servers import Gunicorn
 from tests.support.sse import Event, open_stream, text_of, types
 
@@ -25,15 +26,6 @@ pytestmark = pytest.mark.timeout(120)
 
 OWN = "tests.support.own_tools"
 PROVIDERS = ["anthropic", "openai"]
-LOOKUP_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "order_id": {"type": "string", "pattern": r"^[A-Z]{2}\d{6}$", "description": "e.g. AB123456"},
-        "detail": {"enum": ["status", "items"], "type": "string", "default": "status"},
-    },
-    "required": ["order_id"],
-}
 LOOKUP_DESCRIPTION = "Look up one of the customer's orders by its number."
 
 

@@ -12,6 +12,18 @@ from pydantic import BaseModel, Field
 __all__ = ["lookup_order", "add_item", "explode", "pause", "read_line", "meet", "shipment"]
 
 
+# What the model must be given for `lookup_order` (the tests' expectation, on every provider).
+LOOKUP_ORDER_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "order_id": {"type": "string", "pattern": r"^[A-Z]{2}\d{6}$", "description": "e.g. AB123456"},
+        "detail": {"enum": ["status", "items"], "type": "string", "default": "status"},
+    },
+    "required": ["order_id"],
+}
+
+
 class Item(BaseModel):
     sku: Annotated[str, Field(description="Stock keeping unit")]
     quantity: int = 1

@@ -11,6 +11,7 @@ import pytest
 
 from app.config import ConfigError, Settings
 from app.toolbox import ToolLoadError, load, toolbox_for
+from tests.support.own_tools import LOOKUP_ORDER_SCHEMA
 
 OWN = "tests.support.own_tools"
 
@@ -29,15 +30,7 @@ def test_a_module_gives_every_function_of_its_all_after_the_builtins(box) -> Non
 def test_schema_from_hints_with_field_descriptions_literals_and_defaults(box) -> None:  # type: ignore[no-untyped-def]
     spec = box.spec("lookup_order")
     assert spec.description == "Look up one of the customer's orders by its number."
-    assert spec.input_schema == {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "order_id": {"type": "string", "pattern": r"^[A-Z]{2}\d{6}$", "description": "e.g. AB123456"},
-            "detail": {"enum": ["status", "items"], "type": "string", "default": "status"},
-        },
-        "required": ["order_id"],
-    }
+    assert spec.input_schema == LOOKUP_ORDER_SCHEMA
 
 
 def test_nested_models_are_defs(box) -> None:  # type: ignore[no-untyped-def]
