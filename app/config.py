@@ -138,6 +138,10 @@ class Settings:
     max_tombstones: int = 10000
     # Write caught-up streams from the event loop (app.web.direct); off: gunicorn writes them.
     direct_write: bool = True
+    # The operator's own tools: `module:function` or `module` entries (app.toolbox imports
+    # them at worker start), and the seconds one tool call may run.
+    tools: tuple[str, ...] = ()
+    tool_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -203,6 +207,8 @@ class Settings:
             max_write_bytes=_int(env, "SLUICE_MAX_WRITE_BYTES", 64 * 1024, minimum=1024),
             max_tombstones=_int(env, "SLUICE_MAX_TOMBSTONES", 10000, minimum=1),
             direct_write=_flag(env, "SLUICE_DIRECT_WRITE", True),
+            tools=_list(env, "SLUICE_TOOLS"),
+            tool_timeout=_num(env, "SLUICE_TOOL_TIMEOUT", 30, minimum=0.001),
         )
 
     def model_allowed(self, model: str) -> bool:

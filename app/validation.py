@@ -19,7 +19,7 @@ from app.config import DEMO_MODEL, Settings
 from app.errors import RequestError
 from app.lifecycle.spec import GenerationSpec
 from app.providers.base import Message
-from app.tools import TOOLS
+from app.toolbox import Toolbox, toolbox_for
 
 # Ids Sluice makes are 22 characters; a client may choose its own of 16-64 (contract).
 STREAM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -129,7 +129,7 @@ class _Reader:
             value = _from_text(value)
         return parse(value, key)
 
-    def tools(self) -> tuple[str, ...]:
+    def tools(self, known: Toolbox) -> tuple[str, ...]:
         value = self.given("tools")
         if value is None:
             return ()
@@ -138,9 +138,9 @@ class _Reader:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("tools must be a list of tool names", "tools")
         for name in value:
-            if name not in TOOLS:
+            if name not in known:
                 shown = _unicode(name, "tools")[:40]
-                raise bad(f"unknown tool {shown!r}; known tools: {', '.join(sorted(TOOLS))}", "tools")
+                raise bad(f"unknown tool {shown!r}; known tools: {', '.join(sorted(known.names()))}", "tools")
         return tuple(dict.fromkeys(value))
 
 
@@ -230,7 +230,7 @@ def parse_spec(
         system=read.string("system") or None,
         max_tokens=min(DEFAULT_MAX_TOKENS, settings.max_tokens) if max_tokens is None else max_tokens,
         temperature=temperature,
-        tools=read.tools(),
+        tools=read.tools(toolbox_for(settings)),
         response_format=read.choice("response_format", RESPONSE_FORMATS, "text"),
         chunking=read.choice("chunking", CHUNKINGS, "token"),
         reasoning=read.choice("reasoning", REASONING_EFFORTS, "off"),
