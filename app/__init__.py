@@ -40,8 +40,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sluice"] = registry
     worker = shutdown.install(registry, settings.shutdown_grace_seconds)
 
-    from app.web import direct, errors, ops, pages, security, streams
+    from app.web import direct, errors, hosts, ops, pages, security, streams
 
+    hosts.init_app(app)  # first: a Host this server does not answer is refused before anything else
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(streams.bp)
