@@ -130,7 +130,7 @@ def test_big_bodies_do_not_stall_another_principals_stream(locked: Gunicorn, fre
     assert sorted(answers) == [400] * 3 + [413] * 3
     # Events come every 20 ms; parsing those bodies on the event loop made gaps of 1+ s. Loose:
     # this machine may be loaded.
-    assert max(gaps) < 0.5, f"the stream stalled {max(gaps):.2f} s while the bodies were read"
+    assert max(gaps) < 0.8, f"the stream stalled {max(gaps):.2f} s while the bodies were read"
 
 
 # -- item 6: a stream_id with a trailing newline -----------------------------------------------
