@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from app import profiles
 from app.backends import build_backend
 from app.backends.workers import MultiprocessCheck, warn_if_unshared
 from app.config import Settings
@@ -20,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The app factory. Opens no connection: the backend starts on the first request."""
-    settings = settings or Settings.from_env()
+    # The profiles file is read here, in each worker as it starts: a reload re-reads it.
+    settings = profiles.load(settings or Settings.from_env())
     configure_logging(secrets=settings.secrets)
     app = Flask(
         __name__,
@@ -40,13 +42,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sluice"] = registry
     worker = shutdown.install(registry, settings.shutdown_grace_seconds)
 
-    from app.web import direct, errors, ops, pages, security, streams
+    from app.web import direct, errors, ops, pages, quota, security, streams
 
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(streams.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(quota.bp)
     _trust_proxy(app, settings.proxy_count)
     direct.install(app, worker)  # outermost: it sees the response every other layer has finished
     if not registry.backend.shared:

@@ -205,6 +205,7 @@ class Generation:
                 "provider": self.provider_name,
                 "model": self.model,
                 "cancel_url": "/cancel",
+                "profile": self.spec.profile,
             }
         )
         if cancelled:

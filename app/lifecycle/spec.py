@@ -26,6 +26,7 @@ class GenerationSpec:
     chunking: str = "token"
     reasoning: str = "off"
     stream_id: str | None = None
+    profile: str | None = None  # the profile it runs under (SLUICE_PROFILES), shown in `start`
 
     @property
     def prompt_text(self) -> str:

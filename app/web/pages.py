@@ -11,7 +11,7 @@ import secrets
 
 from flask import Blueprint, Response, current_app, g, render_template
 
-from app.tools import TOOLS
+from app.validation import known_tools
 
 bp = Blueprint("pages", __name__)
 
@@ -35,8 +35,9 @@ def index() -> Response:
             models.append(name)
     # A browser signed in with a session gets a Sign out button (app.web.session).
     signed_in = g.get("auth_via") == "session"
-    html = render_template("index.html", providers=providers, models=models, tools=sorted(TOOLS),
-                           signed_in=signed_in)
+    profiles = [p.public() for _, p in sorted(settings.profiles.items())]
+    html = render_template("index.html", providers=providers, models=models, tools=sorted(known_tools()),
+                           signed_in=signed_in, profiles=profiles, default_profile=settings.default_profile)
     return Response(html, mimetype="text/html")
 
 

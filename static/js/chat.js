@@ -14,6 +14,7 @@
   var noticeEl = $("notice"), errorEl = $("error"), statsEl = $("stats");
   var reasoningEl = $("reasoning"), reasoningTextEl = $("reasoning-text"), effortBox = $("reasoning-effort");
   var stopNoteEl = $("stop-note");
+  var profileBox = $("profile");  // only when the server has profiles (GET /profiles)
 
   // Stop reasons that deserve a sentence under the answer (the rest are ordinary endings).
   var STOP_SENTENCES = {
@@ -36,6 +37,22 @@
   var currentPrompt = "";
   var toolItems = {};     // tool call id -> its <li>
   var answer = SluiceMarkdown.live(answerEl);
+
+  /** May the chosen profile's request set `field`? (Always, with no profile.) */
+  function allowed(field) {
+    if (!profileBox || !profileBox.value) return true;
+    var allow = " " + (profileBox.options[profileBox.selectedIndex].getAttribute("data-allow") || "") + " ";
+    return allow.indexOf(" " + field + " ") >= 0;
+  }
+
+  /** Controls for what the profile fixes are disabled: the server would refuse them. */
+  function applyProfile() {
+    providerBox.disabled = !allowed("provider");
+    modelBox.disabled = !allowed("model");
+    effortBox.disabled = !allowed("reasoning");
+    var boxes = document.querySelectorAll('input[name="tools"]');
+    for (var i = 0; i < boxes.length; i++) boxes[i].disabled = !allowed("tools");
+  }
 
   function setState(state) {
     statusEl.setAttribute("data-state", state);
@@ -170,11 +187,12 @@
 
     current = Sluice.stream({
       messages: turnMessages,
-      provider: provider,
+      profile: profileBox && profileBox.value ? profileBox.value : undefined,
+      provider: allowed("provider") ? provider : undefined,
       // Only name a model the user picked: the provider's default needs no allow-list entry.
-      model: model && model !== defaultModel ? model : undefined,
-      tools: tools.length ? tools : undefined,
-      reasoning: effortBox.value !== "off" ? effortBox.value : undefined,
+      model: allowed("model") && model && model !== defaultModel ? model : undefined,
+      tools: allowed("tools") && tools.length ? tools : undefined,
+      reasoning: allowed("reasoning") && effortBox.value !== "off" ? effortBox.value : undefined,
       method: "post",
       onState: setState,
       onReasoning: onReasoning,
@@ -254,6 +272,9 @@
     var option = providerBox.options[providerBox.selectedIndex];
     if (option) modelBox.setAttribute("data-default-model", option.getAttribute("data-default-model") || "");
   })();
+
+  if (profileBox) profileBox.addEventListener("change", applyProfile);
+  applyProfile();
 
   window.addEventListener("pagehide", function () {
     // Leaving the page: stop listening; the server stops the generation after its grace period.

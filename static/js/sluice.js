@@ -14,6 +14,7 @@
  *   var s = Sluice.stream({
  *     messages: [{role: "user", content: "Hello"}],   // or prompt: "Hello"
  *     provider: "anthropic", model: "claude-haiku-4-5",
+ *     profile: "support",                              // a profile of GET /profiles (optional)
  *     method: "post",                                  // "get" | "post" | "fetch"
  *     reasoning: "medium",                             // "off" (default) | "low" | "medium" | "high"
  *     onText: function (text, ev) {}, onDone: function (ev) {}, onState: function (state) {},
