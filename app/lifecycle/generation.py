@@ -198,16 +198,19 @@ class Generation:
 
     def start(self, cancelled: bool = False) -> None:
         """Publish `start` and run the producer (or end at once: an early-cancelled id)."""
-        self.emit(
-            {
-                "type": "start",
-                "stream_id": self.id,
-                "provider": self.provider_name,
-                "model": self.model,
-                "cancel_url": "/cancel",
-                "profile": self.spec.profile,
-            }
-        )
+        start: dict[str, Any] = {
+            "type": "start",
+            "stream_id": self.id,
+            "provider": self.provider_name,
+            "model": self.model,
+            "cancel_url": "/cancel",
+            "profile": self.spec.profile,
+        }
+        if self.spec.requested_max_tokens is not None:
+            # The budget had room for a shorter answer only (app.lifecycle.budget).
+            start["max_tokens"] = self.spec.max_tokens
+            start["max_tokens_lowered_from"] = self.spec.requested_max_tokens
+        self.emit(start)
         if cancelled:
             self._end_cancelled("user")
             return

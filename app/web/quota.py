@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
-from app.web.security import settings
+from app.lifecycle.registry import Registry
+from app.web.security import client_key, principal, settings
 
 bp = Blueprint("quota", __name__)
 
@@ -13,3 +14,11 @@ bp = Blueprint("quota", __name__)
 def profiles() -> Response:
     """The profiles a request may name: name, description, what a client may still set."""
     return jsonify({"profiles": [p.public() for _, p in sorted(settings().profiles.items())]})
+
+
+@bp.get("/usage")
+def usage() -> Response:
+    """The caller's own budget in this window: used, reserved, remaining (per profile too)."""
+    reg: Registry = current_app.extensions["sluice"]
+    reg.ensure_started()
+    return jsonify(reg.budgets.usage(principal() or client_key()))
