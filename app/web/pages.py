@@ -37,7 +37,9 @@ def index() -> Response:
     signed_in = g.get("auth_via") == "session"
     profiles = [p.public() for _, p in sorted(settings.profiles.items())]
     html = render_template("index.html", providers=providers, models=models, tools=sorted(known_tools()),
-                           signed_in=signed_in, profiles=profiles, default_profile=settings.default_profile)
+                           signed_in=signed_in, profiles=profiles, default_profile=settings.default_profile,
+                           budgets=settings.budget_tokens is not None or any(
+                               p.budget_tokens is not None for p in settings.profiles.values()))
     return Response(html, mimetype="text/html")
 
 

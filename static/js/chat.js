@@ -15,6 +15,7 @@
   var reasoningEl = $("reasoning"), reasoningTextEl = $("reasoning-text"), effortBox = $("reasoning-effort");
   var stopNoteEl = $("stop-note");
   var profileBox = $("profile");  // only when the server has profiles (GET /profiles)
+  var budgetEl = $("budget");    // only when a token budget is set (GET /usage)
 
   // Stop reasons that deserve a sentence under the answer (the rest are ordinary endings).
   var STOP_SENTENCES = {
@@ -52,6 +53,25 @@
     effortBox.disabled = !allowed("reasoning");
     var boxes = document.querySelectorAll('input[name="tools"]');
     for (var i = 0; i < boxes.length; i++) boxes[i].disabled = !allowed("tools");
+  }
+
+  function clock(unixSeconds) {
+    return new Date(unixSeconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  /** What is left of this user's token budget (the chosen profile's own, where it has one). */
+  function showBudget() {
+    if (!budgetEl || !window.fetch) return;
+    fetch("/usage", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (u) {
+        if (!u) return;
+        var own = u.profiles && profileBox && u.profiles[profileBox.value];
+        var b = own || u;
+        if (b.budget_tokens === null || b.budget_tokens === undefined) { show(budgetEl, ""); return; }
+        show(budgetEl, b.remaining_tokens + " of " + b.budget_tokens + " tokens left until " +
+             clock(u.window_end) + ".");
+      }, function () {});
   }
 
   function setState(state) {
@@ -223,6 +243,7 @@
 
   function finishTurn(turnMessages, keep) {
     answer.finish();
+    showBudget();
     if (keep) {
       messages = turnMessages.concat([{ role: "assistant", content: answer.text() }]);
     } else {
@@ -273,8 +294,9 @@
     if (option) modelBox.setAttribute("data-default-model", option.getAttribute("data-default-model") || "");
   })();
 
-  if (profileBox) profileBox.addEventListener("change", applyProfile);
+  if (profileBox) profileBox.addEventListener("change", function () { applyProfile(); showBudget(); });
   applyProfile();
+  showBudget();
 
   window.addEventListener("pagehide", function () {
     // Leaving the page: stop listening; the server stops the generation after its grace period.
