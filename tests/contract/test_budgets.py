@@ -29,10 +29,9 @@ from tests.contract.conftest import (
     wait_until,
 )
 from tests.fake_upstream import FakeUpstream
-from tests.redis.conftest import RedisProcess
+from tests.redis.conftest import two_hosts
 from tests.support.servers import Gunicorn
-from tests.support.sse import open_stream
-from tests.support.system import require_binary
+from tests.support.sse import Stream, open_stream
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,29 +74,15 @@ PARALLEL_BUDGET = 5 * reservation(PARALLEL_PROMPT, 30)  # holds 5 answers at onc
 
 @pytest.fixture(scope="module")
 def hosts(upstream: FakeUpstream) -> Iterator[tuple[Gunicorn, Gunicorn]]:
-    redis = RedisProcess(require_binary("redis-server", "/usr/bin/redis-server")).start()
     env = sluice_env(
         upstream,
-        SLUICE_REDIS_URL=redis.url,
         SLUICE_API_KEYS=",".join(KEYS),
         SLUICE_SECRET_KEY="budget-hosts-shared-secret-" + "k" * 20,
         SLUICE_MAX_STREAMS_PER_CLIENT="50",
         SLUICE_BUDGET_TOKENS=str(PARALLEL_BUDGET),
     )
-    one, two = Gunicorn(env, workers=2), Gunicorn(env, workers=2)
-    try:
-        booting = [threading.Thread(target=host.start) for host in (one, two)]
-        for thread in booting:
-            thread.start()
-        for thread in booting:
-            thread.join(90)
-        for host in (one, two):
-            assert requests.get(host.url + "/healthz", timeout=5).status_code == 200, host.log()
-        yield one, two
-    finally:
-        one.close()
-        two.close()
-        redis.stop()
+    with two_hosts(env, workers=2) as both:
+        yield both
 
 
 def test_parallel_streams_on_two_hosts_never_spend_more_than_the_budget(
@@ -112,8 +97,6 @@ def test_parallel_streams_on_two_hosts_never_spend_more_than_the_budget(
         resp = requests.post(host.url + "/stream", json={"prompt": PARALLEL_PROMPT, "max_tokens": 30},
                              headers=auth(0), stream=True, timeout=60)
         if resp.status_code == 200:
-            from tests.support.sse import Stream
-
             outcome: Any = check_well_formed(Stream(resp).rest())
         else:
             outcome = resp
