@@ -105,7 +105,7 @@ class Registry:
         self.budgets = Budgets(settings, backend.ledger)
         self._holds: dict[str, Hold] = {}  # budget reservations of running generations, by id
         # Bound once: every generation shares them (not two new bound methods per stream).
-        self._entry_hook, self._end_hook = self._on_entry, self._on_end
+        self._entry_hook, self._end_hook, self._settle_hook = self._on_entry, self._on_end, self._settle
 
     def ensure_started(self) -> None:
         """Start the backend's background work on first use (never at import time)."""
@@ -160,7 +160,7 @@ class Registry:
         cancelled = self.backend.ids.take_tombstone(stream_id, owner)
         gen = _Followed(
             stream_id, spec, self.settings, self.providers,
-            owner=owner, client=client, on_entry=self._entry_hook, on_end=self._end_hook,
+            owner=owner, client=client, on_entry=self._entry_hook, on_end=self._end_hook, on_ending=self._settle_hook,
             trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
             backend=self.backend,
         )
@@ -178,15 +178,19 @@ class Registry:
     def _on_entry(self, gen: Generation, entry: Entry) -> None:
         self.backend.mirror.changed(gen.id, entry.done)
 
+    def _settle(self, gen: Generation) -> None:
+        """Charge a generation's budget what it used (see app.lifecycle.budget)."""
+        hold = self._holds.pop(gen.id, None)
+        if hold is not None:
+            self.budgets.settle(hold, gen.usage())
+
     def _on_end(self, gen: Generation) -> None:
         self._live -= 1
         self._per_client[gen.client] -= 1
         if self._per_client[gen.client] <= 0:
             del self._per_client[gen.client]
         usage = gen.usage()
-        hold = self._holds.pop(gen.id, None)
-        if hold is not None:
-            self.budgets.settle(hold, usage)
+        self._settle(gen)  # already done, unless the generation never got to its ending
         metrics.generation_finished(
             gen.state, gen.outcome_reason,
             None if gen.ttft_ms is None else gen.ttft_ms / 1000.0, (gen.duration_ms or 0) / 1000.0,
