@@ -7,7 +7,6 @@ from pathlib import Path
 
 from flask import Flask
 
-from app import profiles
 from app.backends import build_backend
 from app.backends.workers import MultiprocessCheck, warn_if_unshared
 from app.config import Settings
@@ -22,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def create_app(settings: Settings | None = None) -> Flask:
     """The app factory. Opens no connection: the backend starts on the first request."""
     # The profiles file is read here, in each worker as it starts: a reload re-reads it.
+    # (Imported here: `python -m app.profiles` must find the module not yet imported.)
+    from app import profiles
+
     settings = profiles.load(settings or Settings.from_env())
     configure_logging(secrets=settings.secrets)
     app = Flask(

@@ -17,6 +17,7 @@ by the request validator itself, so a profile can never hold what a request coul
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from dataclasses import replace
 from typing import Any
@@ -93,3 +94,24 @@ def _profile(settings: Settings, path: str, name: str, table: Any) -> Profile:
     if problem is not None:
         raise ProfileError(f"{where}, key {problem[0]!r}: {problem[1]}")
     return Profile(name, description, fixed, frozenset(allow), budget)
+
+
+def main() -> int:
+    """`python -m app.profiles`: check SLUICE_PROFILES as a worker would, before a reload.
+
+    A reload whose new workers cannot read the file stops the whole server (gunicorn halts
+    when a worker fails to boot); deploy/systemd runs this first, so a bad file fails the
+    reload instead, and the running workers go on.
+    """
+    try:
+        settings = load(Settings.from_env())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    names = ", ".join(sorted(settings.profiles)) or "none"
+    print(f"{settings.profiles_file or 'SLUICE_PROFILES is not set'}: profiles {names}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

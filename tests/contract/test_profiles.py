@@ -4,6 +4,7 @@ call; a bad profiles file stops the server from starting."""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from tests.contract.conftest import (
     terminal,
 )
 from tests.fake_upstream import FakeUpstream
-from tests.support.servers import Gunicorn
+from tests.support.servers import ROOT, VENV_BIN, Gunicorn
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -265,3 +266,21 @@ def test_a_default_profile_that_is_not_in_the_file_stops_the_start(
     with pytest.raises(RuntimeError, match="exited at start") as failed:
         server.start()
     assert "SLUICE_DEFAULT_PROFILE" in str(failed.value) and "'sales'" in str(failed.value)
+
+
+def test_the_file_can_be_checked_before_a_reload(upstream: FakeUpstream, profiles_file: Path, tmp_path: Path) -> None:
+    """A reload whose new workers cannot read the file would stop the whole server (gunicorn
+    halts on a worker that fails to boot): `python -m app.profiles`, run by the systemd unit
+    before its HUP, says so first."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[profiles.support]\ntools = ["rm_rf"]')
+    for path, code in ((profiles_file, 0), (bad, 1)):
+        done = subprocess.run([str(VENV_BIN / "python"), "-m", "app.profiles"], cwd=ROOT, env=_env(upstream, path),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == code, done
+        if code:
+            assert str(bad) in done.stderr and "'support'" in done.stderr and "'tools'" in done.stderr
+        else:
+            assert "quiet, support" in done.stdout
+    unit = (ROOT / "deploy" / "systemd" / "sluice.service").read_text()
+    assert "ExecReload=/srv/sluice/.venv/bin/python -m app.profiles" in unit
