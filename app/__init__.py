@@ -14,6 +14,7 @@ from app.lifecycle import shutdown
 from app.lifecycle.registry import Registry
 from app.observability.logging import configure_logging
 from app.providers import ProviderPool
+from app.toolbox import toolbox_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # "/streams//events" is an unknown stream (404 JSON), not an HTML redirect to another path.
     app.url_map.merge_slashes = False
 
+    toolbox_for(settings)  # imports SLUICE_TOOLS now: a bad entry stops the worker, with its name
     providers = ProviderPool(settings)
     providers.warm()
     registry = Registry(settings, build_backend(settings), providers)

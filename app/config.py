@@ -167,6 +167,10 @@ class Settings:
     default_profile: str | None = None
     budget_tokens: int | None = None
     budget_window_seconds: int = 86400
+    # The operator's own tools: `module:function` or `module` entries (app.toolbox imports
+    # them at worker start), and the seconds one tool call may run.
+    tools: tuple[str, ...] = ()
+    tool_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -236,6 +240,8 @@ class Settings:
             budget_window_seconds=_int(env, "SLUICE_BUDGET_WINDOW_SECONDS", 86400, minimum=1),
             profiles_file=env.get("SLUICE_PROFILES", "").strip() or None,
             default_profile=env.get("SLUICE_DEFAULT_PROFILE", "").strip() or None,
+            tools=_list(env, "SLUICE_TOOLS"),
+            tool_timeout=_num(env, "SLUICE_TOOL_TIMEOUT", 30, minimum=0.001),
         )
 
     def model_allowed(self, model: str) -> bool:

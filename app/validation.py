@@ -20,7 +20,7 @@ from app.config import DEMO_MODEL, PROFILE_FIELDS, Profile, Settings
 from app.errors import RequestError
 from app.lifecycle.spec import GenerationSpec
 from app.providers.base import Message
-from app.tools import TOOLS
+from app.toolbox import Toolbox, toolbox_for
 
 # Ids Sluice makes are 22 characters; a client may choose its own of 16-64 (contract).
 STREAM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -48,11 +48,6 @@ REASONING_EFFORTS = ("off", "low", "medium", "high")
 # "1_000", "nan" and "inf". docs/openapi.yaml has the same patterns.
 _INT_TEXT = re.compile(r"[0-9]{1,9}")
 _FLOAT_TEXT = re.compile(r"[+-]?([0-9]{1,9}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?")
-
-
-def known_tools() -> Mapping[str, object]:
-    """Every tool name a request or a profile may name (the one lookup of which tools exist)."""
-    return TOOLS
 
 
 def bad(message: str, field: str | None = None) -> RequestError:
@@ -135,7 +130,7 @@ class _Reader:
             value = _from_text(value)
         return parse(value, key)
 
-    def tools(self) -> tuple[str, ...]:
+    def tools(self, known: Toolbox) -> tuple[str, ...]:
         value = self.given("tools")
         if value is None:
             return ()
@@ -143,11 +138,10 @@ class _Reader:
             value = [name for name in (part.strip(" \t") for part in value.split(",")) if name]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("tools must be a list of tool names", "tools")
-        known = known_tools()
         for name in value:
             if name not in known:
                 shown = _unicode(name, "tools")[:40]
-                raise bad(f"unknown tool {shown!r}; known tools: {', '.join(sorted(known))}", "tools")
+                raise bad(f"unknown tool {shown!r}; known tools: {', '.join(sorted(known.names()))}", "tools")
         return tuple(dict.fromkeys(value))
 
 
@@ -244,7 +238,7 @@ def parse_spec(
         system=read.string("system") or None,
         max_tokens=min(DEFAULT_MAX_TOKENS, settings.max_tokens) if max_tokens is None else max_tokens,
         temperature=temperature,
-        tools=read.tools(),
+        tools=read.tools(toolbox_for(settings)),
         response_format=read.choice("response_format", RESPONSE_FORMATS, "text"),
         chunking=read.choice("chunking", CHUNKINGS, "token"),
         reasoning=read.choice("reasoning", REASONING_EFFORTS, "off"),

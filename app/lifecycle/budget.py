@@ -29,7 +29,7 @@ from app.errors import RequestError
 from app.lifecycle.spec import GenerationSpec
 from app.observability import metrics
 from app.providers.base import REASONING_BUDGETS, Message, ToolSpec
-from app.tools import TOOLS
+from app.toolbox import toolbox_for
 
 MIN_ANSWER = 64  # the fewest answer tokens worth lowering max_tokens to, rather than refusing
 _KEY_PREFIX = "sluice"
@@ -119,7 +119,7 @@ class Budgets:
         if not limits:
             return spec, None
         window = Window.now(self.settings.budget_window_seconds)
-        tools = tuple(TOOLS[name].spec for name in spec.tools)
+        tools = tuple(toolbox_for(self.settings).spec(name) for name in spec.tools)
         est_input = estimate_input(spec.system, spec.messages, tools)
         want = est_input + output_ceiling(spec)
         least = min(want, est_input + MIN_ANSWER + REASONING_BUDGETS.get(spec.reasoning, 0))
