@@ -251,6 +251,15 @@ def test_a_bad_profiles_file_stops_the_start(upstream: FakeUpstream, tmp_path: P
         assert part in message, (part, message[-2000:])
 
 
+def test_a_profile_may_fix_the_operators_own_tools(upstream: FakeUpstream, tmp_path: Path) -> None:
+    path = tmp_path / "own.toml"
+    path.write_text('[profiles.orders]\ntools = ["lookup_order", "get_time"]\n')
+    with Gunicorn(_env(upstream, path, SLUICE_TOOLS="tests.support.own_tools:lookup_order")) as server:
+        marker = _marker()
+        check_well_formed(post_stream(server, {"profile": "orders", "prompt": f"{marker} [fake tokens=2]"}).rest())
+        assert [tool["name"] for tool in _asked(upstream, marker)["tools"]] == ["lookup_order", "get_time"]
+
+
 def test_an_unreadable_profiles_file_stops_the_start(upstream: FakeUpstream, tmp_path: Path) -> None:
     path = tmp_path / "missing.toml"
     server = Gunicorn(_env(upstream, path))
