@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The app factory. Opens no connection: the backend starts on the first request."""
-    settings = settings or Settings.from_env()
+    # The profiles file is read here, in each worker as it starts: a reload re-reads it.
+    # (Imported here: `python -m app.profiles` must find the module not yet imported.)
+    from app import profiles
+
+    settings = profiles.load(settings or Settings.from_env())
     configure_logging(secrets=settings.secrets)
     app = Flask(
         __name__,
@@ -43,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sluice"] = registry
     worker = shutdown.install(registry, settings.shutdown_grace_seconds)
 
-    from app.web import bodies, direct, errors, hosts, ops, pages, security, streams
+    from app.web import bodies, direct, errors, hosts, ops, pages, quota, security, streams
 
     hosts.init_app(app)  # first: a Host this server does not answer is refused before anything else
     bodies.init_app(app)
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(streams.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(quota.bp)
     _trust_proxy(app, settings.proxy_count)
     direct.install(app, worker)  # outermost: it sees the response every other layer has finished
     if not registry.backend.shared:

@@ -7,8 +7,29 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.observability import tracing
+
+# The request fields a profile may fix, or list in `allow` (CONTRACT "Profiles").
+PROFILE_FIELDS = ("provider", "model", "system", "max_tokens", "temperature", "tools", "reasoning",
+                  "response_format", "chunking")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One named set of fixed request fields, and what the client may still set (app.profiles
+    reads them from SLUICE_PROFILES)."""
+
+    name: str
+    description: str = ""
+    fixed: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    allow: frozenset[str] = frozenset()
+    budget_tokens: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What `GET /profiles` shows: never the fixed values (a system prompt stays private)."""
+        return {"name": self.name, "description": self.description, "allow": sorted(self.allow)}
 
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 DEFAULT_OPENAI_MODEL = "gpt-5-mini"
@@ -152,6 +173,14 @@ class Settings:
     max_tombstones: int = 10000
     # Write caught-up streams from the event loop (app.web.direct); off: gunicorn writes them.
     direct_write: bool = True
+    # Profiles: the file (SLUICE_PROFILES), its profiles by name once app.profiles has read it
+    # (at worker start), and the one a request naming none runs under.
+    # Budgets: tokens per principal and window (None: unlimited), the window's length.
+    profiles_file: str | None = None
+    profiles: Mapping[str, Profile] = field(default_factory=dict, compare=False)
+    default_profile: str | None = None
+    budget_tokens: int | None = None
+    budget_window_seconds: int = 86400
     # The operator's own tools: `module:function` or `module` entries (app.toolbox imports
     # them at worker start), and the seconds one tool call may run.
     tools: tuple[str, ...] = ()
@@ -222,6 +251,10 @@ class Settings:
             max_write_bytes=_int(env, "SLUICE_MAX_WRITE_BYTES", 64 * 1024, minimum=1024),
             max_tombstones=_int(env, "SLUICE_MAX_TOMBSTONES", 10000, minimum=1),
             direct_write=_flag(env, "SLUICE_DIRECT_WRITE", True),
+            budget_tokens=_int(env, "SLUICE_BUDGET_TOKENS", 0, minimum=1) or None,
+            budget_window_seconds=_int(env, "SLUICE_BUDGET_WINDOW_SECONDS", 86400, minimum=1),
+            profiles_file=env.get("SLUICE_PROFILES", "").strip() or None,
+            default_profile=env.get("SLUICE_DEFAULT_PROFILE", "").strip() or None,
             tools=_list(env, "SLUICE_TOOLS"),
             tool_timeout=_num(env, "SLUICE_TOOL_TIMEOUT", 30, minimum=0.001),
         )

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeGuard
 
 import jiter
 
-from app.config import DEMO_MODEL, Settings
+from app.config import DEMO_MODEL, PROFILE_FIELDS, Profile, Settings
 from app.errors import RequestError
 from app.lifecycle.spec import GenerationSpec
 from app.providers.base import Message
@@ -38,7 +39,7 @@ REASONING_EFFORTS = ("off", "low", "medium", "high")
 FIELDS = frozenset(
     {
         "messages", "prompt", "system", "provider", "model", "max_tokens", "temperature",
-        "tools", "response_format", "chunking", "reasoning", "stream_id",
+        "tools", "response_format", "chunking", "reasoning", "stream_id", "profile",
     }
 )
 # Query parameters GET /stream accepts besides the fields: `last_event_id` stands in for the
@@ -256,6 +257,9 @@ def parse_spec(
     unknown = sorted(set(body) - FIELDS - extras)
     if unknown:
         raise bad(f"unknown field {_unicode(unknown[0], 'body')[:40]!r}", unknown[0][:40])
+    profile = _profile(_Reader(body, text=text), settings)
+    if profile is not None:
+        body = _under_profile(body, profile, text=text)
     read = _Reader(body, text=text)
     messages = _messages(read)
     provider = read.choice("provider", PROVIDERS, settings.default_provider)
@@ -271,6 +275,10 @@ def parse_spec(
         raise bad(f"model {model[:80]!r} is not allowed on this server", "model")
     max_tokens = read.number("max_tokens", lambda v, k: _int(v, k, 1, settings.max_tokens))
     temperature = read.number("temperature", lambda v, k: _float(v, k, 0.0, 2.0))
+    if profile is not None and max_tokens is not None and "max_tokens" in profile.fixed \
+            and max_tokens > profile.fixed["max_tokens"]:
+        raise bad(f"max_tokens must be at most {profile.fixed['max_tokens']} under profile {profile.name!r}",
+                  "max_tokens")
     stream_id = read.given("stream_id")
     return GenerationSpec(
         provider=provider,
@@ -284,4 +292,44 @@ def parse_spec(
         chunking=read.choice("chunking", CHUNKINGS, "token"),
         reasoning=read.choice("reasoning", REASONING_EFFORTS, "off"),
         stream_id=None if stream_id is None else check_stream_id(stream_id),
+        profile=None if profile is None else profile.name,
     )
+
+
+def _profile(read: _Reader, settings: Settings) -> Profile | None:
+    """The profile a request runs under: the one it names, else the default (if any)."""
+    name = read.string("profile", limit=MAX_MODEL_CHARS)
+    if name is None or (read.text and name == ""):  # an empty query value is "not given"
+        name = settings.default_profile
+        if name is None:
+            return None
+    profile = settings.profiles.get(name)
+    if profile is None:
+        shown = f"; profiles: {', '.join(sorted(settings.profiles))}" if settings.profiles else ""
+        raise bad(f"unknown profile {name[:64]!r}{shown}", "profile")
+    return profile
+
+
+def _under_profile(body: Mapping[str, Any], profile: Profile, *, text: bool) -> dict[str, Any]:
+    """The request's fields with the profile's applied: what the profile fixes is the profile's,
+    what it allows may come from the client, anything else set by the client is a 400."""
+    merged = {key: value for key, value in body.items() if key not in PROFILE_FIELDS}
+    for key in PROFILE_FIELDS:
+        value = body.get(key)
+        given = value is not None and not (text and value == "")
+        if given and key in profile.allow:
+            merged[key] = value
+        elif key in profile.fixed:
+            merged[key] = profile.fixed[key]
+        elif given:
+            raise bad(f"{key} cannot be set under profile {profile.name!r}", key)
+    return merged
+
+
+def check_profile(fixed: Mapping[str, Any], settings: Settings) -> tuple[str, str] | None:
+    """A profile's fixed fields checked as a request's: the (field, message) of the first bad one."""
+    try:
+        parse_spec({**fixed, "prompt": "-"}, replace(settings, default_profile=None))
+    except RequestError as exc:
+        return exc.field or "?", exc.message
+    return None

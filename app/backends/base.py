@@ -170,6 +170,28 @@ class Remote(Protocol):
         ...
 
 
+class Ledger(Protocol):
+    """Token counters of budgets (app.lifecycle.budget): per key, `used` and `reserved`.
+
+    Each call is atomic over all its keys, so that parallel generations on every worker (and,
+    with Redis, every host) can never together reserve more than a budget holds.
+    """
+
+    def reserve(self, keys: Sequence[str], budgets: Sequence[int], want: int, least: int,
+                ttl: int) -> tuple[int, int]:
+        """Reserve `want` tokens on every key, or, when not all fit, the most that fits on all
+        if that is at least `least`. Returns (granted, left before): granted 0 is a refusal."""
+        ...
+
+    def settle(self, keys: Sequence[str], reserved: int, charged: int, ttl: int) -> None:
+        """A generation ended: give back its reservation and charge what it used."""
+        ...
+
+    def read(self, key: str) -> tuple[int, int]:
+        """(used, reserved) of one key."""
+        ...
+
+
 class Backend(Protocol):
     """Cross-worker state: the three groups and their life. Safe to call from any greenlet."""
 
@@ -184,6 +206,9 @@ class Backend(Protocol):
 
     @property
     def remote(self) -> Remote: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
 
     def start(self, local: Local) -> None:
         """Begin background work (e.g. the pub/sub listener); `local` answers for this worker."""

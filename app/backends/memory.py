@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.backends.base import Feed, Local, Mirrored
+from app.backends.ledger import LocalLedger
 from app.backends.tombstones import Tombstones, tombstone_name
 from app.config import Settings
 
@@ -71,6 +72,7 @@ class MemoryBackend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ids = LocalIds(settings.max_tombstones)
+        self.ledger = LocalLedger()
 
     def start(self, local: Local) -> None:
         """Nothing to start (app.backends.workers warns when several workers share nothing)."""

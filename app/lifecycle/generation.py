@@ -61,7 +61,7 @@ class Generation:
     __slots__ = (
         "id", "spec", "settings", "providers", "owner", "client", "provider_name", "model", "journal",
         "state", "outcome_reason", "stop_reason", "created_at", "ended_at", "_t0", "ttft_ms", "duration_ms",
-        "relay", "_attendance", "_on_entry", "_on_end", "trace", "meter", "producer", "_greenlet",
+        "relay", "_attendance", "_on_entry", "_on_ending", "_on_end", "trace", "meter", "producer", "_greenlet",
         "_producing", "_cancel_reason", "_full", "_counted",
     )
 
@@ -76,6 +76,7 @@ class Generation:
         client: str = "",
         on_entry: Callable[[Generation, Entry], None] | None = None,
         on_end: Callable[[Generation], None] | None = None,
+        on_ending: Callable[[Generation], None] | None = None,
         trace: NoTrace = NO_TRACE,
     ) -> None:
         self.id = stream_id
@@ -107,6 +108,7 @@ class Generation:
         self._attendance = Attendance(self._grace_expired)
         self._on_entry = on_entry
         self._on_end = on_end
+        self._on_ending = on_ending  # before the terminal event: its usage is final (budgets)
         self.trace = trace
         self.meter = UsageMeter()
         self.producer = Producer(self)
@@ -198,15 +200,19 @@ class Generation:
 
     def start(self, cancelled: bool = False) -> None:
         """Publish `start` and run the producer (or end at once: an early-cancelled id)."""
-        self.emit(
-            {
-                "type": "start",
-                "stream_id": self.id,
-                "provider": self.provider_name,
-                "model": self.model,
-                "cancel_url": "/cancel",
-            }
-        )
+        start: dict[str, Any] = {
+            "type": "start",
+            "stream_id": self.id,
+            "provider": self.provider_name,
+            "model": self.model,
+            "cancel_url": "/cancel",
+            "profile": self.spec.profile,
+        }
+        if self.spec.requested_max_tokens is not None:
+            # The budget had room for a shorter answer only (app.lifecycle.budget).
+            start["max_tokens"] = self.spec.max_tokens
+            start["max_tokens_lowered_from"] = self.spec.requested_max_tokens
+        self.emit(start)
         if cancelled:
             self._end_cancelled("user")
             return
@@ -332,6 +338,9 @@ class Generation:
         self.ended_at = time.time()
         self.relay.stop()
         self._attendance.stop()
+        if self._on_ending is not None:
+            # A client that reads the terminal event then finds the budget already settled.
+            self._on_ending(self)
         self.emit(payload, terminal=True)
         self.emit(DONE, terminal=True)
         self._count_deltas()

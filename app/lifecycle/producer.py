@@ -22,12 +22,14 @@ from gevent.pool import Group
 from app.config import Settings
 from app.errors import UpstreamError
 from app.lifecycle import recovery
+from app.lifecycle.budget import estimate_input
 from app.lifecycle.deadlines import RoundTimer
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.text_relay import TextRelay
 from app.lifecycle.usage import UsageMeter
 from app.observability.tracing import NoTrace
 from app.providers.base import (
+    REASONING_BUDGETS,
     Finish,
     Message,
     Opaque,
@@ -119,8 +121,11 @@ class Producer:
         while True:
             resume = self.resume
             sent = resume.messages if resume is not None else conversation
+            request = self._request(sent)
+            if request.max_tokens < 1:
+                return "max_tokens"  # the budget's reservation is spent: no further round
             try:
-                result = self._round(self.gen.providers(self.upstream), self._request(sent), resume)
+                result = self._round(self.gen.providers(self.upstream), request, resume)
             except UpstreamError as exc:
                 if self._retry_after(exc, conversation):
                     continue
@@ -139,13 +144,22 @@ class Producer:
 
     def _request(self, messages: list[Message]) -> ProviderRequest:
         spec = self.gen.spec
+        tools = tuple(toolbox_for(self.gen.settings).spec(name) for name in spec.tools)
+        max_tokens = spec.max_tokens
+        if spec.budget_tokens is not None:
+            # Under a budget, a round asks for no more output than is left of the reservation
+            # once its input (estimated high) is counted: what is charged never passes it.
+            usage = self._meter.as_dict()
+            left = spec.budget_tokens - usage["input_tokens"] - usage["output_tokens"]
+            left -= estimate_input(spec.system, messages, tools) + REASONING_BUDGETS.get(spec.reasoning, 0)
+            max_tokens = min(max_tokens, left)
         return ProviderRequest(
             model=self.upstream_model,
             messages=tuple(messages),
-            max_tokens=spec.max_tokens,
+            max_tokens=max_tokens,
             system=spec.system,
             temperature=spec.temperature,
-            tools=tuple(toolbox_for(self.gen.settings).spec(name) for name in spec.tools),
+            tools=tools,
             json_mode=spec.response_format == "json",
             reasoning=spec.reasoning,
         )

@@ -15,6 +15,7 @@ from app.backends.base import Backend, Feed, Mirrored
 from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle import direct
+from app.lifecycle.budget import Budgets, Hold
 from app.lifecycle.generation import Generation, ProviderFactory
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.usage import BREAKDOWN
@@ -101,8 +102,10 @@ class Registry:
         self._live = 0  # running generations: `running()` walks every one kept for replay too
         self._started = False
         self.tracing = Tracing(settings.otel_traces)
+        self.budgets = Budgets(settings, backend.ledger)
+        self._holds: dict[str, Hold] = {}  # budget reservations of running generations, by id
         # Bound once: every generation shares them (not two new bound methods per stream).
-        self._entry_hook, self._end_hook = self._on_entry, self._on_end
+        self._entry_hook, self._end_hook, self._settle_hook = self._on_entry, self._on_end, self._settle
 
     def ensure_started(self) -> None:
         """Start the backend's background work on first use (never at import time)."""
@@ -144,12 +147,20 @@ class Registry:
             raise RequestError(429, "Too many streams running for this client; wait for one to end",
                                type="rate_limit", headers={"Retry-After": "5"})
         stream_id = spec.stream_id or new_stream_id()
-        if stream_id in self.local or not self.backend.ids.claim(stream_id, self.settings.max_duration + 60):
+        if stream_id in self.local:
             raise RequestError(409, "stream_id is already in use", field="stream_id")
+        # Before the claim: a refusal (429) must leave the id free for a retry.
+        spec, hold = self.budgets.reserve(spec, owner or client)
+        if not self.backend.ids.claim(stream_id, self.settings.max_duration + 60):
+            if hold is not None:
+                self.budgets.settle(hold, {})
+            raise RequestError(409, "stream_id is already in use", field="stream_id")
+        if hold is not None:
+            self._holds[stream_id] = hold
         cancelled = self.backend.ids.take_tombstone(stream_id, owner)
         gen = _Followed(
             stream_id, spec, self.settings, self.providers,
-            owner=owner, client=client, on_entry=self._entry_hook, on_end=self._end_hook,
+            owner=owner, client=client, on_entry=self._entry_hook, on_end=self._end_hook, on_ending=self._settle_hook,
             trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
             backend=self.backend,
         )
@@ -167,12 +178,19 @@ class Registry:
     def _on_entry(self, gen: Generation, entry: Entry) -> None:
         self.backend.mirror.changed(gen.id, entry.done)
 
+    def _settle(self, gen: Generation) -> None:
+        """Charge a generation's budget what it used (see app.lifecycle.budget)."""
+        hold = self._holds.pop(gen.id, None)
+        if hold is not None:
+            self.budgets.settle(hold, gen.usage())
+
     def _on_end(self, gen: Generation) -> None:
         self._live -= 1
         self._per_client[gen.client] -= 1
         if self._per_client[gen.client] <= 0:
             del self._per_client[gen.client]
         usage = gen.usage()
+        self._settle(gen)  # already done, unless the generation never got to its ending
         metrics.generation_finished(
             gen.state, gen.outcome_reason,
             None if gen.ttft_ms is None else gen.ttft_ms / 1000.0, (gen.duration_ms or 0) / 1000.0,

@@ -35,6 +35,7 @@ from app.providers import _sdk_errors as errs
 from app.providers._body import RawBody
 from app.providers._sse import iter_events_from
 from app.providers.base import (
+    REASONING_BUDGETS,
     Finish,
     Message,
     Opaque,
@@ -66,7 +67,7 @@ _STOP_REASONS = {
 
 # Extended thinking budget per reasoning effort, in tokens (the API's minimum is 1024). It is
 # added to the answer's max_tokens: the API counts thinking inside max_tokens.
-THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+THINKING_BUDGETS = REASONING_BUDGETS
 
 # Budgeted thinking (`type: enabled`) is deprecated from the 4.6 models on (the SDK warns) and
 # refused by later ones; they think `adaptive`ly, at an effort. Older models know only budgets.

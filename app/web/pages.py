@@ -38,7 +38,11 @@ def index() -> Response:
     # Every tool a request may name (built-in and SLUICE_TOOLS), its description as a tooltip.
     toolbox = toolbox_for(settings)
     tools = [(name, toolbox.spec(name).description) for name in sorted(toolbox.names())]
-    html = render_template("index.html", providers=providers, models=models, tools=tools, signed_in=signed_in)
+    profiles = [p.public() for _, p in sorted(settings.profiles.items())]
+    html = render_template("index.html", providers=providers, models=models, tools=tools, signed_in=signed_in,
+                           profiles=profiles, default_profile=settings.default_profile,
+                           budgets=settings.budget_tokens is not None or any(
+                               p.budget_tokens is not None for p in settings.profiles.values()))
     return Response(html, mimetype="text/html")
 
 

@@ -14,6 +14,7 @@
  *   var s = Sluice.stream({
  *     messages: [{role: "user", content: "Hello"}],   // or prompt: "Hello"
  *     provider: "anthropic", model: "claude-haiku-4-5",
+ *     profile: "support",                              // a profile of GET /profiles (optional)
  *     method: "post",                                  // "get" | "post" | "fetch"
  *     reasoning: "medium",                             // "off" (default) | "low" | "medium" | "high"
  *     onText: function (text, ev) {}, onDone: function (ev) {}, onState: function (state) {},
@@ -92,6 +93,13 @@
   function describeError(err) {
     err = err || {};
     var s;
+    if (err.type === "budget_exceeded") {
+      // The server says when the window ends (Retry-After): a time the user can plan by.
+      var back = err.retryAfter !== null && err.retryAfter !== undefined ?
+        new Date(Date.now() + err.retryAfter * 1000) : null;
+      return "You have used up your token budget for now." + (back ? " It comes back at " +
+        back.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) + "." : "");
+    }
     if (err.prestream && STATUS_SENTENCES[err.status] && err.status !== 404) {
       s = STATUS_SENTENCES[err.status];
     } else if (err.type === "invalid_request" && err.message) {
@@ -127,6 +135,7 @@
       status: response.status,
       retryable: !!RETRY_STATUSES[response.status],
       retryAfter: isNaN(after) ? null : after,
+      remainingTokens: typeof err.remaining_tokens === "number" ? err.remaining_tokens : null,
       prestream: true
     };
   }

@@ -42,7 +42,8 @@ CHECKS = [
 ]
 RESUME_SKIPS = [st_checks.negative_data_rejection]
 START_ROUTES = {("GET", "/stream"), ("POST", "/stream"), ("POST", "/streams")}
-ERROR_TYPES = {"invalid_request", "authentication", "permission", "not_found", "rate_limit", "overloaded"}
+ERROR_TYPES = {"invalid_request", "authentication", "permission", "not_found", "rate_limit", "overloaded",
+               "budget_exceeded"}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -55,6 +56,28 @@ class RedisProcess:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+
+
+@contextlib.contextmanager
+def two_hosts(env: dict[str, str], workers: int = 1) -> Iterator[tuple[Gunicorn, Gunicorn]]:
+    """Two Sluice hosts sharing nothing but one private Redis (SLUICE_REDIS_URL set here)."""
+    redis_process = RedisProcess(require_binary("redis-server", "/usr/bin/redis-server")).start()
+    env = {**env, "SLUICE_REDIS_URL": redis_process.url}
+    one, two = Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)
+    try:
+        # Both hosts boot at once: the machine is slow.
+        booting = [threading.Thread(target=host.start) for host in (one, two)]
+        for thread in booting:
+            thread.start()
+        for thread in booting:
+            thread.join(90)
+        for host in (one, two):
+            assert requests.get(host.url + "/healthz", timeout=5).status_code == 200, host.log()
+        yield one, two
+    finally:
+        one.stop()
+        two.stop()
+        redis_process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"providers", "tools", "toolbox"},  # the upstream side; the tools a generation may call
     {"backends"},  # shared state across workers: sees a generation only through base.Mirrored
     {"lifecycle"},  # generations: producer, journal, delivery, registry
-    {"validation"},  # requests -> GenerationSpec
+    {"validation", "profiles"},  # requests -> GenerationSpec; the profiles they may name
     {"web"},  # routes
     {"__init__"},  # create_app wires everything
 ]

@@ -18,6 +18,7 @@ life; each part is a module of its own:
     presence.py    followers on other workers (so the owner does not cancel for "disconnect")
     messages.py    cancel / idle messages to the owner worker
     listener.py    the pub/sub listener greenlet and its once-a-second tick
+    ledger.py      `backend.ledger`: budget counters, reserved and settled by Lua scripts
 
 Faults. Redis is never on the path that keeps a local stream alive: `changed` only marks the
 generation dirty. When a call fails the connection goes "down": request-path calls skip Redis
@@ -32,6 +33,7 @@ from app.backends.base import Local
 from app.backends.redis.connection import Connection
 from app.backends.redis.ids import RedisIds
 from app.backends.redis.keys import Lifetimes
+from app.backends.redis.ledger import RedisLedger
 from app.backends.redis.listener import Listener
 from app.backends.redis.presence import Presence
 from app.backends.redis.remote import RedisRemote
@@ -56,6 +58,7 @@ class RedisBackend:
         self.ids = RedisIds(self.connection)
         self.mirror = self.writer
         self.remote = RedisRemote(self.connection, self.presence)
+        self.ledger = RedisLedger(self.connection)
 
     def start(self, local: Local) -> None:
         self.connection.open()
