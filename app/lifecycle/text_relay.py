@@ -12,6 +12,7 @@ import jiter
 
 from app.errors import UpstreamError
 from app.lifecycle.partial_json import extends, parse_partial_json
+from app.observability import greenlets
 
 # JSON mode: a partial value is the whole value so far, so sending one per fragment is
 # quadratic (a 4 KB answer became 950 KB of events). The first is sent as soon as the answer
@@ -139,7 +140,7 @@ class TextRelay:
             return
         self._pending.append(text)
         if self._flusher is None:
-            self._flusher = gevent.spawn_later(self._window, self._flush_pending)
+            self._flusher = greenlets.spawn_later(self._window, self._flush_pending)
 
     def _flush_pending(self) -> None:
         self.stop()

@@ -221,6 +221,7 @@ def test_a_cancel_ends_the_generation_span_and_its_upstream_span(otlp: tuple[Gun
     assert root_attrs["sluice.outcome"].string_value == "cancelled"
     upstream_attrs = {kv.key: kv.value for kv in by["upstream demo"].attributes}
     assert upstream_attrs["error.type"].string_value == "GreenletExit"
+    assert "Failed to detach context" not in server.log(), "the kill unwinds in the greenlet that attached"
 
 
 # -- issue 20: the SDK's own span of each API call, inside the caller's trace ---------------------
@@ -293,3 +294,21 @@ def test_the_sdks_call_span_is_a_child_of_the_upstream_span_in_every_round(
         text = _all_text(span)
         assert SECRET_PROMPT not in text and SECRET_ANSWER not in text and "6*7" not in text, (span.name, text)
     assert "Failed to detach context" not in server.log()
+
+
+def test_the_anthropic_sdk_records_content_only_when_sluice_logs_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The option Sluice gives the SDK client, whatever ANTHROPIC_OPEN_TELEMETRY_* says."""
+    import anthropic
+
+    from app.providers.anthropic import telemetry_option
+
+    monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE", "content")
+
+    def resolved(**option: bool) -> Any:
+        return anthropic.Anthropic(api_key="k", open_telemetry=telemetry_option(**option)).open_telemetry
+
+    assert resolved(traces=True, content=False)["traces"]["content_mode"] == "metadata_only"
+    assert resolved(traces=True, content=True)["traces"]["content_mode"] == "content"
+    assert resolved(traces=False, content=True)["traces"]["enabled"] is False, "no SDK spans when Sluice traces not"
+    monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", "false")
+    assert resolved(traces=True, content=False)["traces"]["enabled"] is False
