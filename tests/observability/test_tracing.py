@@ -312,3 +312,25 @@ def test_the_anthropic_sdk_records_content_only_when_sluice_logs_content(monkeyp
     assert resolved(traces=False, content=True)["traces"]["enabled"] is False, "no SDK spans when Sluice traces not"
     monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", "false")
     assert resolved(traces=True, content=False)["traces"]["enabled"] is False
+
+
+def test_a_recovery_round_has_its_own_sdk_span_in_the_same_trace(
+    otlp_upstream: tuple[Gunicorn, list[bytes]], fresh: FakeUpstream
+) -> None:
+    server, bodies = otlp_upstream
+    trace_id = "6df92f3577b34da6a3ce929d0e0e4736"
+    # The answer drops after 3 tokens; Sluice continues it in a second upstream call.
+    r = requests.post(server.url + "/stream", json={"prompt": "story [fake tokens=6 drop_after=3]"},
+                      headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"}, timeout=30)
+    assert r.status_code == 200 and b"upstream_reconnected" in r.content, r.content[-300:]
+    deadline = time.monotonic() + 20
+    while True:
+        spans = [s for _, s in _spans(bodies) if s.trace_id.hex() == trace_id]
+        if sum(s.name == "anthropic.messages.create" for s in spans) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    by = by_name(spans)
+    rounds, calls = by["upstream anthropic"], by.get("anthropic.messages.create", [])
+    assert len(rounds) == 2 and len(calls) == 2, sorted(s.name for s in spans)
+    assert {c.parent_span_id for c in calls} == {u.span_id for u in rounds}
+    assert "Failed to detach context" not in server.log()
