@@ -18,7 +18,7 @@ import pytest
 
 from app.errors import UpstreamError
 from app.providers._body import MAX_LINE, Dechunker
-from app.providers.anthropic import AnthropicProvider
+from app.providers.anthropic import AnthropicProvider, telemetry_option
 from app.providers.base import Finish, Provider, ProviderEvent, TextDelta
 from app.providers.openai import OpenAIProvider
 from tests.fake_upstream import FakeUpstream
@@ -397,12 +397,19 @@ def test_read_off_the_connection_with_opentelemetry_on(scripted: Callable[[Answe
     in its span-ending stream: the body is still read off the connection, and the connection kept."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     if not hasattr(trace.get_tracer_provider(), "add_span_processor"):
         trace.set_tracer_provider(TracerProvider())  # once per process; later tests keep it
+    memory = InMemorySpanExporter()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(memory))  # type: ignore[attr-defined]
     server = scripted(chunked_answer(ANTHROPIC_EVENTS))
-    provider = AnthropicProvider()
+    provider = AnthropicProvider(open_telemetry=telemetry_option(traces=True, content=False))  # as ProviderPool's
     for _ in range(3):
         assert text_of(run(provider)) == "t0 t1 t2 "
     assert server.requests == 3
     assert server.accepted == 1
+    calls = [s for s in memory.get_finished_spans() if s.name == "anthropic.messages.create"]
+    assert len(calls) == 3, "the SDK's span of each call ends when its body is closed"
+    memory.shutdown()
