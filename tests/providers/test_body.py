@@ -145,7 +145,8 @@ class ScriptedUpstream:
         self.accepted = 0
         self.requests = 0
         self.closed = threading.Event()  # the client closed a connection
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self) -> None:
         while True:
@@ -187,6 +188,17 @@ class ScriptedUpstream:
             conn.close()
 
     def close(self) -> None:
+        # The accepting thread must be gone before the listener's descriptor is closed. Closed
+        # under it, the number is free: the next test's listener gets it, and this thread, about
+        # to call accept() with that number, takes the next test's connection and answers it
+        # with this test's script (issue 19, 3b: an OpenAI client got the Anthropic answer).
+        # shutdown() makes a waiting or a later accept() fail at once, on this socket still.
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.acceptor.join(5)
+        assert not self.acceptor.is_alive(), "the accepting thread outlived close()"
         self.listener.close()
 
 
@@ -206,6 +218,17 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Answer], Scr
     yield start
     for server in servers:
         server.close()
+
+
+def test_a_closed_scripted_upstream_accepts_nothing_more() -> None:
+    """The cause of the rare `test_body_split_in_small_writes[1-openai]` failure (issue 19, 3b):
+    the previous test's accepting thread outlived its listener, and, entering accept() with the
+    descriptor number the next listener had been given, answered the OpenAI request with the
+    Anthropic script (a whole body without a finish_reason). Once closed, no thread of a
+    scripted upstream is left to accept, whatever descriptor a later listener gets."""
+    first = ScriptedUpstream(chunked_answer(ANTHROPIC_EVENTS))
+    first.close()
+    assert not first.acceptor.is_alive()
 
 
 def head(*fields: str) -> bytes:
