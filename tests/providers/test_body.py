@@ -7,6 +7,7 @@ for the next stream once the body ended, and not held when its end does not come
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import socket
 import threading
@@ -193,10 +194,8 @@ class ScriptedUpstream:
         # to call accept() with that number, takes the next test's connection and answers it
         # with this test's script (issue 19, 3b: an OpenAI client got the Anthropic answer).
         # shutdown() makes a waiting or a later accept() fail at once, on this socket still.
-        try:
+        with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.acceptor.join(5)
         assert not self.acceptor.is_alive(), "the accepting thread outlived close()"
         self.listener.close()
