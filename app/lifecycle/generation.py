@@ -33,7 +33,7 @@ from app.lifecycle.producer import Producer, ProviderFactory
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.text_relay import TextRelay
 from app.lifecycle.usage import UsageMeter
-from app.observability import metrics
+from app.observability import greenlets, metrics
 from app.observability.tracing import NO_TRACE, NoTrace
 from app.sse import DONE, Entry
 
@@ -216,7 +216,7 @@ class Generation:
         if cancelled:
             self._end_cancelled("user")
             return
-        self._greenlet = _ProducerGreenlet.spawn(self._run)
+        self._greenlet = greenlets.spawn(self._run, cls=_ProducerGreenlet)
         if self._attendance.count == 0:
             # Created without a reader (POST /streams): give the client time to attach.
             self._attendance.arm(max(self.settings.disconnect_grace_seconds, 10.0))

@@ -230,11 +230,13 @@ class Producer:
         state = self.current = Round(text=[resume.said] if resume is not None else [])
         overlap = recovery.Overlap(resume.said) if resume is not None else None
         self._meter.open_round(sum(len(m.text) for m in request.messages) + len(request.system or ""))
-        self.gen.trace.upstream_start(provider.name, request.model)
         events = provider.stream(request)
         settings = self.gen.settings
         timer = RoundTimer(gevent.getcurrent(), settings.first_token_timeout, settings.idle_timeout)
         clock = time.monotonic
+        # The round's span is current from here to `upstream_end`, in this greenlet: the SDK's
+        # span of each attempt (a retry too) is its child.
+        self.gen.trace.upstream_start(provider.name, request.model)
         try:
             while True:
                 # Inline rather than a wrapping generator: one stack level less for the

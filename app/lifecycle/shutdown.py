@@ -27,6 +27,7 @@ greenlets still do: so the drain greenlet is put into one of those pools, and co
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import logging
 import signal
@@ -185,8 +186,13 @@ def install(registry: Registry, configured_grace: float) -> Any | None:
         servers = _stop_accepting(worker)
         log.info("worker %s draining: stopped accepting on %d listener(s)", worker.pid, len(servers))
         # Signal handlers must not block: the rest runs in greenlets.
-        gevent.spawn(gate.close_idle)
+        # Both in a context of their own, empty: a signal handler runs in whichever greenlet was
+        # running (a generation's producer, with its upstream span current), which is not theirs.
+        idle = gevent.Greenlet(gate.close_idle)
+        idle.gr_context = contextvars.Context()
+        idle.start()
         drain = gevent.Greenlet(registry.drain, grace, limit)
+        drain.gr_context = contextvars.Context()
         if not _hold_worker(servers, drain):
             log.warning("worker %s: could not hold the worker for its drain; it may exit before it ends", worker.pid)
         drain.start()

@@ -19,6 +19,7 @@ it reads, as the API sends it:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Generator, Iterable, Iterator
 from functools import partial
@@ -79,6 +80,25 @@ _MODEL_VERSION = re.compile(r"claude-(?:[a-z]+-)?(\d+)(?:-(\d{1,2})(?!\d))?")
 JSON_INSTRUCTION = "Answer with one JSON object and nothing else: no prose, no code fences."
 
 
+def telemetry_option(*, traces: bool, content: bool) -> dict[str, Any]:
+    """The SDK's `open_telemetry` client option, under Sluice's rules.
+
+    The SDK traces its own API calls (one span per call, a child of the span current when it
+    is made: Sluice's `upstream anthropic`). Its spans exist only when Sluice traces
+    (`traces`), and carry prompts and answers only when Sluice logs content (`content`,
+    SLUICE_LOG_CONTENT): an option given to the client overrides ANTHROPIC_OPEN_TELEMETRY_*,
+    so its TRACES_CONTENT_MODE cannot turn content on. ANTHROPIC_OPEN_TELEMETRY=false and
+    ANTHROPIC_OPEN_TELEMETRY_PROPAGATION=false still turn the SDK's spans, or the trace
+    context it sends upstream, off.
+    """
+    if not traces or os.environ.get("ANTHROPIC_OPEN_TELEMETRY", "").lower() == "false":
+        return {"traces": False}
+    option: dict[str, Any] = {"traces": {"enabled": True, "content_mode": "content" if content else "metadata_only"}}
+    if os.environ.get("ANTHROPIC_OPEN_TELEMETRY_PROPAGATION", "").lower() == "false":
+        option["propagation"] = False
+    return option
+
+
 class AnthropicProvider:
     """Streams from Anthropic; the SDK client is made on first use, from the environment."""
 
@@ -90,17 +110,23 @@ class AnthropicProvider:
         client: anthropic.Anthropic | None = None,
         timeout: httpx2.Timeout | float | None = DEFAULT_TIMEOUT,
         retry: _retry.RetryPolicy = _retry.DEFAULT,
+        open_telemetry: dict[str, Any] | None = None,
     ) -> None:
         self._client = client
         self._timeout = timeout
         self.retry = retry
+        self._open_telemetry = open_telemetry if open_telemetry is not None else telemetry_option(
+            traces=False, content=False
+        )
 
     def _get_client(self) -> anthropic.Anthropic:
         if self._client is None:
             try:
                 # max_retries=0: `_retry` retries the opening itself (counted, and never once
                 # anything was streamed: a retry then would generate twice).
-                self._client = anthropic.Anthropic(max_retries=0, timeout=self._timeout)
+                self._client = anthropic.Anthropic(
+                    max_retries=0, timeout=self._timeout, open_telemetry=self._open_telemetry  # type: ignore[arg-type]
+                )
             except anthropic.CredentialsError:
                 # No key in the env: the SDK then looks for a profile on disk, and fails here.
                 raise errs.missing_key_error(NAME, KEY_ENV) from None

@@ -25,6 +25,26 @@
  *
  * States passed to onState: "streaming", "reconnecting", "done", "cancelled", "error".
  *
+ * Every callback: onStart(ev), onText(text, ev), onReasoning(text, ev), onToolCall(ev),
+ * onToolResult(ev), onJson(value, complete, ev), onNotice(ev), onEvent(ev) (every event),
+ * onState(state), onDone(ev), onCancelled(ev), onError(err, sentence); each gets the Stream
+ * last. `stream.text` is all the answer's text so far.
+ *
+ * JSON mode (response_format: "json"): the answer's text is the JSON text itself, and onJson
+ * gets the value parsed so far, first as soon as there is one, then each time it has grown by
+ * about a quarter, and once more with complete === true and the validated object. A form fills
+ * itself from onJson; a client that wants every fragment reads onText (stream.text is the JSON
+ * text so far, usually incomplete: do not JSON.parse it before complete).
+ *
+ *   Sluice.stream({
+ *     prompt: "A title, tags and a score for Sluice, as JSON", response_format: "json",
+ *     onJson: function (value, complete) {        // {title: "Sl"}, ..., the whole object
+ *       titleInput.value = value.title || "";       // a value only grows: never clear a field
+ *       if (complete) form.classList.add("done");
+ *     },
+ *     onText: function (fragment, ev, stream) { raw.textContent = stream.text; }
+ *   });
+ *
  * Recovery (sluice-transport.js): a browser EventSource reconnects by itself (with
  * Last-Event-ID) after a dropped connection, but gives up for good (readyState CLOSED) after a
  * 502/503 or a response that is not an event stream, as happens during a deploy. Sluice then
