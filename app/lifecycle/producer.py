@@ -27,6 +27,7 @@ from app.lifecycle.deadlines import RoundTimer
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.text_relay import TextRelay
 from app.lifecycle.usage import UsageMeter
+from app.observability import greenlets
 from app.observability.tracing import NoTrace
 from app.providers.base import (
     REASONING_BUDGETS,
@@ -176,8 +177,12 @@ class Producer:
             with trace.tool(call.name, call.id):
                 return toolbox.run(call.name, call.arguments)
 
+        # Each tool greenlet starts in a copy of the producer's context: a tool's span (and any
+        # span its own libraries make) stays in the caller's trace.
         group = Group()
-        running = [group.spawn(run, call) for call in calls]
+        running = [greenlets.spawn(run, call) for call in calls]
+        for greenlet in running:
+            group.add(greenlet)
         results = []
         try:
             for call, greenlet in zip(calls, running, strict=True):

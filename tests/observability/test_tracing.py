@@ -242,6 +242,7 @@ def otlp_upstream(upstream: FakeUpstream) -> Iterator[tuple[Gunicorn, list[bytes
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
         OTEL_BSP_SCHEDULE_DELAY="100",
         ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE="content",
+        SLUICE_TOOLS="tests.observability.traced_tools:traced_lookup",
     )
     with Gunicorn(env) as server:
         yield server, _Receiver.bodies
@@ -294,6 +295,30 @@ def test_the_sdks_call_span_is_a_child_of_the_upstream_span_in_every_round(
         text = _all_text(span)
         assert SECRET_PROMPT not in text and SECRET_ANSWER not in text and "6*7" not in text, (span.name, text)
     assert "Failed to detach context" not in server.log()
+
+
+def test_a_span_made_inside_an_operators_tool_is_in_the_callers_trace(
+    otlp_upstream: tuple[Gunicorn, list[bytes]]
+) -> None:
+    """A tool runs in a greenlet of its own: it starts in the producer's context, not an empty one."""
+    server, bodies = otlp_upstream
+    trace_id = "6df92f3577b34da6a3ce929d0e0e4736"
+    prompt = '[fake tool=traced_lookup args={"item":"pen"} say=Done]'
+    r = requests.post(server.url + "/stream", json={"prompt": prompt, "tools": ["traced_lookup"]},
+                      headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"}, timeout=30)
+    assert r.status_code == 200 and b"pen: in stock" in r.content, r.content[-300:]
+    deadline = time.monotonic() + 20
+    while True:
+        spans = [s for _, s in _spans(bodies)]
+        names = {s.name for s in spans}
+        if {"operator lookup", "execute_tool traced_lookup"} <= names or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    by = by_name(spans)
+    (tool,) = by["execute_tool traced_lookup"]
+    (own,) = by["operator lookup"]
+    assert own.trace_id.hex() == trace_id and tool.trace_id.hex() == trace_id
+    assert own.parent_span_id == tool.span_id, "the operator's span is a child of the tool's span"
 
 
 def test_the_anthropic_sdk_records_content_only_when_sluice_logs_content(monkeypatch: pytest.MonkeyPatch) -> None:
