@@ -64,6 +64,7 @@ class Generation:
         "relay", "_attendance", "_on_entry", "_on_end", "trace", "meter", "producer", "_greenlet",
         "_producing", "_cancel_reason", "_full", "_counted",
     )
+    lost = False  # as a Feed: a local journal is never trimmed
 
     def __init__(
         self,
