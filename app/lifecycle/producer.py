@@ -104,6 +104,11 @@ class Producer:
         self._recovered = False
         self._fell_back = False
 
+    def release(self) -> None:
+        """The generation ended: drop the last round's text (one string per delta) and any resume."""
+        self.current = Round()
+        self.resume = None
+
     def run(self) -> str:
         """Every round of the answer (tool rounds, a fallback, a recovery); the model's stop reason.
 
