@@ -62,7 +62,7 @@ class Journal:
     """Append-only sequence of events with a wake-up for followers, bounded in bytes."""
 
     __slots__ = ("stream_id", "nbytes", "max_bytes", "_buf", "_ends", "_done", "_prefix", "_wake", "_waiters",
-                 "_listeners", "_blocks", "_block_at", "_lengths", "_count")
+                 "_listeners", "_blocks", "_block_at", "_lengths", "_count", "_stripped")
 
     def __init__(self, stream_id: str, max_bytes: int = 0) -> None:
         self.stream_id = stream_id
@@ -81,6 +81,7 @@ class Journal:
         self._block_at: list[int] = []
         self._lengths = b""
         self._count = 0
+        self._stripped = False  # each event's `id:` line was left out (rebuilt on replay)
 
     @property
     def last_seq(self) -> int:
@@ -167,26 +168,34 @@ class Journal:
     def seal(self) -> int:
         """Compress the bytes of a closed journal, once; return what it holds in memory now.
 
+        Each event's `id: <stream id>:<seq>` line is left out (it is rebuilt on replay: it is
+        half of a short event's compressed size), unless one event does not begin with it.
         Nothing may be appended after this (the journal is closed: `[DONE]` is in).
         """
         if self._blocks is not None:
             return self.held
-        ends, buf = self._ends, self._buf
+        ends, prefix, buf = self._ends, self._prefix, bytes(self._buf)
+        events = [buf[a:b] for a, b in zip([0, *ends], ends, strict=False)]
+        heads = [b"%s%d\n" % (prefix, seq) for seq in range(1, len(events) + 1)]
+        self._stripped = all(event.startswith(head) for event, head in zip(events, heads, strict=True))
+        if self._stripped:
+            events = [event[len(head):] for event, head in zip(events, heads, strict=True)]
         blocks: list[bytes] = []
         block_at: list[int] = []
-        start = 0
-        with memoryview(buf) as view:
-            for end in ends:
-                if end - start >= SEAL_BLOCK:
-                    block_at.append(start)
-                    blocks.append(zlib.compress(view[start:end]))
-                    start = end
-            if start < len(buf) or not blocks:
-                block_at.append(start)
-                blocks.append(zlib.compress(view[start:]))
-        lengths = array("I", (b - a for a, b in zip([0, *ends], ends, strict=False)))
-        self._lengths = zlib.compress(lengths.tobytes())
-        self._count = len(ends)
+        piece: list[bytes] = []
+        at = size = 0
+        for event in events:
+            piece.append(event)
+            size += len(event)
+            if size >= SEAL_BLOCK:
+                block_at.append(at)
+                blocks.append(zlib.compress(b"".join(piece)))
+                at, piece, size = at + size, [], 0
+        if piece or not blocks:
+            block_at.append(at)
+            blocks.append(zlib.compress(b"".join(piece)))
+        self._lengths = zlib.compress(array("I", map(len, events)).tobytes())
+        self._count = len(events)
         self._block_at, self._blocks = block_at, blocks
         self._buf, self._ends = bytearray(), array("Q")
         return self.held
@@ -213,9 +222,10 @@ class Journal:
         base = self._block_at[first]
         out = []
         a -= base
+        prefix = self._prefix if self._stripped else None
         for i in range(start, stop):
             end = ends[i] - base
-            out.append(Entry(i + 1, raw[a:end]))
+            out.append(Entry(i + 1, raw[a:end] if prefix is None else b"%s%d\n%s" % (prefix, i + 1, raw[a:end])))
             a = end
         return out
 

@@ -47,6 +47,8 @@ from app.tools import TOOLS, run_tool
 
 ProviderFactory = Callable[[str], Provider]
 
+TEXT_PIECES = 64  # a round's text deltas kept apart before they are joined (see `Round.add`)
+
 
 class Outlet(Protocol):
     """What the producer needs of its generation (see `generation.Generation`)."""
@@ -78,6 +80,14 @@ class Round:
     @property
     def answer(self) -> str:
         return "".join(self.text)
+
+    def add(self, text: str) -> None:
+        """Note relayed text. Joined every TEXT_PIECES deltas: a string object per delta (~55
+        bytes for a token) would cost a running stream more than its events do in the journal."""
+        pieces = self.text
+        pieces.append(text)
+        if len(pieces) >= TEXT_PIECES:
+            pieces[:] = ["".join(pieces)]
 
 
 @dataclass(frozen=True)
@@ -265,5 +275,5 @@ class Producer:
 
     def _relay_text(self, text: str, state: Round) -> None:
         if text:
-            state.text.append(text)
+            state.add(text)
             self._relay.push(text)
