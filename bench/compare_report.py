@@ -129,6 +129,7 @@ def steps(run: dict[str, Any]) -> str:
                 _num(s["rss"] / 2**20),
                 _num(s["kb_per_stream"]),
                 _kb_end(s),
+                f"{s.get('answering_at_end', '—')} / {s.get('finished', '—')}",
                 _ms(s["cancel"]["p99"]) if server["key"] == "sluice" else "—",
                 s["errors"],
                 _num(100 * s["load_core_cpu"]) + (" (saturated)" if s["load_core_cpu"] > 0.9 else ""),
@@ -138,7 +139,7 @@ def steps(run: dict[str, Any]) -> str:
     return md_table(
         ["server", "N", "offered tok/s", "delivered tok/s", "relay p50 / p99 / max ms", "TTFT p99 ms",
          "TTFT added p50 / p99 ms", "server CPU %", "CPU µs/token", "RSS MB", "KB/stream",
-         "KB/stream, finished counted", "cancel p99 ms",
+         "KB/stream, finished counted", "answering at the end / finished", "cancel p99 ms",
          "errors", "load core CPU %", "others on server core %", "holds"],
         rows,
     )
