@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, help="seconds measured after the ramp (default 10)")
     parser.add_argument("--tokens", type=int, default=200, help="tokens per stream, at 20 tokens/s (default 200)")
     parser.add_argument("--cancels", type=int, help="cancel probes per Sluice step (default 20)")
+    parser.add_argument("--sluice-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="one more SLUICE_* setting for Sluice (SLUICE_REPLAY_MAX_BYTES=0: keep no finished one)")
     parser.add_argument("--update-doc", action="store_true", help="write the results into docs/benchmarks.md")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args(argv)
@@ -219,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(keys) - set(SPECS)
     if unknown:
         parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
+    for setting in args.sluice_env:
+        name, sep, value = setting.partition("=")
+        if not sep or not name.startswith("SLUICE_"):
+            parser.error(f"--sluice-env takes SLUICE_NAME=VALUE, got {setting!r}")
+        SPECS["sluice"].env[name] = value
     ensure_peer_packages(keys)
     cores: tuple[int | None, int | None] = (SERVER_CORE, LOAD_CORE) if (os.cpu_count() or 1) >= 2 else (None, None)
     if cores[1] is not None:
