@@ -8,6 +8,7 @@ import pytest
 
 from app.lifecycle.ended import Ended
 from app.lifecycle.journal import SEAL_BLOCK, Journal
+from app.lifecycle.producer import TEXT_PIECES, Round
 from app.sse import DONE
 from tests.unit.test_registry import make, spec, wait_until
 
@@ -78,3 +79,12 @@ def test_ended_generations_are_forgotten_after_the_replay_ttl_in_the_order_they_
     assert wait_until(lambda: first.id not in reg.ended, 3)
     assert second.id in reg.ended, "one timer for all, re-armed for the next to expire"
     assert wait_until(lambda: not reg.ended, 3) and reg.ended_bytes == 0
+
+
+def test_a_round_keeps_its_text_in_a_few_strings_not_one_per_delta() -> None:
+    state = Round()
+    deltas = [f"t{i} " for i in range(1000)]
+    for delta in deltas:
+        state.add(delta)
+    assert state.answer == "".join(deltas)
+    assert len(state.text) < TEXT_PIECES
