@@ -142,6 +142,8 @@ class Settings:
     otel_traces: bool = False
     max_body_bytes: int = 1024 * 1024
     max_replay_events: int = 20000
+    # Per worker, the bytes ended generations may hold for replay (the oldest are forgotten first).
+    replay_max_bytes: int = 64 * 1024 * 1024
     # "chat" (Chat Completions: OpenAI and every compatible server) or "responses" (OpenAI's
     # Responses API); and whether a `<think>...</think>` opening a chat answer is reasoning.
     openai_api: str = "chat"
@@ -223,6 +225,7 @@ class Settings:
             max_tokens=_int(env, "SLUICE_MAX_TOKENS", 4096, minimum=1),
             max_streams=_int(env, "SLUICE_MAX_STREAMS", 1000, minimum=1),
             replay_ttl_seconds=_num(env, "SLUICE_REPLAY_TTL_SECONDS", 300),
+            replay_max_bytes=_int(env, "SLUICE_REPLAY_MAX_BYTES", 64 * 1024 * 1024),
             cancel_tombstone_seconds=_num(env, "SLUICE_CANCEL_TOMBSTONE_SECONDS", 60),
             demo_tokens_per_second=_num(env, "SLUICE_DEMO_TOKENS_PER_SECOND", 40, minimum=0.01),
             allowed_models=allowed,

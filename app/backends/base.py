@@ -37,6 +37,10 @@ class Feed(Protocol):
     owner: str | None
     """The principal that started the generation (None: started with authentication off)."""
 
+    lost: bool
+    """Events after a seq asked for are gone (Redis trimmed them): what is left is never sent,
+    so a client never sees a jump in seq, and its resume is answered as for an unknown id."""
+
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
         """Entries after `seq`; waits up to `timeout` when there are none yet."""
         ...
@@ -138,8 +142,16 @@ class Mirror(Protocol):
         """
         ...
 
-    def finished(self, stream_id: str) -> None:
-        """A mirrored generation ended: write its final status and start the replay TTL."""
+    def finished(self, stream_id: str, view: Mirrored) -> None:
+        """A mirrored generation ended: write its final status and start the replay TTL.
+
+        `view` is what is left of it (app.lifecycle.ended): the mirror holds that from now on.
+        """
+        ...
+
+    def forget(self, stream_id: str) -> None:
+        """This worker forgot an ended generation (its replay TTL, or SLUICE_REPLAY_MAX_BYTES):
+        stop holding it here once its end is written (Redis keeps its own copy for its TTL)."""
         ...
 
 

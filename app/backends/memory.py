@@ -35,7 +35,10 @@ class _NoMirror:
     def changed(self, stream_id: str, urgent: bool) -> None:
         pass
 
-    def finished(self, stream_id: str) -> None:
+    def finished(self, stream_id: str, view: Mirrored) -> None:
+        pass
+
+    def forget(self, stream_id: str) -> None:
         pass
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import gevent
@@ -64,6 +65,7 @@ class Generation:
         "relay", "_attendance", "_on_entry", "_on_ending", "_on_end", "trace", "meter", "producer", "_greenlet",
         "_producing", "_cancel_reason", "_full", "_counted",
     )
+    lost = False  # as a Feed: a local journal is never trimmed
 
     def __init__(
         self,
@@ -347,6 +349,15 @@ class Generation:
         self.trace.end(state, self.stop_reason, self.usage(), reason)
         if self._on_end is not None:
             self._on_end(self)
+        self._release()
+
+    def _release(self) -> None:
+        """Ended: drop what only the run needed, now. The relay, producer and attendance refer
+        back to this generation, so without this the prompt and the round's deltas would wait
+        for a full garbage collection (responses still following it hold it meanwhile)."""
+        self.spec = replace(self.spec, messages=(), system=None)
+        self.producer.release()
+        self.relay.parts = []
 
     def _end_done(self) -> None:
         self._end(

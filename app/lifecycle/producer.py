@@ -51,6 +51,8 @@ from app.toolbox import toolbox_for
 
 ProviderFactory = Callable[[str], Provider]
 
+TEXT_PIECES = 64  # a round's text deltas kept apart before they are joined (see `Round.add`)
+
 
 class Outlet(Protocol):
     """What the producer needs of its generation (see `generation.Generation`)."""
@@ -83,6 +85,14 @@ class Round:
     def answer(self) -> str:
         return "".join(self.text)
 
+    def add(self, text: str) -> None:
+        """Note relayed text. Joined every TEXT_PIECES deltas: a string object per delta (~55
+        bytes for a token) would cost a running stream more than its events do in the journal."""
+        pieces = self.text
+        pieces.append(text)
+        if len(pieces) >= TEXT_PIECES:
+            pieces[:] = ["".join(pieces)]
+
 
 @dataclass(frozen=True)
 class Resume:
@@ -107,6 +117,11 @@ class Producer:
         self.resume: Resume | None = None
         self._recovered = False
         self._fell_back = False
+
+    def release(self) -> None:
+        """The generation ended: drop the last round's text (one string per delta) and any resume."""
+        self.current = Round()
+        self.resume = None
 
     def run(self) -> str:
         """Every round of the answer (tool rounds, a fallback, a recovery); the model's stop reason.
@@ -297,5 +312,5 @@ class Producer:
 
     def _relay_text(self, text: str, state: Round) -> None:
         if text:
-            state.text.append(text)
+            state.add(text)
             self._relay.push(text)

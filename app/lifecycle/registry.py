@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +16,7 @@ from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle import direct
 from app.lifecycle.budget import Budgets, Hold
+from app.lifecycle.ended import Ended
 from app.lifecycle.generation import Generation, ProviderFactory
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.usage import BREAKDOWN
@@ -95,7 +96,11 @@ class Registry:
         self.settings = settings
         self.backend = backend
         self.providers = providers
-        self.local: dict[str, Generation] = {}
+        self.local: dict[str, Generation] = {}  # running here (and ending: see `_on_end`)
+        # Ended here and still replayable, oldest first; together at most SLUICE_REPLAY_MAX_BYTES.
+        self.ended: OrderedDict[str, Ended] = OrderedDict()
+        self.ended_bytes = 0
+        self._expiry: Any = None  # one libev timer: the oldest ended generation's replay TTL
         self.draining = False
         self.closing = False  # past the drain deadline: what still runs is being ended
         self._per_client: Counter[str] = Counter()
@@ -147,7 +152,7 @@ class Registry:
             raise RequestError(429, "Too many streams running for this client; wait for one to end",
                                type="rate_limit", headers={"Retry-After": "5"})
         stream_id = spec.stream_id or new_stream_id()
-        if stream_id in self.local:
+        if stream_id in self.local or stream_id in self.ended:
             raise RequestError(409, "stream_id is already in use", field="stream_id")
         # Before the claim: a refusal (429) must leave the id free for a retry.
         spec, hold = self.budgets.reserve(spec, owner or client)
@@ -216,15 +221,46 @@ class Registry:
             fields["prompt"] = gen.spec.prompt_text
             fields["answer"] = gen.relay.answer
         log_generation(fields, content=self.settings.log_content)
-        self.backend.mirror.finished(gen.id)
-        # A timer in the event loop, not a greenlet: thousands of finished generations may be
-        # waiting out their replay TTL at once.
-        timer = gevent.get_hub().loop.timer(self.settings.replay_ttl_seconds)
-        timer.start(self._forget, gen.id, gen)
+        # From here on only its events and status are kept (compressed), not the Generation:
+        # responses that follow it hold that until they have sent its end.
+        ended = Ended(gen, time.monotonic() + self.settings.replay_ttl_seconds)
+        if self.local.get(gen.id) is gen:
+            del self.local[gen.id]
+        self.ended[gen.id] = ended
+        self.ended_bytes += ended.nbytes
+        self.backend.mirror.finished(gen.id, ended)
+        while self.ended_bytes > self.settings.replay_max_bytes and self.ended:
+            self._forget(next(iter(self.ended)))  # the oldest first
+        if self._expiry is None:
+            self._arm_expiry()
 
-    def _forget(self, stream_id: str, gen: Generation) -> None:
-        if self.local.get(stream_id) is gen:
-            del self.local[stream_id]
+    def _forget(self, stream_id: str) -> None:
+        """Drop an ended generation: its replay TTL is over, or the replay cap needs its bytes."""
+        ended = self.ended.pop(stream_id)
+        self.ended_bytes -= ended.nbytes
+        self.backend.mirror.forget(stream_id)
+
+    def _arm_expiry(self) -> None:
+        # One timer for all: ended generations are kept in the order they ended, with one TTL,
+        # so the oldest is always the next to expire (thousands may wait out their TTL at once).
+        if self._expiry is not None:
+            self._expiry.close()
+            self._expiry = None
+        if self.ended:
+            oldest = next(iter(self.ended.values()))
+            self._expiry = gevent.get_hub().loop.timer(max(0.0, oldest.expires - time.monotonic()))
+            self._expiry.start(self._expire)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self.ended and next(iter(self.ended.values())).expires <= now:
+            self._forget(next(iter(self.ended)))
+        self._arm_expiry()
+
+    def find(self, stream_id: str) -> Generation | Ended | None:
+        """This worker's generation `stream_id`, running or ended (and still replayable)."""
+        gen = self.local.get(stream_id)
+        return gen if gen is not None else self.ended.get(stream_id)
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -233,13 +269,13 @@ class Registry:
 
         None, as for an unknown id, when the generation belongs to another principal.
         """
-        gen = self.local.get(stream_id)
+        gen = self.find(stream_id)
         feed = gen if gen is not None else self.backend.remote.feed(stream_id)
         return feed if feed is not None and visible_to(feed.owner, principal) else None
 
     def status(self, stream_id: str, principal: str | None = None) -> dict[str, Any] | None:
         """The JSON status, or None when unknown or another principal's."""
-        gen = self.local.get(stream_id)
+        gen = self.find(stream_id)
         if gen is not None:
             return gen.status() if visible_to(gen.owner, principal) else None
         status = self.backend.remote.status(stream_id)
@@ -254,7 +290,7 @@ class Registry:
 
     def cancel_local(self, stream_id: str, reason: str, principal: str | None) -> bool:
         """A cancel sent from another worker: stop `principal`'s generation running here."""
-        gen = self.local.get(stream_id)
+        gen = self.find(stream_id)
         return gen is not None and visible_to(gen.owner, principal) and gen.cancel(reason)
 
     def followers_left(self, stream_id: str) -> None:
@@ -269,7 +305,7 @@ class Registry:
 
     def cancel(self, stream_id: str, owner: str | None) -> tuple[int, dict[str, Any]]:
         """POST /cancel: (status, body) per the contract."""
-        gen = self.local.get(stream_id)
+        gen = self.find(stream_id)
         if gen is not None and visible_to(gen.owner, owner):
             if gen.cancel("user"):
                 gen.join(timeout=1.0)  # the terminal event is in the journal before we answer

@@ -6,6 +6,7 @@ before the `Delivery` body is handed to the server.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -115,15 +116,26 @@ def _no_content() -> Response:
     return Response(status=204, headers={"Cache-Control": "no-cache"})
 
 
-def _resume(stream_id: str | None, seq: int) -> Response:
-    """Replay everything after `seq` and follow; 204 if unknown or the client has it all."""
+def _resume(stream_id: str | None, seq: int, unknown: Callable[[], Response] = _no_content) -> Response:
+    """Replay everything after `seq` and follow; 204 if unknown or the client has it all.
+
+    A feed that cannot replay every event after `seq` (Redis trimmed some) is answered with
+    `unknown()`, as for an unknown id: never a jump in seq.
+    """
     feed = registry().feed(stream_id, principal()) if stream_id else None
     if feed is None:
         later = _come_back_later()
-        return later if later is not None else _no_content()
-    if feed.closed and not feed.wait_after(seq, 0):
+        return later if later is not None else unknown()
+    ready = feed.wait_after(seq, 0)
+    if feed.lost:
+        return unknown()
+    if feed.closed and not ready:
         return _no_content()
     return _sse_response(feed, seq)
+
+
+def _unknown_attach() -> Response:
+    raise _unknown_stream()
 
 
 def _resume_from_header() -> Response | None:
@@ -216,7 +228,7 @@ def stream_events(stream_id: str) -> Response:
         if value is not None:
             return _no_content()
         raise _unknown_stream()
-    return _resume(stream_id, seq)
+    return _resume(stream_id, seq, _no_content if value is not None else _unknown_attach)
 
 
 @bp.get("/streams/<stream_id>")

@@ -80,6 +80,7 @@ class FakeMirror:
         self.views: dict[str, Mirrored] = {}
         self.urgent: list[str] = []  # ids whose change asked for an immediate write
         self.finished_ids: list[str] = []
+        self.forgotten_ids: list[str] = []
 
     def add(self, view: Mirrored) -> None:
         self.views[view.id] = view
@@ -88,8 +89,12 @@ class FakeMirror:
         if urgent:
             self.urgent.append(stream_id)
 
-    def finished(self, stream_id: str) -> None:
+    def finished(self, stream_id: str, view: Mirrored) -> None:
         self.finished_ids.append(stream_id)
+        self.views[stream_id] = view
+
+    def forget(self, stream_id: str) -> None:
+        self.forgotten_ids.append(stream_id)
 
 
 class FakeRemote:

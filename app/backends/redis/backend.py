@@ -51,8 +51,7 @@ class RedisBackend:
         self.connection = Connection(settings.redis_url or "")
         lifetimes = Lifetimes.of(settings)
         self.presence = Presence(self.connection, lifetimes)
-        self.writer = Writer(self.connection, lifetimes, settings.max_replay_events,
-                             keep=settings.replay_ttl_seconds + 1)
+        self.writer = Writer(self.connection, lifetimes, settings.max_replay_events)
         self.listener = Listener(self.connection, self.presence, self.writer.holds)
         self.connection.on_return = self.writer.resync
         self.ids = RedisIds(self.connection)

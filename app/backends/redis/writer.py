@@ -67,7 +67,7 @@ PROGRESS_INTERVAL = 0.5  # seconds between updates of a running generation's eve
 class Copy:
     """What Redis holds of one local generation."""
 
-    __slots__ = ("view", "written", "synced", "final", "progress_at")
+    __slots__ = ("view", "written", "synced", "final", "progress_at", "forgotten")
 
     def __init__(self, view: Mirrored) -> None:
         self.view = view
@@ -75,16 +75,16 @@ class Copy:
         self.synced = False  # claim/meta written and `written` trustworthy
         self.final = False  # terminal status written (or the stream was ended elsewhere)
         self.progress_at = 0.0  # monotonic time of the last progress update in the status hash
+        self.forgotten = False  # the registry forgot it: drop this copy once its end is written
 
 
 class Writer:
     """Batches the mirror writes of every local generation of this worker."""
 
-    def __init__(self, connection: Connection, lifetimes: Lifetimes, max_events: int, keep: float) -> None:
+    def __init__(self, connection: Connection, lifetimes: Lifetimes, max_events: int) -> None:
         self.connection = connection
         self.lifetimes = lifetimes
         self.max_events = max_events  # MAXLEN ~ of each events stream
-        self.keep = keep  # s an ended generation stays mirrored here (its replay TTL, and a second)
         self.mirrors: dict[str, Copy] = {}
         self.dirty: dict[str, Copy] = {}
         self._pending = 0
@@ -122,17 +122,26 @@ class Writer:
         if mirror is not None:
             self.mark(mirror, urgent=urgent)
 
-    def finished(self, stream_id: str) -> None:
-        """A mirrored generation ended: write its end now, forget it after `keep` seconds."""
+    def finished(self, stream_id: str, view: Mirrored) -> None:
+        """A mirrored generation ended: write its end now; `view` is what is left of it."""
         mirror = self.mirrors.get(stream_id)
         if mirror is None:
             return
+        mirror.view = view
         self.mark(mirror, urgent=True)
-        gevent.spawn_later(self.keep, self._forget, stream_id, mirror)
 
-    def _forget(self, stream_id: str, mirror: Copy) -> None:
-        if self.mirrors.get(stream_id) is mirror:
-            del self.mirrors[stream_id]
+    def forget(self, stream_id: str) -> None:
+        """The registry forgot an ended generation: drop it once its end is in Redis."""
+        mirror = self.mirrors.get(stream_id)
+        if mirror is None:
+            return
+        mirror.forgotten = True
+        self._drop_if_done(mirror)
+
+    def _drop_if_done(self, mirror: Copy) -> None:
+        # Until then it stays, so that its end still reaches Redis (a resync rewrites it too).
+        if mirror.forgotten and mirror.final and self.mirrors.get(mirror.view.id) is mirror:
+            del self.mirrors[mirror.view.id]
 
     def holds(self, stream_id: str) -> bool:
         """True while `stream_id` is one of this worker's mirrored generations."""
@@ -256,6 +265,7 @@ class Writer:
                     # Ended here or by a follower that thought this worker dead: keep it ended.
                     m.final = True
                     m.synced = True
+                    self._drop_if_done(m)
         todo = [m for m in batch.values() if not m.final]
         if not todo:
             return
@@ -303,3 +313,4 @@ class Writer:
             m.written = last
             m.synced = True
             m.final = final
+            self._drop_if_done(m)
