@@ -112,8 +112,8 @@ preload_app = False
 #   forwarded_allow_ips - Who may tell gunicorn the scheme (X-Forwarded-Proto: https ->
 #       wsgi.url_scheme). Only nginx: loopback, or FORWARDED_ALLOW_IPS (comma-separated
 #       addresses or networks) when nginx runs on another machine. The client address
-#       (X-Forwarded-For) is handled by the app, and only with SLUICE_PROXY_COUNT=1 (the
-#       number of proxies in front: werkzeug's ProxyFix).
+#       (X-Forwarded-For) is handled by the app, only with SLUICE_PROXY_COUNT=1 (the number
+#       of proxies in front: werkzeug's ProxyFix) and only from these same addresses.
 #
 
 limit_request_line = 4094

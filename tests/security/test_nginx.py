@@ -58,6 +58,18 @@ def test_through_tls_the_session_cookie_is_secure(make_stack, fake) -> None:  # 
     assert types(stream.rest())[-2:] == ["done", "[DONE]"]
 
 
+def test_the_shipped_site_clears_a_clients_user_header(make_stack, fake) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    # The trusted user header enabled, but the auth_request snippet not added (yet): fail closed.
+    env = fake_env(fake, SLUICE_TRUSTED_USER_HEADER="X-Sluice-User", SLUICE_PROXY_COUNT="1")
+    stack = make_stack(workers=1, env=env)
+    for path in ("/readyz", "/streams", "/cancel", "/stream"):
+        method = "POST" if path in ("/streams", "/cancel") else "GET"
+        resp = requests.request(method, f"{stack.url}{path}", json={"prompt": "x", "stream_id": "a" * 22},
+                                headers={"X-Sluice-User": "admin"}, verify=False, timeout=5)
+        assert resp.status_code == 401, (path, resp.status_code, resp.text)
+    assert fake.request_count == 0
+
+
 def _snippet() -> str:
     """The nginx block of docs/security.md that sets up auth_request."""
     blocks = re.findall(r"```nginx\n(.*?)```", DOC.read_text(), re.S)
