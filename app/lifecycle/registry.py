@@ -7,6 +7,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import gevent
@@ -16,6 +17,7 @@ from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle import direct
 from app.lifecycle.generation import Generation, ProviderFactory
+from app.lifecycle.slots import Slot
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.usage import BREAKDOWN
 from app.observability import metrics
@@ -26,6 +28,7 @@ from app.sse import Entry
 log = logging.getLogger("sluice.registry")
 
 SETTLE_MAX = 30.0  # s a drained worker waits at most for Redis to take its endings
+RESPONSES = "responses"  # the slots of open event-stream responses
 
 
 def visible_to(owner: str | None, principal: str | None) -> bool:
@@ -115,6 +118,17 @@ class Registry:
     def active(self) -> list[Generation]:
         """This worker's generations that are still running (what SLUICE_MAX_STREAMS bounds)."""
         return [g for g in self.local.values() if g.running]
+
+    # -- open responses -----------------------------------------------------------------------
+
+    def open_response(self, client: str) -> Slot:
+        """A place for one more event-stream response of `client` (SLUICE_MAX_RESPONSES_PER_CLIENT,
+        on every worker and host), or `RequestError` 429. The response's body releases it."""
+        slots = self.backend.slots
+        if not slots.reserve(RESPONSES, client, self.settings.max_responses_per_client):
+            raise RequestError(429, "Too many open streams for this client; close one first",
+                               type="rate_limit", headers={"Retry-After": "5"})
+        return Slot(partial(slots.release, RESPONSES, client))
 
     # -- start --------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 from gevent.event import Event
 
 from app.backends.base import Feed, Local, Mirrored
+from app.backends.memory import LocalSlots
 from app.backends.tombstones import tombstone_name
 from app.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta, Usage
 
@@ -132,6 +133,7 @@ class FakeBackend:
         self.ids = FakeIds()
         self.mirror = FakeMirror()
         self.remote = FakeRemote()
+        self.slots = LocalSlots()  # the other workers hold none
         self.local: Local | None = None
         self.closed = False
 
