@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -49,7 +50,7 @@ def attach(host: Gunicorn, sid: str, key: str = KEY_A) -> Stream:
 
 def worker_pid(host: Gunicorn) -> int:
     assert host.proc is not None
-    children = open(f"/proc/{host.proc.pid}/task/{host.proc.pid}/children").read().split()
+    children = Path(f"/proc/{host.proc.pid}/task/{host.proc.pid}/children").read_text().split()
     assert len(children) == 1, children
     return int(children[0])
 
