@@ -74,7 +74,7 @@ def redis_env(fake: FakeUpstream, redis_url: str | None, **overrides: str) -> di
     """Sluice pointed at the fake upstream and (when given) at Redis; short timers."""
     if redis_url:
         overrides = {"SLUICE_REDIS_URL": redis_url, **overrides}
-    return sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="200", **overrides)
+    return sluice_env(fake, **{"SLUICE_MAX_STREAMS_PER_CLIENT": "200", **overrides})
 
 
 @pytest.fixture
