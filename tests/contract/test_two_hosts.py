@@ -33,7 +33,7 @@ def hosts(upstream: FakeUpstream) -> Iterator[tuple[Gunicorn, Gunicorn]]:
         SLUICE_REDIS_URL=redis.url,
         SLUICE_API_KEYS=f"{KEY_A},{KEY_B}",
         SLUICE_SECRET_KEY="two-hosts-shared-secret-" + "k" * 20,
-        SLUICE_MAX_STREAMS_PER_CLIENT="50",
+        SLUICE_MAX_STREAMS_PER_CLIENT="50", SLUICE_MAX_RESPONSES_PER_CLIENT="50",
     )
     one, two = Gunicorn(env), Gunicorn(env)
     try:
