@@ -13,7 +13,8 @@ so each caller depends only on the group it uses:
   worker owns them.
 
 - `Slots` (`backend.slots`): places a client holds at once, counted on every worker and host
-  (its open event-stream responses, SLUICE_MAX_RESPONSES_PER_CLIENT).
+  (its open event-stream responses, SLUICE_MAX_RESPONSES_PER_CLIENT; its running generations,
+  SLUICE_MAX_STREAMS_PER_CLIENT).
 
 `Backend` holds the four and its own life (start, settle, close, ready). A backend never sees
 a `Generation`: it mirrors a `Mirrored` view (its events after a seq and its status), and what
@@ -166,10 +167,6 @@ class Remote(Protocol):
 
     def followed(self, stream_id: str) -> bool:
         """True if clients follow `stream_id` (one of this worker's) through other workers."""
-        ...
-
-    def active(self, client: str) -> int:
-        """Running generations of `client` on the other workers (0 if not tracked)."""
         ...
 
 

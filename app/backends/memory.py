@@ -53,9 +53,6 @@ class _Nowhere:
     def followed(self, stream_id: str) -> bool:
         return False
 
-    def active(self, client: str) -> int:
-        return 0
-
 
 class LocalSlots:
     """Places counted in this process (what the Redis backend falls back to while Redis is down)."""

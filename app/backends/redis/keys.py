@@ -16,8 +16,8 @@ Per worker (hash tag `{w:<worker id>}`) and per client key (`{c:<digest>}`):
     sluice:{w:<wid>}:inbox    hash    the same cancel messages, kept until handled (a missed
                                       pub/sub message is still honoured on the next tick)
     sluice:{w:<wid>}:alive    string  set every tick with a short TTL: the worker is alive
-    sluice:{c:<digest>}:active zset   "<wid>|<id>" of a client key's running generations, score = expiry
-    sluice:{c:<digest>}:<kind>       hash  worker id -> places of `kind` (open responses) it holds
+    sluice:{c:<digest>}:<kind>       hash  worker id -> places of `kind` it holds (open responses,
+                                           running generations)
     sluice:{c:<digest>}:<kind>:alive zset  worker id, score = until when its count is believed
 
 The status hash (`meta`) is written by `encode_status`/`encode_progress` and read back by
@@ -67,19 +67,10 @@ def worker_alive(worker_id: str) -> str:
     return f"{PREFIX}:{{w:{worker_id}}}:alive"
 
 
-def _client_tag(client: str) -> str:
-    # Digested: a client key may hold any character.
-    return f"{PREFIX}:{{c:{hashlib.sha1(client.encode('utf-8')).hexdigest()[:16]}}}"
-
-
-def client_active_key(client: str) -> str:
-    """Running generations of one client key."""
-    return f"{_client_tag(client)}:active"
-
-
 def client_slot_keys(client: str, kind: str) -> tuple[str, str]:
-    """The per-worker counts of one client key's places of `kind`, and the workers' liveness."""
-    counts = f"{_client_tag(client)}:{kind}"
+    """The per-worker counts of one client key's places of `kind`, and the workers' liveness
+    (the client key digested: it may hold any character)."""
+    counts = f"{PREFIX}:{{c:{hashlib.sha1(client.encode('utf-8')).hexdigest()[:16]}}}:{kind}"
     return counts, f"{counts}:alive"
 
 
