@@ -14,9 +14,10 @@ back as the worker's count, which repairs what a Redis restart or a release lost
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import gevent
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError
 
 from app.backends.memory import LocalSlots
 from app.backends.redis.connection import Connection
@@ -75,8 +76,7 @@ class RedisSlots(LocalSlots):
         counts, alive = client_slot_keys(client, kind)
         now = time.time()
         try:
-            taken = conn.script(RESERVE)(keys=[counts, alive],
-                                         args=[conn.worker_id, limit, now, now + SLOT_TTL, int(SLOT_TTL * 4)])
+            taken = self._run(RESERVE, [counts, alive], [conn.worker_id, limit, now, now + SLOT_TTL, int(SLOT_TTL * 4)])
         except (RedisError, OSError) as exc:
             conn.mark_down(exc)
             return True
@@ -99,9 +99,21 @@ class RedisSlots(LocalSlots):
     def _release(self, kind: str, client: str) -> None:
         conn = self.connection
         try:
-            conn.script(RELEASE)(keys=[client_slot_keys(client, kind)[0]], args=[conn.worker_id])
+            self._run(RELEASE, [client_slot_keys(client, kind)[0]], [conn.worker_id])
         except (RedisError, OSError) as exc:
             conn.mark_down(exc)
+
+    def _run(self, source: str, keys: list[str], args: list[object]) -> Any:
+        conn = self.connection
+        try:
+            return conn.script(source)(keys=keys, args=args)
+        except ReadOnlyError:
+            # Trap: after a failover, a connection pooled before it (one whose blocking read was
+            # cut) still reaches the old primary, now a replica. Reads there go through, this
+            # write does not: drop the idle connections and try once more on a new one (the URL
+            # leads to the new primary), rather than take Redis "down" for the whole worker.
+            conn.client.connection_pool.disconnect(inuse_connections=False)
+            return conn.script(source)(keys=keys, args=args)
 
     def tick(self) -> None:
         """Every SLOT_REFRESH (the listener's tick): tell Redis this worker's counts are current.
