@@ -12,8 +12,9 @@ from app.backends.workers import MultiprocessCheck, warn_if_unshared
 from app.config import Settings
 from app.lifecycle import shutdown
 from app.lifecycle.registry import Registry
-from app.observability.logging import configure_logging
+from app.observability.logging import adopt, configure_logging
 from app.providers import ProviderPool
+from app.toolbox import toolbox_for
 from app.web.proxy import TrustedProxyFix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,20 +30,24 @@ def create_app(settings: Settings | None = None) -> Flask:
         static_folder=str(ROOT / "static"),
         static_url_path="/static",
     )
+    adopt(app.logger)  # Flask's own lines (an unhandled error's traceback): JSON, redacted
     app.config["SLUICE_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # "/streams//events" is an unknown stream (404 JSON), not an HTML redirect to another path.
     app.url_map.merge_slashes = False
 
+    toolbox_for(settings)  # imports SLUICE_TOOLS now: a bad entry stops the worker, with its name
     providers = ProviderPool(settings)
     providers.warm()
     registry = Registry(settings, build_backend(settings), providers)
     app.extensions["sluice"] = registry
     worker = shutdown.install(registry, settings.shutdown_grace_seconds)
 
-    from app.web import direct, errors, ops, pages, security, streams
+    from app.web import bodies, direct, errors, hosts, ops, pages, security, streams
 
+    hosts.init_app(app)  # first: a Host this server does not answer is refused before anything else
+    bodies.init_app(app)
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(streams.bp)

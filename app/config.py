@@ -70,6 +70,18 @@ def _header_name(env: Mapping[str, str], key: str) -> str | None:
     return raw or None
 
 
+def _hosts(env: Mapping[str, str], key: str) -> tuple[str, ...] | None:
+    if not env.get(key, "").strip():
+        return None
+    names = tuple(name.lower().rstrip(".") for name in _list(env, key))
+    for name in names:
+        # A URL or an origin pasted here would never match a Host header: say so at start.
+        if name != "*" and not re.fullmatch(r"\.?[a-z0-9.-]+|\[[0-9a-f:.]+\]", name):
+            raise ConfigError(f"{key} takes host names without scheme or port (sluice.example.com, "
+                              f".example.com for its subdomains, or *), got {name!r}")
+    return names
+
+
 # Headers a client or the HTTP stack sets: never a trusted proxy's user header.
 _NOT_USER_HEADERS = frozenset({"authorization", "cookie", "host", "origin", "referer", "x-api-key",
                                "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
@@ -125,6 +137,8 @@ class Settings:
     trusted_user_header: str | None = None
     proxy_count: int = 0
     proxy_addresses: tuple[str, ...] = ("127.0.0.1", "::1")
+    # SLUICE_ALLOWED_HOSTS as given; None when unset (then app.web.hosts decides from auth_on).
+    allowed_hosts: tuple[str, ...] | None = None
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -140,6 +154,10 @@ class Settings:
     max_tombstones: int = 10000
     # Write caught-up streams from the event loop (app.web.direct); off: gunicorn writes them.
     direct_write: bool = True
+    # The operator's own tools: `module:function` or `module` entries (app.toolbox imports
+    # them at worker start), and the seconds one tool call may run.
+    tools: tuple[str, ...] = ()
+    tool_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -202,10 +220,13 @@ class Settings:
             proxy_count=_int(env, "SLUICE_PROXY_COUNT", 0),
             # gunicorn's own variable: the addresses a proxy's X-Forwarded-* may come from.
             proxy_addresses=_list(env, "FORWARDED_ALLOW_IPS") or ("127.0.0.1", "::1"),
+            allowed_hosts=_hosts(env, "SLUICE_ALLOWED_HOSTS"),
             max_stream_bytes=_int(env, "SLUICE_MAX_STREAM_BYTES", 4 * 1024 * 1024, minimum=4096),
             max_write_bytes=_int(env, "SLUICE_MAX_WRITE_BYTES", 64 * 1024, minimum=1024),
             max_tombstones=_int(env, "SLUICE_MAX_TOMBSTONES", 10000, minimum=1),
             direct_write=_flag(env, "SLUICE_DIRECT_WRITE", True),
+            tools=_list(env, "SLUICE_TOOLS"),
+            tool_timeout=_num(env, "SLUICE_TOOL_TIMEOUT", 30, minimum=0.001),
         )
 
     def model_allowed(self, model: str) -> bool:

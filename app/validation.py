@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import jiter
 
@@ -19,10 +19,18 @@ from app.config import DEMO_MODEL, Settings
 from app.errors import RequestError
 from app.lifecycle.spec import GenerationSpec
 from app.providers.base import Message
-from app.tools import TOOLS
+from app.toolbox import Toolbox, toolbox_for
 
-# Ids Sluice makes are 22 characters; a client may choose its own of 16-64 (contract).
-STREAM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+# Ids Sluice makes are 22 characters; a client may choose its own of 16-64 (contract). Matched
+# whole (`fullmatch`): `re.match` with `$` lets a trailing newline through, and the wire's
+# `id: <stream_id>:<seq>` line would end there. docs/openapi.yaml has the same patterns.
+STREAM_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# A Last-Event-ID: an id, then a seq of 1-15 ASCII digits (`str.isdigit` also takes "²" and
+# "①", which `int()` refuses, and `int()` refuses more than 4300 digits).
+EVENT_ID_RE = re.compile(r"([A-Za-z0-9_-]{16,64}):([0-9]{1,15})")
+# The most members (of all its objects together) one JSON body may hold (contract): parsing
+# 90,000 of them holds a worker's event loop for ~0.1 s.
+MAX_JSON_MEMBERS = 10_000
 DEFAULT_MAX_TOKENS = 1024
 
 PROVIDERS = ("anthropic", "openai", "demo")
@@ -54,11 +62,49 @@ def bad(message: str, field: str | None = None) -> RequestError:
     return RequestError(400, message, field=field)
 
 
+def is_stream_id(value: object) -> TypeGuard[str]:
+    """True for a well-formed stream id (it may still name no stream)."""
+    return isinstance(value, str) and STREAM_ID_RE.fullmatch(value) is not None
+
+
 def check_stream_id(value: object, field: str = "stream_id") -> str:
     """A client-supplied stream id, or 400."""
-    if not isinstance(value, str) or not STREAM_ID_RE.match(value):
+    if not is_stream_id(value):
         raise bad("stream_id must be 16 to 64 characters of A-Z, a-z, 0-9, '_' and '-'", field)
     return value
+
+
+def parse_event_id(value: str) -> tuple[str, int] | None:
+    """(stream id, seq) of a well-formed `Last-Event-ID`; None for anything else."""
+    found = EVENT_ID_RE.fullmatch(value)
+    return (found[1], int(found[2])) if found else None
+
+
+# One object member, from where the last one (or the body) ended: everything up to and including
+# the next string that is followed by a colon. Strings are consumed whole, escapes and all, so
+# a colon or a quote inside one is never counted; possessive, so a body with no more members
+# fails at once instead of backtracking.
+_STRING = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_NEXT_MEMBER = re.compile(rb'(?:[^"]++|' + _STRING + rb'(?!\s*+:))*+' + _STRING + rb'\s*+:', re.DOTALL)
+
+
+def too_many_members(raw: bytes, limit: int = MAX_JSON_MEMBERS) -> bool:
+    """True when the JSON text `raw` holds more than `limit` object members, in all its objects.
+
+    Cheap where it matters: a body with no more colons (or strings) than that is let through
+    at once; otherwise the count stops at the first member past `limit` (~10 ms for 1 MiB),
+    so a 1 MiB body of 90,000 members is refused before the parser builds any of them.
+    """
+    if raw.count(b":") <= limit or raw.count(b'"') <= 2 * limit:
+        return False
+    pos = 0
+    match = _NEXT_MEMBER.match
+    for _ in range(limit + 1):
+        found = match(raw, pos)
+        if found is None:
+            return False
+        pos = found.end()
+    return True
 
 
 def load_json(raw: bytes) -> Any:
@@ -67,8 +113,11 @@ def load_json(raw: bytes) -> Any:
     jiter, not `json.loads`: a body nested thousands deep would raise `RecursionError` (a 500)
     from the stdlib, and a lone surrogate (`"\\ud800"`) would be accepted, only to fail at
     the upstream call. jiter stops at 200 levels, refuses text that is not Unicode, `NaN` and
-    duplicate keys. The schema itself is 3 levels deep (`{"messages": [{...}]}`).
+    duplicate keys. The schema itself is 3 levels deep (`{"messages": [{...}]}`). More than
+    MAX_JSON_MEMBERS object members is a 400 before parsing.
     """
+    if too_many_members(raw):
+        raise bad(f"The body holds more than {MAX_JSON_MEMBERS} JSON object members")
     try:
         return jiter.from_json(raw, allow_inf_nan=False, cache_mode="keys", catch_duplicate_keys=True)
     except ValueError as exc:
@@ -129,7 +178,7 @@ class _Reader:
             value = _from_text(value)
         return parse(value, key)
 
-    def tools(self) -> tuple[str, ...]:
+    def tools(self, known: Toolbox) -> tuple[str, ...]:
         value = self.given("tools")
         if value is None:
             return ()
@@ -138,9 +187,9 @@ class _Reader:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("tools must be a list of tool names", "tools")
         for name in value:
-            if name not in TOOLS:
+            if name not in known:
                 shown = _unicode(name, "tools")[:40]
-                raise bad(f"unknown tool {shown!r}; known tools: {', '.join(sorted(TOOLS))}", "tools")
+                raise bad(f"unknown tool {shown!r}; known tools: {', '.join(sorted(known.names()))}", "tools")
         return tuple(dict.fromkeys(value))
 
 
@@ -230,7 +279,7 @@ def parse_spec(
         system=read.string("system") or None,
         max_tokens=min(DEFAULT_MAX_TOKENS, settings.max_tokens) if max_tokens is None else max_tokens,
         temperature=temperature,
-        tools=read.tools(),
+        tools=read.tools(toolbox_for(settings)),
         response_format=read.choice("response_format", RESPONSE_FORMATS, "text"),
         chunking=read.choice("chunking", CHUNKINGS, "token"),
         reasoning=read.choice("reasoning", REASONING_EFFORTS, "off"),

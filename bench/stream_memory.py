@@ -41,7 +41,7 @@ port, n = int(sys.argv[1]), int(sys.argv[2])
 socks = []
 for i in range(n):
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /stream?prompt=m%d+%%5Bfake+stall_after%%3D2%%5D HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+    s.sendall(b"GET /stream?prompt=m%d+%%5Bfake+stall_after%%3D2%%5D HTTP/1.1\r\nHost: localhost\r\n\r\n" % i)
     socks.append(s)
 for s in socks:
     got = b""

@@ -58,7 +58,7 @@ class Journal:
         self._done = False  # `[DONE]` is in
         self.nbytes = 0
         self.max_bytes = max_bytes  # 0: unbounded
-        self._prefix = f"id: {stream_id}:".encode()
+        self._prefix = sse.id_prefix(stream_id)  # the hot path's: checked once, here
         self._wake: Event | None = None  # made by the first `wait_after` that has to wait
         self._waiters = 0
         self._listeners: list[Callable[[], None]] = []

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import gevent
+from gevent.pool import Group
 
 from app.config import Settings
 from app.errors import UpstreamError
@@ -43,7 +44,7 @@ from app.providers.base import (
     Usage,
 )
 from app.sse import Entry
-from app.tools import TOOLS, run_tool
+from app.toolbox import toolbox_for
 
 ProviderFactory = Callable[[str], Provider]
 
@@ -144,19 +145,34 @@ class Producer:
             max_tokens=spec.max_tokens,
             system=spec.system,
             temperature=spec.temperature,
-            tools=tuple(TOOLS[name].spec for name in spec.tools),
+            tools=tuple(toolbox_for(self.gen.settings).spec(name) for name in spec.tools),
             json_mode=spec.response_format == "json",
             reasoning=spec.reasoning,
         )
 
     def _run_tools(self, calls: list[ToolCallPart]) -> tuple[ToolResultPart, ...]:
+        """Run a round's tool calls side by side (each in its own greenlet); results in call order.
+
+        A kill of the producer (cancel, deadline) kills the running tools with it: no result of
+        theirs is emitted or sent to the model.
+        """
+        toolbox, trace = toolbox_for(self.gen.settings), self.gen.trace
+
+        def run(call: ToolCallPart) -> tuple[str, bool]:
+            with trace.tool(call.name, call.id):
+                return toolbox.run(call.name, call.arguments)
+
+        group = Group()
+        running = [group.spawn(run, call) for call in calls]
         results = []
-        for call in calls:
-            with self.gen.trace.tool(call.name, call.id):
-                content, is_error = run_tool(call.name, call.arguments)
-            results.append(ToolResultPart(call.id, call.name, content, is_error))
-            self.gen.emit({"type": "tool_result", "id": call.id, "name": call.name,
-                           "content": content, "is_error": is_error})
+        try:
+            for call, greenlet in zip(calls, running, strict=True):
+                content, is_error = greenlet.get()
+                results.append(ToolResultPart(call.id, call.name, content, is_error))
+                self.gen.emit({"type": "tool_result", "id": call.id, "name": call.name,
+                               "content": content, "is_error": is_error})
+        finally:
+            group.kill(block=False)  # nothing left to kill unless the producer itself was
         return tuple(results)
 
     def _retry_after(self, exc: UpstreamError, conversation: list[Message]) -> bool:

@@ -20,10 +20,11 @@ from app.lifecycle.slots import Slot
 from app.lifecycle.spec import GenerationSpec
 from app.validation import (
     QUERY_EXTRAS,
-    STREAM_ID_RE,
     bad,
     check_stream_id,
+    is_stream_id,
     load_json,
+    parse_event_id,
     parse_spec,
 )
 from app.web import direct
@@ -97,17 +98,6 @@ def _last_event_id() -> str | None:
     return value if value else None
 
 
-def _split_event_id(value: str) -> tuple[str, int] | None:
-    stream_id, _, seq = value.rpartition(":")
-    if not stream_id or not seq.isdigit():
-        return None
-    try:
-        check_stream_id(stream_id)
-    except RequestError:
-        return None
-    return stream_id, int(seq)
-
-
 def _unknown_stream() -> RequestError:
     # A malformed id in a path names no resource: 404, like any unknown id.
     return RequestError(404, "No such stream (it never existed, or its replay has expired)", type="not_found")
@@ -153,7 +143,7 @@ def _resume_from_header() -> Response | None:
     value = _last_event_id()
     if value is None:
         return None
-    parsed = _split_event_id(value)
+    parsed = parse_event_id(value)
     if parsed is None:
         return _no_content()
     return _resume(*parsed)
@@ -230,11 +220,11 @@ def stream_events(stream_id: str) -> Response:
     seq = 0
     value = _last_event_id()
     if value is not None:
-        parsed = _split_event_id(value)
+        parsed = parse_event_id(value)
         if parsed is None or parsed[0] != stream_id:
             return _no_content()
         seq = parsed[1]
-    if not STREAM_ID_RE.match(stream_id):
+    if not is_stream_id(stream_id):
         raise _unknown_stream()
     if registry().feed(stream_id, principal()) is None:
         later = _come_back_later()
@@ -249,9 +239,9 @@ def stream_events(stream_id: str) -> Response:
 @bp.get("/streams/<stream_id>")
 def stream_status(stream_id: str) -> Response:
     """JSON status of a generation."""
-    status = registry().status(stream_id, principal()) if STREAM_ID_RE.match(stream_id) else None
+    status = registry().status(stream_id, principal()) if is_stream_id(stream_id) else None
     if status is None:
-        if STREAM_ID_RE.match(stream_id) and _cannot_tell():
+        if is_stream_id(stream_id) and _cannot_tell():
             # Not "no such stream": it may run on another worker. A script asks again.
             raise RequestError(503, "The shared backend cannot tell right now; try again in a moment",
                                type="overloaded", headers={"Retry-After": "1"})

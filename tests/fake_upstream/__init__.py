@@ -48,7 +48,7 @@ Each request's behaviour comes from a directive in the last user message that ha
                     ``<think>...</think>`` content); Responses: summary (default) or ``reasoning_text``
 ``cache_read=N``    usage: Anthropic ``cache_read_input_tokens`` (``cache_write=N``: ..._creation_...);
                     OpenAI: N of the input tokens reported as cached (``cached_tokens``; ``cached=N`` too)
-``calls=N``         OpenAI: with ``tool=``, N parallel calls of it
+``calls=N``         with ``tool=``, N parallel calls of it (every wire)
 ``error_as=failed`` Responses: the mid-stream failure is ``response.failed``, not an ``error`` event
 ==================  ==============================================================================
 

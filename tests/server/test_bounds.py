@@ -63,7 +63,7 @@ def read_raw_chunks(server: Gunicorn, path: str, limit_s: float = 30) -> list[in
     """GET `path` over a raw socket and return the size of each HTTP chunk of the body."""
     host, port = server.url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
     raw = b""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
