@@ -15,6 +15,7 @@ from app.lifecycle.registry import Registry
 from app.observability.logging import adopt, configure_logging
 from app.providers import ProviderPool
 from app.toolbox import toolbox_for
+from app.web.proxy import TrustedProxyFix
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +58,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(quota.bp)
-    _trust_proxy(app, settings.proxy_count)
+    if settings.proxy_count > 0:
+        # X-Forwarded-* only from the proxy's own address (FORWARDED_ALLOW_IPS): app.web.proxy.
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_count, settings.proxy_addresses)  # type: ignore[method-assign]
     direct.install(app, worker)  # outermost: it sees the response every other layer has finished
     if not registry.backend.shared:
         if worker is not None:
@@ -70,10 +73,3 @@ def create_app(settings: Settings | None = None) -> Flask:
     gc.freeze()
     return app
 
-
-def _trust_proxy(app: Flask, count: int) -> None:
-    """Honour X-Forwarded-* only when told a proxy is in front (SLUICE_PROXY_COUNT=N)."""
-    if count > 0:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]

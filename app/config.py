@@ -141,6 +141,8 @@ class Settings:
     shutdown_grace_seconds: float
     otel_traces: bool = False
     max_body_bytes: int = 1024 * 1024
+    # Open event-stream responses (streams and attaches) per client, on every worker and host.
+    max_responses_per_client: int = 32
     max_replay_events: int = 20000
     # Per worker, the bytes ended generations may hold for replay (the oldest are forgotten first).
     replay_max_bytes: int = 64 * 1024 * 1024
@@ -232,6 +234,7 @@ class Settings:
             api_keys=_list(env, "SLUICE_API_KEYS"),
             allowed_origins=tuple(o.rstrip("/") for o in _list(env, "SLUICE_ALLOWED_ORIGINS")),
             max_streams_per_client=_int(env, "SLUICE_MAX_STREAMS_PER_CLIENT", 8, minimum=1),
+            max_responses_per_client=_int(env, "SLUICE_MAX_RESPONSES_PER_CLIENT", 32, minimum=1),
             send_timeout=_num(env, "SLUICE_SEND_TIMEOUT", 30, minimum=0.1),
             max_tool_rounds=_int(env, "SLUICE_MAX_TOOL_ROUNDS", 8, minimum=1),
             midstream_recovery=_flag(env, "SLUICE_MIDSTREAM_RECOVERY", True),

@@ -90,7 +90,8 @@ def main() -> None:
     fake_url = fake.stdout.readline().strip()
     os.environ.update(base_env(
         SLUICE_PROVIDER="anthropic", ANTHROPIC_API_KEY="sk-bench", ANTHROPIC_BASE_URL=fake_url,
-        SLUICE_MAX_STREAMS_PER_CLIENT=str(args.streams + 10), SLUICE_DISCONNECT_GRACE_SECONDS="1",
+        SLUICE_MAX_STREAMS_PER_CLIENT=str(args.streams + 10),
+        SLUICE_MAX_RESPONSES_PER_CLIENT=str(args.streams + 10), SLUICE_DISCONNECT_GRACE_SECONDS="1",
     ))
     if args.gunicorn:
         measure_in_gunicorn(args.streams)

@@ -12,7 +12,11 @@ so each caller depends only on the group it uses:
   events (a `Feed` to replay and follow), their followers, and delivering a cancel to whichever
   worker owns them.
 
-`Backend` holds the three and its own life (start, settle, close, ready). A backend never sees
+- `Slots` (`backend.slots`): places a client holds at once, counted on every worker and host
+  (its open event-stream responses, SLUICE_MAX_RESPONSES_PER_CLIENT; its running generations,
+  SLUICE_MAX_STREAMS_PER_CLIENT).
+
+`Backend` holds the four and its own life (start, settle, close, ready). A backend never sees
 a `Generation`: it mirrors a `Mirrored` view (its events after a seq and its status), and what
 it must ask of this worker (a cancel from elsewhere, followers that left) goes through `Local`,
 which the registry implements. `MemoryBackend` is the single-process answer: its own
@@ -177,8 +181,16 @@ class Remote(Protocol):
         """True if clients follow `stream_id` (one of this worker's) through other workers."""
         ...
 
-    def active(self, client: str) -> int:
-        """Running generations of `client` on the other workers (0 if not tracked)."""
+
+class Slots(Protocol):
+    """Places a client holds at once (e.g. open responses), counted wherever it holds them."""
+
+    def reserve(self, kind: str, client: str, limit: int) -> bool:
+        """Take one of `client`'s `limit` places of `kind`, atomically; False when all are taken."""
+        ...
+
+    def release(self, kind: str, client: str) -> None:
+        """Give one back. Never blocks (it may be called from the event loop's callbacks)."""
         ...
 
 
@@ -205,7 +217,7 @@ class Ledger(Protocol):
 
 
 class Backend(Protocol):
-    """Cross-worker state: the three groups and their life. Safe to call from any greenlet."""
+    """Cross-worker state: the four groups and their life. Safe to call from any greenlet."""
 
     shared: bool
     """True when other workers/hosts can see this worker's generations (Redis)."""
@@ -221,6 +233,9 @@ class Backend(Protocol):
 
     @property
     def ledger(self) -> Ledger: ...
+
+    @property
+    def slots(self) -> Slots: ...
 
     def start(self, local: Local) -> None:
         """Begin background work (e.g. the pub/sub listener); `local` answers for this worker."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import gevent
@@ -18,6 +19,7 @@ from app.lifecycle import direct
 from app.lifecycle.budget import Budgets, Hold
 from app.lifecycle.ended import Ended
 from app.lifecycle.generation import Generation, ProviderFactory
+from app.lifecycle.slots import Slot
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.usage import BREAKDOWN
 from app.observability import metrics
@@ -28,6 +30,8 @@ from app.sse import Entry
 log = logging.getLogger("sluice.registry")
 
 SETTLE_MAX = 30.0  # s a drained worker waits at most for Redis to take its endings
+RESPONSES = "responses"  # the slots of open event-stream responses (SLUICE_MAX_RESPONSES_PER_CLIENT)
+GENERATIONS = "generations"  # the slots of running generations (SLUICE_MAX_STREAMS_PER_CLIENT)
 
 
 def visible_to(owner: str | None, principal: str | None) -> bool:
@@ -103,7 +107,6 @@ class Registry:
         self._expiry: Any = None  # one libev timer: the oldest ended generation's replay TTL
         self.draining = False
         self.closing = False  # past the drain deadline: what still runs is being ended
-        self._per_client: Counter[str] = Counter()
         self._live = 0  # running generations: `running()` walks every one kept for replay too
         self._started = False
         self.tracing = Tracing(settings.otel_traces)
@@ -123,6 +126,17 @@ class Registry:
     def active(self) -> list[Generation]:
         """This worker's generations that are still running (what SLUICE_MAX_STREAMS bounds)."""
         return [g for g in self.local.values() if g.running]
+
+    # -- open responses -----------------------------------------------------------------------
+
+    def open_response(self, client: str) -> Slot:
+        """A place for one more event-stream response of `client` (SLUICE_MAX_RESPONSES_PER_CLIENT,
+        on every worker and host), or `RequestError` 429. The response's body releases it."""
+        slots = self.backend.slots
+        if not slots.reserve(RESPONSES, client, self.settings.max_responses_per_client):
+            raise RequestError(429, "Too many open streams for this client; close one first",
+                               type="rate_limit", headers={"Retry-After": "5"})
+        return Slot(partial(slots.release, RESPONSES, client))
 
     # -- start --------------------------------------------------------------------------------
 
@@ -147,31 +161,43 @@ class Registry:
         if self._live >= self.settings.max_streams:
             raise RequestError(503, "The server is at capacity; try again shortly", type="overloaded",
                                headers={"Retry-After": "5"})
-        busy = self._per_client[client] + self.backend.remote.active(client)
-        if busy >= self.settings.max_streams_per_client:
-            raise RequestError(429, "Too many streams running for this client; wait for one to end",
-                               type="rate_limit", headers={"Retry-After": "5"})
-        stream_id = spec.stream_id or new_stream_id()
-        if stream_id in self.local or stream_id in self.ended:
-            raise RequestError(409, "stream_id is already in use", field="stream_id")
-        # Before the claim: a refusal (429) must leave the id free for a retry.
-        spec, hold = self.budgets.reserve(spec, owner or client)
-        if not self.backend.ids.claim(stream_id, self.settings.max_duration + 60):
+        # Both counts are taken here, before anything below yields to another request (the Redis
+        # calls do), and given back if the start fails: checked and counted in one step, so
+        # parallel requests cannot all pass the check first (issue 22).
+        self._live += 1
+        slots = self.backend.slots
+        reserved = False
+        hold: Hold | None = None
+        try:
+            reserved = slots.reserve(GENERATIONS, client, self.settings.max_streams_per_client)
+            if not reserved:
+                raise RequestError(429, "Too many streams running for this client; wait for one to end",
+                                   type="rate_limit", headers={"Retry-After": "5"})
+            stream_id = spec.stream_id or new_stream_id()
+            if stream_id in self.local or stream_id in self.ended:
+                raise RequestError(409, "stream_id is already in use", field="stream_id")
+            # Before the claim: a refusal (429) must leave the id free for a retry.
+            spec, hold = self.budgets.reserve(spec, owner or client)
+            if not self.backend.ids.claim(stream_id, self.settings.max_duration + 60):
+                raise RequestError(409, "stream_id is already in use", field="stream_id")
+            cancelled = self.backend.ids.take_tombstone(stream_id, owner)
+            gen = _Followed(
+                stream_id, spec, self.settings, self.providers,
+                owner=owner, client=client, on_entry=self._entry_hook, on_end=self._end_hook,
+                on_ending=self._settle_hook,
+                trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
+                backend=self.backend,
+            )
+        except BaseException:
+            self._live -= 1
+            if reserved:
+                slots.release(GENERATIONS, client)
             if hold is not None:
                 self.budgets.settle(hold, {})
-            raise RequestError(409, "stream_id is already in use", field="stream_id")
+            raise
         if hold is not None:
             self._holds[stream_id] = hold
-        cancelled = self.backend.ids.take_tombstone(stream_id, owner)
-        gen = _Followed(
-            stream_id, spec, self.settings, self.providers,
-            owner=owner, client=client, on_entry=self._entry_hook, on_end=self._end_hook, on_ending=self._settle_hook,
-            trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
-            backend=self.backend,
-        )
         self.local[stream_id] = gen
-        self._per_client[client] += 1
-        self._live += 1
         metrics.generation_started()
         view: Mirrored = GenerationView(gen)
         self.backend.mirror.add(view)
@@ -191,9 +217,7 @@ class Registry:
 
     def _on_end(self, gen: Generation) -> None:
         self._live -= 1
-        self._per_client[gen.client] -= 1
-        if self._per_client[gen.client] <= 0:
-            del self._per_client[gen.client]
+        self.backend.slots.release(GENERATIONS, gen.client)
         usage = gen.usage()
         self._settle(gen)  # already done, unless the generation never got to its ending
         metrics.generation_finished(

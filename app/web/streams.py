@@ -17,6 +17,7 @@ from app.backends.base import Feed
 from app.errors import RequestError
 from app.lifecycle.delivery import Delivery
 from app.lifecycle.registry import Registry
+from app.lifecycle.slots import Slot
 from app.lifecycle.spec import GenerationSpec
 from app.validation import (
     QUERY_EXTRAS,
@@ -64,20 +65,31 @@ def _query() -> dict[str, Any]:
     return out
 
 
-def _sse_response(feed: Feed, after_seq: int, *, attached: bool = False, status: int = 200) -> Response:
+def _sse_response(feed: Feed, after_seq: int, slot: Slot, *, attached: bool = False) -> Response:
+    """The event-stream response; its body owns `slot` (the client's place, `_open`) from here on."""
     cfg = settings()
-    body = Delivery(
-        feed,
-        after_seq,
-        heartbeat=cfg.heartbeat_seconds,
-        client_socket=request.environ.get("gunicorn.socket"),
-        send_timeout=cfg.send_timeout,
-        attached=attached,
-        max_write=cfg.max_write_bytes,
-    )
-    if cfg.direct_write:
-        direct.offer(request.environ, body, feed)
-    return Response(body, status=status, headers=sse.HEADERS)
+    try:
+        body = Delivery(
+            feed,
+            after_seq,
+            heartbeat=cfg.heartbeat_seconds,
+            client_socket=request.environ.get("gunicorn.socket"),
+            send_timeout=cfg.send_timeout,
+            attached=attached,
+            max_write=cfg.max_write_bytes,
+            slot=slot,
+        )
+        if cfg.direct_write:
+            direct.offer(request.environ, body, feed)
+        return Response(body, status=200, headers=sse.HEADERS)
+    except BaseException:
+        slot.release()  # no body will close: give the place back (a second release is a no-op)
+        raise
+
+
+def _open() -> Slot:
+    """A place for one more open response of this client, or 429 (SLUICE_MAX_RESPONSES_PER_CLIENT)."""
+    return registry().open_response(client_key())
 
 
 def _last_event_id() -> str | None:
@@ -131,7 +143,7 @@ def _resume(stream_id: str | None, seq: int, unknown: Callable[[], Response] = _
         return unknown()
     if feed.closed and not ready:
         return _no_content()
-    return _sse_response(feed, seq)
+    return _sse_response(feed, seq, _open())
 
 
 def _unknown_attach() -> Response:
@@ -151,15 +163,20 @@ def _resume_from_header() -> Response | None:
 
 def _start(spec: GenerationSpec) -> Response:
     reg = registry()
-    if spec.stream_id is not None:
-        feed = reg.feed(spec.stream_id, principal())
-        if feed is not None:
-            # The same client-chosen id again (a reload, a retried request): attach, never rerun.
-            return _sse_response(feed, 0)
-    gen = reg.create(
-        spec, owner=principal(), client=client_key(), attached=True, trace_headers=dict(request.headers)
-    )
-    return _sse_response(gen, 0, attached=True)
+    slot = _open()  # before the generation: a response refused here starts nothing
+    try:
+        if spec.stream_id is not None:
+            feed = reg.feed(spec.stream_id, principal())
+            if feed is not None:
+                # The same client-chosen id again (a reload, a retried request): attach, never rerun.
+                return _sse_response(feed, 0, slot)
+        gen = reg.create(
+            spec, owner=principal(), client=client_key(), attached=True, trace_headers=dict(request.headers)
+        )
+    except BaseException:
+        slot.release()
+        raise
+    return _sse_response(gen, 0, slot, attached=True)
 
 
 @bp.get("/stream")

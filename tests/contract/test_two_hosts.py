@@ -29,7 +29,7 @@ def hosts(upstream: FakeUpstream) -> Iterator[tuple[Gunicorn, Gunicorn]]:
         upstream,
         SLUICE_API_KEYS=f"{KEY_A},{KEY_B}",
         SLUICE_SECRET_KEY="two-hosts-shared-secret-" + "k" * 20,
-        SLUICE_MAX_STREAMS_PER_CLIENT="50",
+        SLUICE_MAX_STREAMS_PER_CLIENT="50", SLUICE_MAX_RESPONSES_PER_CLIENT="50",
     )
     with two_hosts(env) as both:
         yield both

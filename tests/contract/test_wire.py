@@ -37,7 +37,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def srv(upstream: FakeUpstream) -> Iterator[Gunicorn]:
-    with Gunicorn(sluice_env(upstream, SLUICE_HEARTBEAT_SECONDS="1", SLUICE_MAX_STREAMS_PER_CLIENT="50")) as server:
+    with Gunicorn(sluice_env(upstream, SLUICE_HEARTBEAT_SECONDS="1", SLUICE_MAX_STREAMS_PER_CLIENT="50",
+                             SLUICE_MAX_RESPONSES_PER_CLIENT="50")) as server:
         yield server
 
 

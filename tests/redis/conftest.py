@@ -97,7 +97,8 @@ def redis_env(fake: FakeUpstream, redis_url: str | None, **overrides: str) -> di
     """Sluice pointed at the fake upstream and (when given) at Redis; short timers."""
     if redis_url:
         overrides = {"SLUICE_REDIS_URL": redis_url, **overrides}
-    return sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="200", **overrides)
+    limits = {"SLUICE_MAX_STREAMS_PER_CLIENT": "200", "SLUICE_MAX_RESPONSES_PER_CLIENT": "200"}
+    return sluice_env(fake, **{**limits, **overrides})
 
 
 @pytest.fixture

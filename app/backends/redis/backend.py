@@ -16,6 +16,7 @@ life; each part is a module of its own:
     remote.py      `backend.remote`: other workers' generations: status, feed, cancel
     feed.py        following a generation owned by another worker (XREAD BLOCK)
     presence.py    followers on other workers (so the owner does not cancel for "disconnect")
+    slots.py       `backend.slots`: places a client holds on every worker (open responses)
     messages.py    cancel / idle messages to the owner worker
     listener.py    the pub/sub listener greenlet and its once-a-second tick
     ledger.py      `backend.ledger`: budget counters, reserved and settled by Lua scripts
@@ -37,6 +38,7 @@ from app.backends.redis.ledger import RedisLedger
 from app.backends.redis.listener import Listener
 from app.backends.redis.presence import Presence
 from app.backends.redis.remote import RedisRemote
+from app.backends.redis.slots import RedisSlots
 from app.backends.redis.writer import Writer
 from app.config import Settings
 
@@ -52,7 +54,8 @@ class RedisBackend:
         lifetimes = Lifetimes.of(settings)
         self.presence = Presence(self.connection, lifetimes)
         self.writer = Writer(self.connection, lifetimes, settings.max_replay_events)
-        self.listener = Listener(self.connection, self.presence, self.writer.holds)
+        self.slots = RedisSlots(self.connection)
+        self.listener = Listener(self.connection, self.presence, self.writer.holds, self.slots)
         self.connection.on_return = self.writer.resync
         self.ids = RedisIds(self.connection)
         self.mirror = self.writer

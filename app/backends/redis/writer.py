@@ -47,7 +47,6 @@ from app.backends.redis.connection import Connection
 from app.backends.redis.keys import (
     ALIVE_TTL,
     Lifetimes,
-    client_active_key,
     encode_progress,
     encode_status,
     entry_id,
@@ -239,17 +238,13 @@ class Writer:
             raise
 
     def _queue_registration(self, pipe: Any, view: Mirrored) -> None:
-        """Claim, status hash and client count of a generation, queued on `pipe`."""
-        worker_id, ttl, running_ttl = self.connection.worker_id, self.lifetimes.of_view(view), self.lifetimes.running
+        """Claim and status hash of a generation, queued on `pipe`. (Its client's count is a
+        slot, taken atomically at the start: app.backends.redis.slots.)"""
+        worker_id, ttl = self.connection.worker_id, self.lifetimes.of_view(view)
         meta = stream_key(view.id, "meta")
         pipe.set(stream_key(view.id, "claim"), worker_id, ex=ttl)
         pipe.hset(meta, mapping=encode_status(view, worker_id))
         pipe.expire(meta, ttl)
-        active = client_active_key(view.client)
-        if view.running:
-            pipe.zremrangebyscore(active, "-inf", time.time())
-            pipe.zadd(active, {f"{worker_id}|{view.id}": time.time() + running_ttl})
-            pipe.expire(active, running_ttl)
 
     def _write(self, batch: dict[str, Copy]) -> None:
         worker_id = self.connection.worker_id
@@ -291,7 +286,6 @@ class Writer:
                 pipe.hset(meta, mapping=encode_status(view, worker_id))
                 for part in ("meta", "events", "claim", "subs"):
                     pipe.expire(stream_key(view.id, part), self.lifetimes.replay)
-                pipe.zrem(client_active_key(view.client), f"{worker_id}|{view.id}")
             elif new and (now - m.progress_at >= PROGRESS_INTERVAL or m.written == 0):
                 pipe.hset(meta, mapping=encode_progress(last, view.status()["usage"]))
                 # Expiries again with each progress update: a Redis that lost its data (a
