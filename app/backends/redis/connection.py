@@ -20,10 +20,11 @@ from typing import Any
 
 import redis
 from gevent.event import Event
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.retry import Retry
 
+from app.backends.redis.cluster import cluster_client, is_cluster_url
 from app.backends.redis.keys import redacted_url
 
 log = logging.getLogger("sluice.redis")
@@ -49,6 +50,7 @@ class Connection:
         self.refusing = False  # down because Redis refuses writes (it still answers reads)
         self._resync_until = 0.0
         self._scripts: dict[str, Any] = {}
+        self.cluster = is_cluster_url(url)  # a Redis Cluster (app.backends.redis.cluster)
 
     def open(self) -> None:
         """Name this worker and create the clients (they connect on their first command)."""
@@ -64,15 +66,32 @@ class Connection:
             # a request must learn fast that Redis is gone, and fall back to local behaviour.
             "retry": Retry(NoBackoff(), 1),
         }
-        self.client = redis.Redis.from_url(self.url, **options)
-        self.pubsub_client = redis.Redis.from_url(self.url, **options)
+        if self.cluster:
+            self._open_cluster(options)
+        else:
+            self.client = redis.Redis.from_url(self.url, **options)
+            self.pubsub_client = redis.Redis.from_url(self.url, **options)
         log.info("shared backend: Redis at %s (worker %s)", redacted_url(self.url), self.worker_id)
 
-    def close(self) -> None:
+    def _open_cluster(self, options: dict[str, Any]) -> None:
+        # One client: the subscriber takes a connection of its own from the node's pool. A
+        # few quick retries: a redirection after a failover costs a refresh of the slot map.
+        options = {**options, "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)}
+        self.client = self.pubsub_client = cluster_client(self.url, options)
+
+    def drop_idle(self) -> None:
+        """Drop pooled connections after a failover (they may lead to the old primary). A
+        Cluster client needs none of it: the old primary answers MOVED, which it follows."""
+        if self.cluster:
+            return
         for c in (self.client, self.pubsub_client):
             if c is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    c.close()
+                c.connection_pool.disconnect(inuse_connections=False)
+
+    def close(self) -> None:
+        for c in {id(c): c for c in (self.client, self.pubsub_client) if c is not None}.values():
+            with contextlib.suppress(RedisError, OSError):
+                c.close()
 
     def ready(self) -> tuple[bool, str]:
         """(ready, reason) for /readyz: a PING, unless Redis is known down or just came back."""
@@ -114,9 +133,7 @@ class Connection:
             # (XREAD BLOCK) is cut with "UNBLOCKED ... (master -> replica?)". The URL's name (DNS,
             # proxy, cloud endpoint) leads new connections to the new primary; pooled ones would
             # ask the old one (stale reads, then READONLY again, a second outage) until they fail.
-            for c in (self.client, self.pubsub_client):
-                if c is not None:
-                    c.connection_pool.disconnect(inuse_connections=False)
+            self.drop_idle()
 
     def mark_up(self) -> None:
         was = self._state

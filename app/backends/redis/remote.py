@@ -83,7 +83,7 @@ class RedisRemote:
             else:
                 return "unknown"
             message = {"op": "cancel", "sid": stream_id, "reason": reason, "owner": owner}
-            messages.send(conn.client, worker, message, inbox=True)
+            messages.send(conn, worker, message, inbox=True)
             if not meta:
                 return "unknown"
             self._await_end(stream_id, status["events"])

@@ -112,7 +112,7 @@ class RedisSlots(LocalSlots):
             # cut) still reaches the old primary, now a replica. Reads there go through, this
             # write does not: drop the idle connections and try once more on a new one (the URL
             # leads to the new primary), rather than take Redis "down" for the whole worker.
-            conn.client.connection_pool.disconnect(inuse_connections=False)
+            conn.drop_idle()
             return conn.script(source)(keys=keys, args=args)
 
     def tick(self) -> None:

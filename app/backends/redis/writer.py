@@ -43,6 +43,7 @@ from gevent.event import Event
 from redis.exceptions import RedisError, ResponseError
 
 from app.backends.base import Mirrored
+from app.backends.redis.cluster import per_slot
 from app.backends.redis.connection import Connection
 from app.backends.redis.keys import (
     ALIVE_TTL,
@@ -265,8 +266,20 @@ class Writer:
         if not todo:
             return
         now = time.monotonic()
+        if self.connection.cluster:
+            # A transaction holds one slot's keys: one per slot, the alive key on its own.
+            r.set(worker_alive(worker_id), "1", ex=ALIVE_TTL)
+            for group in per_slot(todo, lambda m: stream_key(m.view.id, "meta")):
+                self._send(r.pipeline(transaction=True), group, now)
+            return
         pipe = r.pipeline(transaction=True)
         pipe.set(worker_alive(worker_id), "1", ex=ALIVE_TTL)  # a worker that writes is alive
+        self._send(pipe, todo, now)
+
+    def _send(self, pipe: Any, todo: list[Copy], now: float) -> None:
+        """One transaction writing `todo` (new entries, progress or end); their copies learn
+        what was written once Redis took it all."""
+        worker_id = self.connection.worker_id
         plan: list[tuple[Copy, int, bool]] = []
         for m in todo:
             view = m.view

@@ -1,0 +1,108 @@
+"""A private Redis Cluster for the tests: three primaries and a replica each, made by
+`redis-server --cluster-enabled yes` and `redis-cli --cluster create`, on free ports (the
+cluster bus listens on port + 10000, so every port stays at or below 55535)."""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from redis.crc import key_slot
+
+from tests.redis.conftest import RedisProcess
+
+PRIMARIES = 3
+BUS_OFFSET = 10000
+
+
+def _cluster_port() -> int:
+    """A port that is free, and whose bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 55535 - 1)
+        try:
+            for p in (port, port + BUS_OFFSET):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisClusterProcess:
+    """Six nodes (three primaries, three replicas); `url` is Sluice's `redis+cluster://`."""
+
+    def __init__(self, binary: str, cli: str) -> None:
+        self.binary, self.cli = binary, cli
+        self.dir = Path(tempfile.mkdtemp(prefix="sluice-cluster-"))
+        self.nodes: list[RedisProcess] = []
+
+    @property
+    def url(self) -> str:
+        seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+        return f"redis+cluster://{seeds}"
+
+    def start(self) -> RedisClusterProcess:
+        for i in range(PRIMARIES * 2):
+            node = RedisProcess(
+                self.binary, "--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / f"nodes-{i}.conf"),
+                "--cluster-node-timeout", "2000", "--dir", str(self.dir), "--maxmemory-policy", "noeviction",
+            )
+            node.port = _cluster_port()
+            self.nodes.append(node.start())
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run([self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every node says the cluster is ok and every slot's primary has its replica."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                ok = all("cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO") for n in self.nodes)
+                if ok and all(self._replica_synced(n) for n in self.nodes):
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the cluster did not become ok")
+
+    @staticmethod
+    def _replica_synced(node: RedisProcess) -> bool:
+        info = node.client().info("replication")
+        return info["role"] == "master" or info.get("master_link_status") == "up"
+
+    def primary_of(self, key: str) -> RedisProcess:
+        """The node that serves `key`'s slot now."""
+        slot = key_slot(key.encode())
+        for start, end, primary, *_ in self.nodes[0].client().execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == int(primary[1]))
+        raise RuntimeError(f"no primary for slot {slot}")
+
+    def fail_over(self, key: str, timeout: float = 20.0) -> tuple[RedisProcess, RedisProcess]:
+        """`CLUSTER FAILOVER` on the replica of `key`'s primary; (old primary, new primary)."""
+        old = self.primary_of(key)
+        old_id = old.client().execute_command("CLUSTER", "MYID")
+        replica = next(n for n in self.nodes
+                       if n.client().info("replication").get("master_port") == old.port)
+        assert replica.client().execute_command("CLUSTER", "FAILOVER")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if replica.client().info("replication")["role"] == "master" and \
+                    old.client().info("replication").get("master_port") == replica.port:
+                self.wait_ok()
+                return old, replica
+            time.sleep(0.05)
+        raise RuntimeError(f"no failover from {old.port} ({old_id}) to {replica.port}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
