@@ -18,10 +18,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 import redis
 from gevent.event import Event
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
 from app.backends.redis.cluster import cluster_client, is_cluster_url
@@ -51,6 +53,8 @@ class Connection:
         self._resync_until = 0.0
         self._scripts: dict[str, Any] = {}
         self.cluster = is_cluster_url(url)  # a Redis Cluster (app.backends.redis.cluster)
+        self._cluster_options: dict[str, Any] = {}
+        self._opening: Event | None = None  # set once the Cluster client is made (or failed)
 
     def open(self) -> None:
         """Name this worker and create the clients (they connect on their first command)."""
@@ -76,8 +80,31 @@ class Connection:
     def _open_cluster(self, options: dict[str, Any]) -> None:
         # One client: the subscriber takes a connection of its own from the node's pool. A
         # few quick retries: a redirection after a failover costs a refresh of the slot map.
-        options = {**options, "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)}
-        self.client = self.pubsub_client = cluster_client(self.url, options)
+        self._cluster_options = {**options, "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)}
+        self._opening = Event()
+        with contextlib.suppress(RedisError, OSError):
+            self.open_cluster()
+
+    def open_cluster(self) -> None:
+        """Create the Cluster client if there is none yet (the listener retries a failed one).
+
+        Trap: unlike `redis.Redis`, `RedisCluster` asks the seed nodes for the slot map as it is
+        made, which yields to other requests: they wait for it (`usable`) rather than find no
+        client and count their places on this worker alone.
+        """
+        if self.client is not None:
+            return
+        try:
+            self.client = self.pubsub_client = cluster_client(self.url, self._cluster_options)
+        except RedisClusterException as exc:  # not a RedisError: no seed node answered
+            self.mark_down(RedisConnectionError(str(exc)))
+            raise RedisConnectionError(str(exc)) from exc
+        except (RedisError, OSError) as exc:
+            self.mark_down(exc)
+            raise
+        finally:
+            if self._opening is not None:
+                self._opening.set()
 
     def drop_idle(self) -> None:
         """Drop pooled connections after a failover (they may lead to the old primary). A
@@ -112,6 +139,9 @@ class Connection:
 
     def usable(self) -> bool:
         """False while Redis is known to be down: request paths then skip it at once."""
+        if self.client is None and self._opening is not None and not self._opening.is_set() and \
+                gevent.getcurrent() is not gevent.get_hub():
+            self._opening.wait(CONNECT_TIMEOUT * 3)  # a Cluster client being made (open_cluster)
         return self.client is not None and self._state != "down"
 
     @property

@@ -154,12 +154,12 @@ def redacted_url(url: str) -> str:
     """The Redis URL without its password, for logs and /readyz."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        if parts.username:
-            host = f"{parts.username}:***@{host}"
-        elif parts.password:
+        # The netloc as written: a Cluster URL lists several host:port seeds.
+        credentials, at, host = parts.netloc.rpartition("@")
+        username = credentials.partition(":")[0]
+        if username:
+            host = f"{username}:***@{host}"
+        elif at and credentials:
             host = f":***@{host}"
         return urlunsplit((parts.scheme, host, parts.path, "", ""))
     except ValueError:

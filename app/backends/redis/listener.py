@@ -93,6 +93,7 @@ class Listener:
         """This worker's one subscription: plain pub/sub, or sharded on a Cluster."""
         conn = self.connection
         if conn.cluster:
+            conn.open_cluster()
             return ShardedSubscriber(conn.client, channel)
         pubsub = conn.pubsub_client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(channel)
