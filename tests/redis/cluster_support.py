@@ -87,6 +87,15 @@ class RedisClusterProcess:
                 return next(n for n in self.nodes if n.port == int(primary[1]))
         raise RuntimeError(f"no primary for slot {slot}")
 
+    def shard_channels(self, node: RedisProcess | None = None) -> list[str]:
+        """The sharded pub/sub channels subscribed on `node` (or on any node)."""
+        nodes = [node] if node is not None else self.nodes
+        return [ch for n in nodes for ch in n.client().execute_command("PUBSUB", "SHARDCHANNELS")]
+
+    def plain_channels(self) -> list[str]:
+        """The (unsharded) pub/sub channels subscribed on any node."""
+        return [ch for n in self.nodes for ch in n.client().execute_command("PUBSUB", "CHANNELS")]
+
     def fail_over(self, key: str, timeout: float = 20.0) -> tuple[RedisProcess, RedisProcess]:
         """`CLUSTER FAILOVER` on the replica of `key`'s primary; (old primary, new primary)."""
         old = self.primary_of(key)
@@ -95,7 +104,12 @@ class RedisClusterProcess:
                        if n.client().info("replication").get("master_port") == old.port)
         assert replica.client().execute_command("CLUSTER", "FAILOVER")
         deadline = time.monotonic() + timeout
+        force_at = time.monotonic() + timeout / 2
         while time.monotonic() < deadline:
+            if time.monotonic() > force_at:
+                # A manual failover the old primary did not agree to in time (a loaded machine).
+                replica.client().execute_command("CLUSTER", "FAILOVER", "FORCE")
+                force_at = deadline
             if replica.client().info("replication")["role"] == "master" and \
                     old.client().info("replication").get("master_port") == replica.port:
                 self.wait_ok()

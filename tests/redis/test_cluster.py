@@ -22,6 +22,7 @@ from tests.support.system import require_binary
 from .cluster_support import RedisClusterProcess
 from .conftest import redis_env, wait_for
 from .test_exact_limits import PARALLEL, create_many
+from .test_two_hosts import _children
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -75,8 +76,11 @@ def assert_continuous(events: list[Event], tokens: int) -> None:
     assert text_of(events) == "".join(answer_tokens(tokens))
 
 
-def test_cancel_on_b_stops_a_generation_on_a(hosts, quiet_fake: FakeUpstream, clean_logs) -> None:
+def test_cancel_on_b_stops_a_generation_on_a(cluster, hosts, quiet_fake: FakeUpstream, clean_logs) -> None:
     a, b = hosts
+    # Each started worker listens by sharded pub/sub, on one node; none by plain pub/sub.
+    assert wait_for(lambda: len(cluster.shard_channels()) >= 2, 10), cluster.shard_channels()
+    assert cluster.plain_channels() == []
     s = open_stream(a.url + "/stream", params={"prompt": "x [fake stall_after=2]"}, headers=A)
     s.until("text")
     t0 = time.monotonic()
@@ -159,26 +163,35 @@ def test_the_per_client_limit_is_exact_across_hosts(cluster, start_sluice, quiet
 
 def test_a_primary_failover_mid_stream_loses_nothing(cluster, hosts, quiet_fake: FakeUpstream, clean_logs) -> None:
     a, b = hosts
-    s = open_stream(a.url + "/stream", params={"prompt": "x [fake tokens=150 pace=0.03]"}, headers=A)
+    s = open_stream(a.url + "/stream", params={"prompt": "x [fake tokens=300 pace=0.03]"}, headers=A)
     s.until("text")
     sid = s.stream_id
     follower = open_stream(f"{b.url}/streams/{sid}/events", headers=A, timeout=30)
     follower.until("text")
-    old, new = cluster.fail_over(f"sluice:{{{sid}}}:events")
-    assert old.port != new.port
+    # The primary of the slot that carries A's messages hands over to its replica: A's
+    # subscription moves along. Then the primary of the generation's slot (if another).
+    assert a.proc is not None
+    pid = _children(a.proc.pid)[0]
+    channel = next(ch for ch in cluster.shard_channels() if f"-{pid}-" in ch)
+    _, new = cluster.fail_over(channel)
+    assert wait_for(lambda: channel in cluster.shard_channels(new), 10), "A's subscription did not move"
+    key = f"sluice:{{{sid}}}:events"
+    if cluster.primary_of(key) is not new:
+        cluster.fail_over(key)
+    assert requests.get(f"{b.url}/streams/{sid}", headers=A, timeout=5).json()["state"] == "running"
     direct = s.rest()
     assert direct[-2].type == "done"
     # The follower on B reads on (resuming, as EventSource does, if its read was cut short).
     with contextlib.suppress(requests.RequestException):
         follower.rest()
     events = follow_on(b.url, sid, follower.events, 30)
-    assert_continuous(events, 150)
+    assert_continuous(events, 300)
     assert [e.data for e in events] == [e.data for e in direct]
-    # Cancels across hosts work again within seconds.
+    # A cancel across hosts reaches A on the new primary.
     t = open_stream(a.url + "/stream", params={"prompt": "x [fake stall_after=2]"}, headers=A)
     t.until("text")
-    assert wait_for(lambda: requests.post(b.url + "/cancel", json={"stream_id": t.stream_id}, headers=A,
-                                          timeout=5).json()["status"] == "cancelled", 10)
+    resp = requests.post(b.url + "/cancel", json={"stream_id": t.stream_id}, headers=A, timeout=5)
+    assert resp.json()["status"] == "cancelled"
     assert t.rest()[-2].type == "cancelled"
 
 
