@@ -117,6 +117,24 @@ class RedisClusterProcess:
             time.sleep(0.05)
         raise RuntimeError(f"no failover from {old.port} ({old_id}) to {replica.port}")
 
+    def migrate_slot(self, key: str) -> tuple[RedisProcess, RedisProcess]:
+        """Move `key`'s slot, with its keys, to another primary, as `redis-cli --cluster reshard`
+        does (IMPORTING / MIGRATING, MIGRATE in batches, SETSLOT NODE); (source, target)."""
+        slot = key_slot(key.encode())
+        source = self.primary_of(key)
+        target = next(n for n in self.nodes if n is not source and n.client().info("replication")["role"] == "master")
+        src, dst = source.client(), target.client()
+        src_id, dst_id = src.execute_command("CLUSTER", "MYID"), dst.execute_command("CLUSTER", "MYID")
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1):
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            time.sleep(0.2)  # one key at a time, slowly: the writer meets the slot half-moved
+        for node in self.nodes:
+            if node.client().info("replication")["role"] == "master":
+                node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        return source, target
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
