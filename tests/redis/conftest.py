@@ -58,6 +58,15 @@ class RedisProcess:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
 
 
+def start_together(*hosts: Gunicorn) -> None:
+    """Boot the hosts at once (the machine is slow); each is checked by the caller."""
+    booting = [threading.Thread(target=host.start) for host in hosts]
+    for thread in booting:
+        thread.start()
+    for thread in booting:
+        thread.join(90)
+
+
 @contextlib.contextmanager
 def two_hosts(env: dict[str, str], workers: int = 1) -> Iterator[tuple[Gunicorn, Gunicorn]]:
     """Two Sluice hosts sharing nothing but one private Redis (SLUICE_REDIS_URL set here)."""
@@ -65,12 +74,7 @@ def two_hosts(env: dict[str, str], workers: int = 1) -> Iterator[tuple[Gunicorn,
     env = {**env, "SLUICE_REDIS_URL": redis_process.url}
     one, two = Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)
     try:
-        # Both hosts boot at once: the machine is slow.
-        booting = [threading.Thread(target=host.start) for host in (one, two)]
-        for thread in booting:
-            thread.start()
-        for thread in booting:
-            thread.join(90)
+        start_together(one, two)
         for host in (one, two):
             assert requests.get(host.url + "/healthz", timeout=5).status_code == 200, host.log()
         yield one, two

@@ -5,7 +5,6 @@ failover in the middle of a stream loses nothing."""
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 
@@ -16,11 +15,11 @@ from tests.fake_upstream import FakeUpstream
 from tests.fake_upstream.script import answer_tokens
 from tests.security.conftest import KEY_A, KEY_B, SECRET, bearer, sign_in
 from tests.support.servers import Gunicorn
-from tests.support.sse import Event, open_stream, text_of
+from tests.support.sse import Event, Stream, open_stream, text_of
 from tests.support.system import require_binary
 
 from .cluster_support import RedisClusterProcess
-from .conftest import redis_env, wait_for
+from .conftest import redis_env, start_together, wait_for
 from .test_exact_limits import PARALLEL, create_many
 from .test_two_hosts import _children
 
@@ -46,11 +45,7 @@ def hosts(cluster: RedisClusterProcess, fake: FakeUpstream) -> Iterator[tuple[Gu
                     SLUICE_BUDGET_TOKENS=BUDGET)
     a, b = Gunicorn(env, workers=1), Gunicorn(env, workers=2)
     try:
-        booting = [threading.Thread(target=host.start) for host in (a, b)]
-        for thread in booting:
-            thread.start()
-        for thread in booting:
-            thread.join(90)
+        start_together(a, b)
         for host in (a, b):
             assert requests.get(host.url + "/readyz", headers=A, timeout=5).status_code == 200, host.log()
         yield a, b
@@ -163,11 +158,8 @@ def test_the_per_client_limit_is_exact_across_hosts(cluster, start_sluice, quiet
 
 def test_a_primary_failover_mid_stream_loses_nothing(cluster, hosts, quiet_fake: FakeUpstream, clean_logs) -> None:
     a, b = hosts
-    s = open_stream(a.url + "/stream", params={"prompt": "x [fake tokens=300 pace=0.03]"}, headers=A)
-    s.until("text")
+    s, follower = start_followed(a.url, b.url, 300)
     sid = s.stream_id
-    follower = open_stream(f"{b.url}/streams/{sid}/events", headers=A, timeout=30)
-    follower.until("text")
     # The primary of the slot that carries A's messages hands over to its replica: A's
     # subscription moves along. Then the primary of the generation's slot (if another).
     assert a.proc is not None
@@ -179,14 +171,7 @@ def test_a_primary_failover_mid_stream_loses_nothing(cluster, hosts, quiet_fake:
     if cluster.primary_of(key) is not new:
         cluster.fail_over(key)
     assert requests.get(f"{b.url}/streams/{sid}", headers=A, timeout=5).json()["state"] == "running"
-    direct = s.rest()
-    assert direct[-2].type == "done"
-    # The follower on B reads on (resuming, as EventSource does, if its read was cut short).
-    with contextlib.suppress(requests.RequestException):
-        follower.rest()
-    events = follow_on(b.url, sid, follower.events, 30)
-    assert_continuous(events, 300)
-    assert [e.data for e in events] == [e.data for e in direct]
+    assert_both_got_all(s, follower, b.url, 300)
     # A cancel across hosts reaches A on the new primary.
     t = open_stream(a.url + "/stream", params={"prompt": "x [fake stall_after=2]"}, headers=A)
     t.until("text")
@@ -197,22 +182,32 @@ def test_a_primary_failover_mid_stream_loses_nothing(cluster, hosts, quiet_fake:
 
 def test_a_slot_migration_mid_stream_loses_nothing(cluster, hosts, quiet_fake: FakeUpstream, clean_logs) -> None:
     a, b = hosts
-    s = open_stream(a.url + "/stream", params={"prompt": "x [fake tokens=200 pace=0.03]"}, headers=A)
-    s.until("text")
+    s, follower = start_followed(a.url, b.url, 200)
     sid = s.stream_id
-    follower = open_stream(f"{b.url}/streams/{sid}/events", headers=A, timeout=30)
-    follower.until("text")
     key = f"sluice:{{{sid}}}:events"
     _, target = cluster.migrate_slot(key)
     assert cluster.primary_of(key) is target
-    direct = s.rest()
-    assert direct[-2].type == "done"
+    assert_both_got_all(s, follower, b.url, 200)
+    assert requests.get(f"{b.url}/streams/{sid}", headers=A, timeout=5).json()["state"] == "done"
+
+
+def start_followed(url_a: str, url_b: str, tokens: int) -> tuple[Stream, Stream]:
+    """A paced answer on A, and a follower of it on B, both under way."""
+    s = open_stream(url_a + "/stream", params={"prompt": f"x [fake tokens={tokens} pace=0.03]"}, headers=A)
+    s.until("text")
+    follower = open_stream(f"{url_b}/streams/{s.stream_id}/events", headers=A, timeout=30)
+    follower.until("text")
+    return s, follower
+
+
+def assert_both_got_all(direct: Stream, follower: Stream, url: str, tokens: int) -> None:
+    """The client on A and the follower on B (resuming, as EventSource does, if its read was
+    cut short) both get the whole answer, the same events."""
+    events = direct.rest()
+    assert_continuous(events, tokens)
     with contextlib.suppress(requests.RequestException):
         follower.rest()
-    events = follow_on(b.url, sid, follower.events, 30)
-    assert_continuous(events, 200)
-    assert [e.data for e in events] == [e.data for e in direct]
-    assert requests.get(f"{b.url}/streams/{sid}", headers=A, timeout=5).json()["state"] == "done"
+    assert [e.data for e in follow_on(url, direct.stream_id, follower.events, 30)] == [e.data for e in events]
 
 
 def follow_on(url: str, sid: str, events: list[Event], seconds: float) -> list[Event]:
