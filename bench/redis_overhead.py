@@ -1,10 +1,12 @@
 """What the Redis backend costs: worker CPU per relayed token, and cancel latency.
 
     .venv/bin/python bench/redis_overhead.py [--streams 20 --tokens 400 --cancels 40]
+                                             [--backends memory,redis,cluster]
 
 Runs Sluice under real gunicorn (gevent workers) against the in-process fake upstream, for the
-in-process backend and the Redis backend (a private redis-server on a free port), with 1 and 4
-workers, and prints a Markdown table:
+in-process backend, the Redis backend (a private redis-server on a free port) and a Redis Cluster
+(three primaries and a replica each, on free ports), with 1 and 4 workers, and prints a Markdown
+table:
 
 - CPU per token: user+system CPU of every worker process (/proc/<pid>/stat) over a run of
   `--streams` concurrent streams of `--tokens` tokens, divided by the text events received.
@@ -64,6 +66,15 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+def start_cluster() -> tuple[object, str]:
+    from tests.redis.cluster_support import RedisClusterProcess
+
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+    cluster = RedisClusterProcess(binary, cli).start()
+    return cluster, cluster.url
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -117,11 +128,14 @@ def run_cancels(url: str, count: int) -> tuple[list[float], int]:
 
 
 def measure(backend: str, workers: int, fake: FakeUpstream, args: argparse.Namespace) -> dict[str, object]:
-    redis_proc = None
+    redis_proc: subprocess.Popen[bytes] | None = None
+    cluster: object | None = None
     env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="1000",
                      SLUICE_MAX_RESPONSES_PER_CLIENT="1000", SLUICE_DISCONNECT_GRACE_SECONDS="0.5")
     if backend == "redis":
         redis_proc, env["SLUICE_REDIS_URL"] = start_redis()
+    elif backend == "cluster":
+        cluster, env["SLUICE_REDIS_URL"] = start_cluster()
     server = Gunicorn(env, workers=workers).start()
     try:
         assert server.proc is not None
@@ -138,8 +152,10 @@ def measure(backend: str, workers: int, fake: FakeUpstream, args: argparse.Names
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(10)
+        if cluster is not None:
+            cluster.stop()  # type: ignore[attr-defined]
     return {
-        "backend": "Redis" if backend == "redis" else "in-process",
+        "backend": {"redis": "Redis", "cluster": "Redis Cluster (3 primaries)"}.get(backend, "in-process"),
         "workers": workers,
         "tokens": relayed,
         "us_per_token": cpu / max(relayed, 1) * 1e6,
@@ -154,10 +170,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=20, help="concurrent streams in the CPU run")
     parser.add_argument("--tokens", type=int, default=400, help="tokens per stream in the CPU run")
     parser.add_argument("--cancels", type=int, default=40, help="streams cancelled, one at a time")
+    parser.add_argument("--backends", default="memory,redis,cluster", help="memory, redis, cluster")
     args = parser.parse_args()
     rows = []
     with FakeUpstream() as fake:
-        for backend in ("memory", "redis"):
+        for backend in args.backends.split(","):
             for workers in (1, 4):
                 rows.append(measure(backend, workers, fake, args))
                 print(f"... {backend} x{workers} done", file=sys.stderr, flush=True)

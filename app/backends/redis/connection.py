@@ -96,9 +96,10 @@ class Connection:
             return
         try:
             self.client = self.pubsub_client = cluster_client(self.url, self._cluster_options)
-        except RedisClusterException as exc:  # not a RedisError: no seed node answered
-            self.mark_down(RedisConnectionError(str(exc)))
-            raise RedisConnectionError(str(exc)) from exc
+        except (RedisClusterException, ValueError) as exc:  # not RedisErrors: no seed answered, a bad URL
+            error = RedisConnectionError(f"redis cluster: {exc}")
+            self.mark_down(error)
+            raise error from exc
         except (RedisError, OSError) as exc:
             self.mark_down(exc)
             raise
