@@ -171,6 +171,12 @@ def _hold_worker(servers: list[BaseServer], glet: gevent.Greenlet) -> bool:
     return False
 
 
+def _serving(servers: list[BaseServer], own: list[gevent.Greenlet]) -> int:
+    """Connections of `servers` still being served (requests read before the worker stopped
+    accepting); the greenlets in `own` (the drain's) not counted."""
+    return sum(1 for server in servers for glet in list(getattr(server, "pool", None) or ()) if glet not in own)
+
+
 def install(registry: Registry, configured_grace: float) -> Any | None:
     """Chain the gunicorn worker's SIGTERM handler; the worker, or None when not under gunicorn."""
     worker = gunicorn_worker()
@@ -214,7 +220,9 @@ def install(registry: Registry, configured_grace: float) -> Any | None:
         log.info("worker %s draining: stopped accepting on %d listener(s)", worker.pid, len(servers))
         # Signal handlers must not block: the rest runs in greenlets.
         gevent.spawn(gate.close_idle)
-        drainer = gevent.Greenlet(registry.drain, grace, limit)
+        own: list[gevent.Greenlet] = []  # the drain's greenlet, which `serving` leaves out
+        drainer = gevent.Greenlet(registry.drain, grace, limit, lambda: _serving(servers, own))
+        own.append(drainer)
         if not _hold_worker(servers, drainer):
             log.warning("worker %s: could not hold the worker for its drain; it may exit before it ends", worker.pid)
         drainer.start()
