@@ -39,10 +39,11 @@ def workers_of(master: int) -> set[int]:
         return set()
 
 
-def test_a_stream_admitted_while_the_worker_starts_draining_runs_to_its_end(redis_server, quiet_fake: FakeUpstream) -> None:
+def test_a_stream_read_as_the_worker_starts_draining_runs_to_its_end(redis_server, quiet_fake: FakeUpstream) -> None:
     proxy = HoldingProxy(redis_server.port, marker=STREAM_ID.encode())
     # Plain `gunicorn -k gevent` (no config file): the old worker drains on SIGTERM at once.
-    server = Gunicorn(redis_env(quiet_fake, f"redis://127.0.0.1:{proxy.port}/0"), workers=1, graceful_timeout=20).start()
+    env = redis_env(quiet_fake, f"redis://127.0.0.1:{proxy.port}/0")
+    server = Gunicorn(env, workers=1, graceful_timeout=20).start()
     outcome: dict[str, object] = {}
 
     def client() -> None:

@@ -35,16 +35,24 @@ class CuttableProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
+    chunk = 65536  # bytes read at once
+
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
-            while data := src.recv(65536):
-                dst.sendall(data)
+            while data := src.recv(self.chunk):
+                if not self._forward(src, dst, data):
+                    return
         except OSError:
             pass
         finally:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+    def _forward(self, src: socket.socket, dst: socket.socket, data: bytes) -> bool:
+        """Pass one read on (subclasses look at it first); False drops the connection."""
+        dst.sendall(data)
+        return True
 
     def cut(self) -> None:
         """Drop every connection open now (both sides see it closed)."""
@@ -80,22 +88,14 @@ class HoldingProxy(CuttableProxy):
     def release(self) -> None:
         self._release.set()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                if self.marker in data and not self.held.is_set():
-                    self.held.set()
-                    while not self._release.wait(0.02):
-                        if self._peer_closed(src):
-                            self.closed_while_held.set()
-                            return
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+    def _forward(self, src: socket.socket, dst: socket.socket, data: bytes) -> bool:
+        if self.marker in data and not self.held.is_set():
+            self.held.set()
+            while not self._release.wait(0.02):
+                if self._peer_closed(src):
+                    self.closed_while_held.set()
+                    return False
+        return super()._forward(src, dst, data)
 
     @staticmethod
     def _peer_closed(sock: socket.socket) -> bool:
