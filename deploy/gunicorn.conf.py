@@ -76,7 +76,8 @@ backlog = 2048
 #       that every client gets a terminal event before the worker goes away.
 #       SLUICE_SHUTDOWN_GRACE_SECONDS can only shorten that deadline.
 #       A reload (systemctl reload) does not wait for this: the old workers serve until a new
-#       one has booted (see the hooks below), then the new ones serve while the old ones drain. A stop does, so systemd's TimeoutStopSec must be larger.
+#       one has booted (see the hooks below), then the new ones serve while the old ones
+#       drain. A stop does, so systemd's TimeoutStopSec must be larger.
 #       Lower SLUICE_GRACEFUL_TIMEOUT for faster stops at the price of cut answers.
 #
 #   keepalive - Seconds an idle keep-alive connection from nginx stays open. Longer than
