@@ -12,15 +12,21 @@ from app.backends.workers import MultiprocessCheck, warn_if_unshared
 from app.config import Settings
 from app.lifecycle import shutdown
 from app.lifecycle.registry import Registry
-from app.observability.logging import configure_logging
+from app.observability.logging import adopt, configure_logging
 from app.providers import ProviderPool
+from app.toolbox import toolbox_for
+from app.web.proxy import TrustedProxyFix
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The app factory. Opens no connection: the backend starts on the first request."""
-    settings = settings or Settings.from_env()
+    # The profiles file is read here, in each worker as it starts: a reload re-reads it.
+    # (Imported here: `python -m app.profiles` must find the module not yet imported.)
+    from app import profiles
+
+    settings = profiles.load(settings or Settings.from_env())
     configure_logging(secrets=settings.secrets)
     app = Flask(
         __name__,
@@ -28,26 +34,33 @@ def create_app(settings: Settings | None = None) -> Flask:
         static_folder=str(ROOT / "static"),
         static_url_path="/static",
     )
+    adopt(app.logger)  # Flask's own lines (an unhandled error's traceback): JSON, redacted
     app.config["SLUICE_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # "/streams//events" is an unknown stream (404 JSON), not an HTML redirect to another path.
     app.url_map.merge_slashes = False
 
+    toolbox_for(settings)  # imports SLUICE_TOOLS now: a bad entry stops the worker, with its name
     providers = ProviderPool(settings)
     providers.warm()
     registry = Registry(settings, build_backend(settings), providers)
     app.extensions["sluice"] = registry
     worker = shutdown.install(registry, settings.shutdown_grace_seconds)
 
-    from app.web import direct, errors, ops, pages, security, streams
+    from app.web import bodies, direct, errors, hosts, ops, pages, quota, security, streams
 
+    hosts.init_app(app)  # first: a Host this server does not answer is refused before anything else
+    bodies.init_app(app)
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(streams.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
-    _trust_proxy(app, settings.proxy_count)
+    app.register_blueprint(quota.bp)
+    if settings.proxy_count > 0:
+        # X-Forwarded-* only from the proxy's own address (FORWARDED_ALLOW_IPS): app.web.proxy.
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_count, settings.proxy_addresses)  # type: ignore[method-assign]
     direct.install(app, worker)  # outermost: it sees the response every other layer has finished
     if not registry.backend.shared:
         if worker is not None:
@@ -60,10 +73,3 @@ def create_app(settings: Settings | None = None) -> Flask:
     gc.freeze()
     return app
 
-
-def _trust_proxy(app: Flask, count: int) -> None:
-    """Honour X-Forwarded-* only when told a proxy is in front (SLUICE_PROXY_COUNT=N)."""
-    if count > 0:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]

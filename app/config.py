@@ -7,8 +7,29 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.observability import tracing
+
+# The request fields a profile may fix, or list in `allow` (CONTRACT "Profiles").
+PROFILE_FIELDS = ("provider", "model", "system", "max_tokens", "temperature", "tools", "reasoning",
+                  "response_format", "chunking")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One named set of fixed request fields, and what the client may still set (app.profiles
+    reads them from SLUICE_PROFILES)."""
+
+    name: str
+    description: str = ""
+    fixed: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    allow: frozenset[str] = frozenset()
+    budget_tokens: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What `GET /profiles` shows: never the fixed values (a system prompt stays private)."""
+        return {"name": self.name, "description": self.description, "allow": sorted(self.allow)}
 
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 DEFAULT_OPENAI_MODEL = "gpt-5-mini"
@@ -70,6 +91,18 @@ def _header_name(env: Mapping[str, str], key: str) -> str | None:
     return raw or None
 
 
+def _hosts(env: Mapping[str, str], key: str) -> tuple[str, ...] | None:
+    if not env.get(key, "").strip():
+        return None
+    names = tuple(name.lower().rstrip(".") for name in _list(env, key))
+    for name in names:
+        # A URL or an origin pasted here would never match a Host header: say so at start.
+        if name != "*" and not re.fullmatch(r"\.?[a-z0-9.-]+|\[[0-9a-f:.]+\]", name):
+            raise ConfigError(f"{key} takes host names without scheme or port (sluice.example.com, "
+                              f".example.com for its subdomains, or *), got {name!r}")
+    return names
+
+
 # Headers a client or the HTTP stack sets: never a trusted proxy's user header.
 _NOT_USER_HEADERS = frozenset({"authorization", "cookie", "host", "origin", "referer", "x-api-key",
                                "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
@@ -108,7 +141,11 @@ class Settings:
     shutdown_grace_seconds: float
     otel_traces: bool = False
     max_body_bytes: int = 1024 * 1024
+    # Open event-stream responses (streams and attaches) per client, on every worker and host.
+    max_responses_per_client: int = 32
     max_replay_events: int = 20000
+    # Per worker, the bytes ended generations may hold for replay (the oldest are forgotten first).
+    replay_max_bytes: int = 64 * 1024 * 1024
     # "chat" (Chat Completions: OpenAI and every compatible server) or "responses" (OpenAI's
     # Responses API); and whether a `<think>...</think>` opening a chat answer is reasoning.
     openai_api: str = "chat"
@@ -123,6 +160,8 @@ class Settings:
     trusted_user_header: str | None = None
     proxy_count: int = 0
     proxy_addresses: tuple[str, ...] = ("127.0.0.1", "::1")
+    # SLUICE_ALLOWED_HOSTS as given; None when unset (then app.web.hosts decides from auth_on).
+    allowed_hosts: tuple[str, ...] | None = None
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -138,6 +177,18 @@ class Settings:
     max_tombstones: int = 10000
     # Write caught-up streams from the event loop (app.web.direct); off: gunicorn writes them.
     direct_write: bool = True
+    # Profiles: the file (SLUICE_PROFILES), its profiles by name once app.profiles has read it
+    # (at worker start), and the one a request naming none runs under.
+    # Budgets: tokens per principal and window (None: unlimited), the window's length.
+    profiles_file: str | None = None
+    profiles: Mapping[str, Profile] = field(default_factory=dict, compare=False)
+    default_profile: str | None = None
+    budget_tokens: int | None = None
+    budget_window_seconds: int = 86400
+    # The operator's own tools: `module:function` or `module` entries (app.toolbox imports
+    # them at worker start), and the seconds one tool call may run.
+    tools: tuple[str, ...] = ()
+    tool_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -176,12 +227,14 @@ class Settings:
             max_tokens=_int(env, "SLUICE_MAX_TOKENS", 4096, minimum=1),
             max_streams=_int(env, "SLUICE_MAX_STREAMS", 1000, minimum=1),
             replay_ttl_seconds=_num(env, "SLUICE_REPLAY_TTL_SECONDS", 300),
+            replay_max_bytes=_int(env, "SLUICE_REPLAY_MAX_BYTES", 64 * 1024 * 1024),
             cancel_tombstone_seconds=_num(env, "SLUICE_CANCEL_TOMBSTONE_SECONDS", 60),
             demo_tokens_per_second=_num(env, "SLUICE_DEMO_TOKENS_PER_SECOND", 40, minimum=0.01),
             allowed_models=allowed,
             api_keys=_list(env, "SLUICE_API_KEYS"),
             allowed_origins=tuple(o.rstrip("/") for o in _list(env, "SLUICE_ALLOWED_ORIGINS")),
             max_streams_per_client=_int(env, "SLUICE_MAX_STREAMS_PER_CLIENT", 8, minimum=1),
+            max_responses_per_client=_int(env, "SLUICE_MAX_RESPONSES_PER_CLIENT", 32, minimum=1),
             send_timeout=_num(env, "SLUICE_SEND_TIMEOUT", 30, minimum=0.1),
             max_tool_rounds=_int(env, "SLUICE_MAX_TOOL_ROUNDS", 8, minimum=1),
             midstream_recovery=_flag(env, "SLUICE_MIDSTREAM_RECOVERY", True),
@@ -199,10 +252,17 @@ class Settings:
             proxy_count=_int(env, "SLUICE_PROXY_COUNT", 0),
             # gunicorn's own variable: the addresses a proxy's X-Forwarded-* may come from.
             proxy_addresses=_list(env, "FORWARDED_ALLOW_IPS") or ("127.0.0.1", "::1"),
+            allowed_hosts=_hosts(env, "SLUICE_ALLOWED_HOSTS"),
             max_stream_bytes=_int(env, "SLUICE_MAX_STREAM_BYTES", 4 * 1024 * 1024, minimum=4096),
             max_write_bytes=_int(env, "SLUICE_MAX_WRITE_BYTES", 64 * 1024, minimum=1024),
             max_tombstones=_int(env, "SLUICE_MAX_TOMBSTONES", 10000, minimum=1),
             direct_write=_flag(env, "SLUICE_DIRECT_WRITE", True),
+            budget_tokens=_int(env, "SLUICE_BUDGET_TOKENS", 0, minimum=1) or None,
+            budget_window_seconds=_int(env, "SLUICE_BUDGET_WINDOW_SECONDS", 86400, minimum=1),
+            profiles_file=env.get("SLUICE_PROFILES", "").strip() or None,
+            default_profile=env.get("SLUICE_DEFAULT_PROFILE", "").strip() or None,
+            tools=_list(env, "SLUICE_TOOLS"),
+            tool_timeout=_num(env, "SLUICE_TOOL_TIMEOUT", 30, minimum=0.001),
         )
 
     def model_allowed(self, model: str) -> bool:

@@ -22,6 +22,7 @@ ERROR_TYPES = (
     "connection",
     "upstream",
     "internal",
+    "budget_exceeded",
 )
 
 # Which upstream failures are worth retrying by the client (contract: `retryable`).
@@ -78,8 +79,16 @@ class RequestError(SluiceError):
         type: str = "invalid_request",
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(type, message, status=status, retryable=False, field=field, headers=headers)
+        self.details = details or {}
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of a JSON error response, with this error's details (`remaining_tokens`)."""
+        body = super().to_json()
+        body["error"].update(self.details)
+        return body
 
 
 class UpstreamError(SluiceError):

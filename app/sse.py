@@ -53,6 +53,11 @@ def encode(data: str, *, id: str | None = None, event: str | None = None, retry:
     return "".join(out).encode("utf-8")
 
 
+def id_prefix(stream_id: str) -> bytes:
+    """`id: <stream_id>:`, which the seq of each event completes (a line break in it: ValueError)."""
+    return _field("id", f"{stream_id}:")[:-1].encode()
+
+
 def comment(text: str = "") -> bytes:
     """A comment line (ignored by EventSource; keeps proxies and idle timers from closing)."""
     if "\n" in text or "\r" in text:

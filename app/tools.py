@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import ast
-import logging
 import math
 import operator
 from collections.abc import Callable
@@ -17,8 +16,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.providers.base import ToolSpec
-
-log = logging.getLogger("sluice.tools")
 
 
 class ToolFailed(Exception):
@@ -121,7 +118,9 @@ def calculate(args: dict[str, Any]) -> str:
         raise ToolFailed("the result is too large") from None
 
 
-TOOLS: dict[str, Tool] = {
+# Built-in tools only: every tool a request may name (these and SLUICE_TOOLS) is
+# `Settings.tools` (app.toolbox.Toolbox).
+BUILTIN_TOOLS: dict[str, Tool] = {
     "get_time": Tool(
         ToolSpec(
             "get_time",
@@ -147,17 +146,3 @@ TOOLS: dict[str, Tool] = {
     ),
 }
 
-
-def run_tool(name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
-    """Run a built-in tool: (content, is_error). Never raises: any failure goes back to the model."""
-    tool = TOOLS.get(name)
-    if tool is None:
-        return f"unknown tool {name!r}", True
-    try:
-        return tool.run(arguments), False
-    except ToolFailed as exc:
-        return str(exc), True
-    except Exception:
-        # A bug in a tool must not end the generation; the model is told, the log keeps the rest.
-        log.exception("tool %s failed", name)
-        return f"the tool {name} failed", True

@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeGuard
 
 import jiter
 
-from app.config import DEMO_MODEL, Settings
+from app.config import DEMO_MODEL, PROFILE_FIELDS, Profile, Settings
 from app.errors import RequestError
 from app.lifecycle.spec import GenerationSpec
 from app.providers.base import Message
-from app.tools import TOOLS
+from app.toolbox import Toolbox, toolbox_for
 
-# Ids Sluice makes are 22 characters; a client may choose its own of 16-64 (contract).
-STREAM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+# Ids Sluice makes are 22 characters; a client may choose its own of 16-64 (contract). Matched
+# whole (`fullmatch`): `re.match` with `$` lets a trailing newline through, and the wire's
+# `id: <stream_id>:<seq>` line would end there. docs/openapi.yaml has the same patterns.
+STREAM_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# A Last-Event-ID: an id, then a seq of 1-15 ASCII digits (`str.isdigit` also takes "²" and
+# "①", which `int()` refuses, and `int()` refuses more than 4300 digits).
+EVENT_ID_RE = re.compile(r"([A-Za-z0-9_-]{16,64}):([0-9]{1,15})")
+# The most members (of all its objects together) one JSON body may hold (contract): parsing
+# 90,000 of them holds a worker's event loop for ~0.1 s.
+MAX_JSON_MEMBERS = 10_000
 DEFAULT_MAX_TOKENS = 1024
 
 PROVIDERS = ("anthropic", "openai", "demo")
@@ -30,7 +39,7 @@ REASONING_EFFORTS = ("off", "low", "medium", "high")
 FIELDS = frozenset(
     {
         "messages", "prompt", "system", "provider", "model", "max_tokens", "temperature",
-        "tools", "response_format", "chunking", "reasoning", "stream_id",
+        "tools", "response_format", "chunking", "reasoning", "stream_id", "profile",
     }
 )
 # Query parameters GET /stream accepts besides the fields: `last_event_id` stands in for the
@@ -54,11 +63,49 @@ def bad(message: str, field: str | None = None) -> RequestError:
     return RequestError(400, message, field=field)
 
 
+def is_stream_id(value: object) -> TypeGuard[str]:
+    """True for a well-formed stream id (it may still name no stream)."""
+    return isinstance(value, str) and STREAM_ID_RE.fullmatch(value) is not None
+
+
 def check_stream_id(value: object, field: str = "stream_id") -> str:
     """A client-supplied stream id, or 400."""
-    if not isinstance(value, str) or not STREAM_ID_RE.match(value):
+    if not is_stream_id(value):
         raise bad("stream_id must be 16 to 64 characters of A-Z, a-z, 0-9, '_' and '-'", field)
     return value
+
+
+def parse_event_id(value: str) -> tuple[str, int] | None:
+    """(stream id, seq) of a well-formed `Last-Event-ID`; None for anything else."""
+    found = EVENT_ID_RE.fullmatch(value)
+    return (found[1], int(found[2])) if found else None
+
+
+# One object member, from where the last one (or the body) ended: everything up to and including
+# the next string that is followed by a colon. Strings are consumed whole, escapes and all, so
+# a colon or a quote inside one is never counted; possessive, so a body with no more members
+# fails at once instead of backtracking.
+_STRING = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_NEXT_MEMBER = re.compile(rb'(?:[^"]++|' + _STRING + rb'(?!\s*+:))*+' + _STRING + rb'\s*+:', re.DOTALL)
+
+
+def too_many_members(raw: bytes, limit: int = MAX_JSON_MEMBERS) -> bool:
+    """True when the JSON text `raw` holds more than `limit` object members, in all its objects.
+
+    Cheap where it matters: a body with no more colons (or strings) than that is let through
+    at once; otherwise the count stops at the first member past `limit` (~10 ms for 1 MiB),
+    so a 1 MiB body of 90,000 members is refused before the parser builds any of them.
+    """
+    if raw.count(b":") <= limit or raw.count(b'"') <= 2 * limit:
+        return False
+    pos = 0
+    match = _NEXT_MEMBER.match
+    for _ in range(limit + 1):
+        found = match(raw, pos)
+        if found is None:
+            return False
+        pos = found.end()
+    return True
 
 
 def load_json(raw: bytes) -> Any:
@@ -67,8 +114,11 @@ def load_json(raw: bytes) -> Any:
     jiter, not `json.loads`: a body nested thousands deep would raise `RecursionError` (a 500)
     from the stdlib, and a lone surrogate (`"\\ud800"`) would be accepted, only to fail at
     the upstream call. jiter stops at 200 levels, refuses text that is not Unicode, `NaN` and
-    duplicate keys. The schema itself is 3 levels deep (`{"messages": [{...}]}`).
+    duplicate keys. The schema itself is 3 levels deep (`{"messages": [{...}]}`). More than
+    MAX_JSON_MEMBERS object members is a 400 before parsing.
     """
+    if too_many_members(raw):
+        raise bad(f"The body holds more than {MAX_JSON_MEMBERS} JSON object members")
     try:
         return jiter.from_json(raw, allow_inf_nan=False, cache_mode="keys", catch_duplicate_keys=True)
     except ValueError as exc:
@@ -129,7 +179,7 @@ class _Reader:
             value = _from_text(value)
         return parse(value, key)
 
-    def tools(self) -> tuple[str, ...]:
+    def tools(self, known: Toolbox) -> tuple[str, ...]:
         value = self.given("tools")
         if value is None:
             return ()
@@ -138,9 +188,9 @@ class _Reader:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("tools must be a list of tool names", "tools")
         for name in value:
-            if name not in TOOLS:
+            if name not in known:
                 shown = _unicode(name, "tools")[:40]
-                raise bad(f"unknown tool {shown!r}; known tools: {', '.join(sorted(TOOLS))}", "tools")
+                raise bad(f"unknown tool {shown!r}; known tools: {', '.join(sorted(known.names()))}", "tools")
         return tuple(dict.fromkeys(value))
 
 
@@ -207,6 +257,9 @@ def parse_spec(
     unknown = sorted(set(body) - FIELDS - extras)
     if unknown:
         raise bad(f"unknown field {_unicode(unknown[0], 'body')[:40]!r}", unknown[0][:40])
+    profile = _profile(_Reader(body, text=text), settings)
+    if profile is not None:
+        body = _under_profile(body, profile, text=text)
     read = _Reader(body, text=text)
     messages = _messages(read)
     provider = read.choice("provider", PROVIDERS, settings.default_provider)
@@ -222,6 +275,10 @@ def parse_spec(
         raise bad(f"model {model[:80]!r} is not allowed on this server", "model")
     max_tokens = read.number("max_tokens", lambda v, k: _int(v, k, 1, settings.max_tokens))
     temperature = read.number("temperature", lambda v, k: _float(v, k, 0.0, 2.0))
+    if profile is not None and max_tokens is not None and "max_tokens" in profile.fixed \
+            and max_tokens > profile.fixed["max_tokens"]:
+        raise bad(f"max_tokens must be at most {profile.fixed['max_tokens']} under profile {profile.name!r}",
+                  "max_tokens")
     stream_id = read.given("stream_id")
     return GenerationSpec(
         provider=provider,
@@ -230,9 +287,49 @@ def parse_spec(
         system=read.string("system") or None,
         max_tokens=min(DEFAULT_MAX_TOKENS, settings.max_tokens) if max_tokens is None else max_tokens,
         temperature=temperature,
-        tools=read.tools(),
+        tools=read.tools(toolbox_for(settings)),
         response_format=read.choice("response_format", RESPONSE_FORMATS, "text"),
         chunking=read.choice("chunking", CHUNKINGS, "token"),
         reasoning=read.choice("reasoning", REASONING_EFFORTS, "off"),
         stream_id=None if stream_id is None else check_stream_id(stream_id),
+        profile=None if profile is None else profile.name,
     )
+
+
+def _profile(read: _Reader, settings: Settings) -> Profile | None:
+    """The profile a request runs under: the one it names, else the default (if any)."""
+    name = read.string("profile", limit=MAX_MODEL_CHARS)
+    if name is None or (read.text and name == ""):  # an empty query value is "not given"
+        name = settings.default_profile
+        if name is None:
+            return None
+    profile = settings.profiles.get(name)
+    if profile is None:
+        shown = f"; profiles: {', '.join(sorted(settings.profiles))}" if settings.profiles else ""
+        raise bad(f"unknown profile {name[:64]!r}{shown}", "profile")
+    return profile
+
+
+def _under_profile(body: Mapping[str, Any], profile: Profile, *, text: bool) -> dict[str, Any]:
+    """The request's fields with the profile's applied: what the profile fixes is the profile's,
+    what it allows may come from the client, anything else set by the client is a 400."""
+    merged = {key: value for key, value in body.items() if key not in PROFILE_FIELDS}
+    for key in PROFILE_FIELDS:
+        value = body.get(key)
+        given = value is not None and not (text and value == "")
+        if given and key in profile.allow:
+            merged[key] = value
+        elif key in profile.fixed:
+            merged[key] = profile.fixed[key]
+        elif given:
+            raise bad(f"{key} cannot be set under profile {profile.name!r}", key)
+    return merged
+
+
+def check_profile(fixed: Mapping[str, Any], settings: Settings) -> tuple[str, str] | None:
+    """A profile's fixed fields checked as a request's: the (field, message) of the first bad one."""
+    try:
+        parse_spec({**fixed, "prompt": "-"}, replace(settings, default_profile=None))
+    except RequestError as exc:
+        return exc.field or "?", exc.message
+    return None

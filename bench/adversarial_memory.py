@@ -62,9 +62,9 @@ def raw_get(url: str, path: str, *, rcvbuf: int | None = None, body: bytes | Non
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect((host, int(port)))
     if body is None:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
     else:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     return sock
 
@@ -156,7 +156,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the client counts")
     args = parser.parse_args()
     with FakeUpstream() as fake:
-        env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="1000", SLUICE_REPLAY_TTL_SECONDS="2",
+        env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="1000",
+                         SLUICE_MAX_RESPONSES_PER_CLIENT="1000", SLUICE_REPLAY_TTL_SECONDS="2",
                          SLUICE_SEND_TIMEOUT="10", SLUICE_DISCONNECT_GRACE_SECONDS="1")
         with Gunicorn(env) as server:
             requests.get(server.url + "/stream", params={"prompt": "warm [fake tokens=3]"}, timeout=10).close()

@@ -10,7 +10,10 @@ hold (relay p99 < 50 ms, TTFT p99 < 500 ms, no errors) once N is past the refere
 at a clear failure, or at a second one in a row.
 Per step: relay latency, TTFT and TTFT added, the server's CPU per relayed token (its
 /proc CPU time over the window ÷ tokens received), memory per open stream ((RSS with N open
-− idle RSS) / N, RSS read at the end of the ramp) and, for Sluice, cancel latency.
+− idle RSS) / N, RSS read at the end of the ramp, before any stream has finished; and again at
+the end of the window, as an operator sees it: N streams running and every stream that finished
+since the start, in this step and the earlier ones, kept as the server keeps them) and, for
+Sluice, cancel latency.
 The full run takes about 8 minutes on 2 cores; `--quick` about 2.
 """
 
@@ -120,6 +123,8 @@ def run_step(server: Running, fake: Fake, n: int, cfg: dict[str, Any], cores: tu
     cpu0, fake0, core0 = cpu_seconds(server.pid), cpu_seconds(fake.proc.pid), core_busy_seconds(cores[0])
     sleep_until(w1)
     cpu1, fake1, core1 = cpu_seconds(server.pid), cpu_seconds(fake.proc.pid), core_busy_seconds(cores[0])
+    # N streams still open, and what the server keeps of every stream that finished so far.
+    rss_end = rss_bytes(server.pid)
     out, _ = gen.communicate(timeout=cfg["window"] + 60)
     result: dict[str, Any] = json.loads(out)
     tokens = result["tokens_window"]
@@ -130,6 +135,8 @@ def run_step(server: Running, fake: Fake, n: int, cfg: dict[str, Any], cores: tu
         rss=rss,
         idle_rss=idle_rss,
         kb_per_stream=(rss - idle_rss) / n / 1024,
+        rss_end=rss_end,
+        kb_per_stream_end=(rss_end - idle_rss) / n / 1024,
         load_core_cpu=(fake1 - fake0 + result["loadgen_cpu_s"]) / cfg["window"],
         # what other processes (other jobs on the machine) took of the server's core meanwhile
         others_on_server_core=max(core1 - core0 - (cpu1 - cpu0), 0.0) / cfg["window"] if cores[0] is not None else None,
@@ -195,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, help="seconds measured after the ramp (default 10)")
     parser.add_argument("--tokens", type=int, default=200, help="tokens per stream, at 20 tokens/s (default 200)")
     parser.add_argument("--cancels", type=int, help="cancel probes per Sluice step (default 20)")
+    parser.add_argument("--sluice-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="one more SLUICE_* setting for Sluice (SLUICE_REPLAY_MAX_BYTES=0: keep no finished one)")
     parser.add_argument("--update-doc", action="store_true", help="write the results into docs/benchmarks.md")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args(argv)
@@ -212,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(keys) - set(SPECS)
     if unknown:
         parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
+    for setting in args.sluice_env:
+        name, sep, value = setting.partition("=")
+        if not sep or not name.startswith("SLUICE_"):
+            parser.error(f"--sluice-env takes SLUICE_NAME=VALUE, got {setting!r}")
+        SPECS["sluice"].env[name] = value
     ensure_peer_packages(keys)
     cores: tuple[int | None, int | None] = (SERVER_CORE, LOAD_CORE) if (os.cpu_count() or 1) >= 2 else (None, None)
     if cores[1] is not None:

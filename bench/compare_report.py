@@ -32,6 +32,16 @@ def _cpu(server: dict[str, Any] | None, n: int) -> float | None:
     return float(step["cpu_us_per_token"]) if step and step["cpu_us_per_token"] is not None else None
 
 
+def _end(server: dict[str, Any] | None, n: int) -> float | None:
+    """KB per open stream at the end of the window: what finished streams keep counted."""
+    step = _step(server, n) if server else None
+    return float(step["kb_per_stream_end"]) if step and step.get("kb_per_stream_end") is not None else None
+
+
+def _kb_end(step: dict[str, Any] | None) -> str:
+    return _num(step.get("kb_per_stream_end")) if step else "—"
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return "—" if a is None or not b else f"{a / b:.2f}×"
 
@@ -52,13 +62,16 @@ def summary(run: dict[str, Any]) -> str:
             held["n"] if held else "none",
             _num(held["delivered_tps"]) if held else "—",
             _num(step["kb_per_stream"]) if step else "—",
+            _kb_end(step),
+            _ratio(_end(server, ref), _end(fastapi, ref)),
             f"{_ms(step['ttft_added']['p50'])} / {_ms(step['ttft_added']['p99'])}" if step else "—",
             _ms(step["cancel"]["p99"]) if step and server["key"] == "sluice" else "—",
             sum(s["errors"] for s in server["steps"]),
         ])
     return md_table(
         ["server", f"CPU µs/token (N={ref})", "× FastAPI", "× floor", "largest N held", "max sustained tokens/s",
-         f"KB per open stream (N={ref})", f"TTFT added p50 / p99 ms (N={ref})", f"cancel p99 ms (N={ref})",
+         f"KB per open stream (N={ref})", f"KB per open stream, finished ones counted (N={ref})",
+         "× FastAPI (finished counted)", f"TTFT added p50 / p99 ms (N={ref})", f"cancel p99 ms (N={ref})",
          "errors (all steps)"],
         rows,
     )
@@ -90,11 +103,15 @@ def targets(run: dict[str, Any]) -> str:
         [f"{TARGET_N} streams: relay p99 < 50 ms, TTFT p99 < 500 ms, no errors",
          f"largest N held: {held['n'] if held else 'none'}", met(held is not None and held["n"] >= TARGET_N)],
         [f"memory per open stream ≤ 64 KB (N={ref})", f"{_num(kb)} KB", met(None if kb is None else kb <= 64)],
+        [f"memory per open stream, finished ones counted, ≤ 0.8× the FastAPI peer's (N={ref}, issue 19)",
+         f"{_num(_end(sluice, ref))} KB vs 0.8 × {_num(_end(by_key.get('fastapi'), ref))} KB",
+         met(None if _end(sluice, ref) is None or _end(by_key.get("fastapi"), ref) is None
+             else _end(sluice, ref) <= 0.8 * _end(by_key.get("fastapi"), ref))],
         [f"TTFT added p50 < 2 ms (N={ref})", f"{_ms(ttft50)} ms", met(None if ttft50 is None else ttft50 < 0.002)],
         [f"cancel p99 < 50 ms (N={load['n']})", f"{_ms(cancel)} ms (n={load['cancel']['n']})",
          met(None if cancel is None else cancel < 0.050)],
     ]
-    return md_table(["target (issue 10)", "measured", "result"], rows)
+    return md_table(["target (issues 10, 19)", "measured", "result"], rows)
 
 
 def steps(run: dict[str, Any]) -> str:
@@ -111,6 +128,8 @@ def steps(run: dict[str, Any]) -> str:
                 _num(s["cpu_us_per_token"]),
                 _num(s["rss"] / 2**20),
                 _num(s["kb_per_stream"]),
+                _kb_end(s),
+                f"{s.get('answering_at_end', '—')} / {s.get('finished', '—')}",
                 _ms(s["cancel"]["p99"]) if server["key"] == "sluice" else "—",
                 s["errors"],
                 _num(100 * s["load_core_cpu"]) + (" (saturated)" if s["load_core_cpu"] > 0.9 else ""),
@@ -119,7 +138,8 @@ def steps(run: dict[str, Any]) -> str:
             ])
     return md_table(
         ["server", "N", "offered tok/s", "delivered tok/s", "relay p50 / p99 / max ms", "TTFT p99 ms",
-         "TTFT added p50 / p99 ms", "server CPU %", "CPU µs/token", "RSS MB", "KB/stream", "cancel p99 ms",
+         "TTFT added p50 / p99 ms", "server CPU %", "CPU µs/token", "RSS MB", "KB/stream",
+         "KB/stream, finished counted", "answering at the end / finished", "cancel p99 ms",
          "errors", "load core CPU %", "others on server core %", "holds"],
         rows,
     )
@@ -162,7 +182,7 @@ def render(run: dict[str, Any]) -> str:
         "",
         summary(run),
         "",
-        "Sluice against the targets of issue 10:",
+        "Sluice against the targets of issues 10 and 19:",
         "",
         targets(run),
         "",

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         fake,
         SLUICE_DISCONNECT_GRACE_SECONDS=f"{args.grace:g}",
         SLUICE_HEARTBEAT_SECONDS="15",
-        SLUICE_MAX_STREAMS_PER_CLIENT="1000",
+        SLUICE_MAX_STREAMS_PER_CLIENT="1000", SLUICE_MAX_RESPONSES_PER_CLIENT="1000",
         SLUICE_FIRST_TOKEN_TIMEOUT="60",
         SLUICE_IDLE_TIMEOUT="60",
     )

@@ -253,7 +253,7 @@ class Load:
         cpu0: os.times_result | None = None
         next_check = self.t0 + 1.0
         cpu1: os.times_result | None = None
-        open_at_end = 0
+        open_at_end = answering_at_end = 0
         now = time.monotonic()
         # After the window, only cancel probes still waiting for their answer keep the loop going
         # (up to `stall` seconds); the other streams run on meanwhile, and no new one starts.
@@ -267,6 +267,9 @@ class Load:
             if cpu1 is None and now >= self.w1:
                 cpu1 = os.times()
                 open_at_end = sum(1 for c in self.conns if c.kind == "stream")
+                # Open and answering (a first token in): a server that falls behind has users
+                # still waiting to be answered, which cost it little memory.
+                answering_at_end = sum(1 for c in self.conns if c.kind == "stream" and c.first_at)
             wake = min(starts[0][0] if starts else self.w1 + args.stall, now + 0.05)
             by_fd = self.by_fd
             for fd, mask in self.epoll.poll(max(wake - now, 0)):
@@ -279,6 +282,7 @@ class Load:
         if cpu1 is None:
             cpu1 = os.times()
             open_at_end = sum(1 for c in self.conns if c.kind == "stream")
+            answering_at_end = sum(1 for c in self.conns if c.kind == "stream" and c.first_at)
         for conn in list(self.conns):  # the step is over: streams still running are not errors
             if conn.kind != "stream":
                 self.errors[f"{conn.kind}: no answer {args.stall:g} s after the window"] += 1
@@ -299,6 +303,7 @@ class Load:
             "started": self.started,
             "finished": self.finished,
             "open_at_end": open_at_end,
+            "answering_at_end": answering_at_end,
             "loadgen_cpu_s": cpu,
         }
 

@@ -118,7 +118,8 @@ def run_cancels(url: str, count: int) -> tuple[list[float], int]:
 
 def measure(backend: str, workers: int, fake: FakeUpstream, args: argparse.Namespace) -> dict[str, object]:
     redis_proc = None
-    env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="1000", SLUICE_DISCONNECT_GRACE_SECONDS="0.5")
+    env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="1000",
+                     SLUICE_MAX_RESPONSES_PER_CLIENT="1000", SLUICE_DISCONNECT_GRACE_SECONDS="0.5")
     if backend == "redis":
         redis_proc, env["SLUICE_REDIS_URL"] = start_redis()
     server = Gunicorn(env, workers=workers).start()

@@ -41,7 +41,7 @@ port, n = int(sys.argv[1]), int(sys.argv[2])
 socks = []
 for i in range(n):
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /stream?prompt=m%d+%%5Bfake+stall_after%%3D2%%5D HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+    s.sendall(b"GET /stream?prompt=m%d+%%5Bfake+stall_after%%3D2%%5D HTTP/1.1\r\nHost: localhost\r\n\r\n" % i)
     socks.append(s)
 for s in socks:
     got = b""
@@ -90,7 +90,8 @@ def main() -> None:
     fake_url = fake.stdout.readline().strip()
     os.environ.update(base_env(
         SLUICE_PROVIDER="anthropic", ANTHROPIC_API_KEY="sk-bench", ANTHROPIC_BASE_URL=fake_url,
-        SLUICE_MAX_STREAMS_PER_CLIENT=str(args.streams + 10), SLUICE_DISCONNECT_GRACE_SECONDS="1",
+        SLUICE_MAX_STREAMS_PER_CLIENT=str(args.streams + 10),
+        SLUICE_MAX_RESPONSES_PER_CLIENT=str(args.streams + 10), SLUICE_DISCONNECT_GRACE_SECONDS="1",
     ))
     if args.gunicorn:
         measure_in_gunicorn(args.streams)

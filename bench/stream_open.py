@@ -38,7 +38,8 @@ import socket, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
 for i in range(n):
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /stream?prompt=o%d+%%5Bfake+tokens%%3D1%%5D HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % i)
+    s.sendall(b"GET /stream?prompt=o%d+%%5Bfake+tokens%%3D1%%5D HTTP/1.1\r\n"
+              b"Host: localhost\r\nConnection: close\r\n\r\n" % i)
     got = b""
     while True:
         part = s.recv(65536)

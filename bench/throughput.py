@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     tune_interpreter()
     info = machine()
     fake = TimedFake().start()
-    env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="10000", SLUICE_HEARTBEAT_SECONDS="15")
+    env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="10000",
+                     SLUICE_MAX_RESPONSES_PER_CLIENT="10000", SLUICE_HEARTBEAT_SECONDS="15")
     loads = [
         ("unpaced", 1, "tokens=2000 pace=0"),
         ("unpaced", 10, "tokens=1000 pace=0"),

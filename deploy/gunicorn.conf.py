@@ -80,9 +80,13 @@ backlog = 2048
 #       drain. A stop does, so systemd's TimeoutStopSec must be larger.
 #       Lower SLUICE_GRACEFUL_TIMEOUT for faster stops at the price of cut answers.
 #
-#   keepalive - Seconds an idle keep-alive connection from nginx stays open. Longer than
-#       nginx's upstream keepalive_timeout (60s in deploy/nginx/sluice.conf), so nginx
-#       always closes first and never sends a request on a socket gunicorn is closing.
+#   keepalive - Seconds an idle keep-alive connection stays open, AND (gevent worker) the
+#       most a request line and headers may take to arrive, on every request of a connection:
+#       a client that drips header bytes (slowloris), or sends one request and sits idle, is
+#       cut off after this. Short, for a gunicorn reached directly; longer than nginx's upstream
+#       keepalive_timeout (4s in deploy/nginx/sluice.conf), so nginx always closes first and
+#       never sends a request on a socket gunicorn is closing. Never 0: with keepalive off,
+#       gunicorn reads a request's headers with no time limit at all.
 #
 #   max_requests - Off: a recycled worker would end its streams for nothing.
 #
@@ -99,7 +103,7 @@ workers = _env_int("SLUICE_WORKERS", _env_int("WEB_CONCURRENCY", (os.cpu_count()
 worker_connections = _env_int("SLUICE_WORKER_CONNECTIONS", _env_int("SLUICE_MAX_STREAMS", 1000) + 100)
 timeout = 30
 graceful_timeout = _env_int("SLUICE_GRACEFUL_TIMEOUT", _env_int("SLUICE_MAX_DURATION", 600) + 10)
-keepalive = 75
+keepalive = 5
 max_requests = 0
 preload_app = False
 
@@ -110,15 +114,24 @@ preload_app = False
 #       longer ones are answered 414 by gunicorn (POST /streams takes any prompt up to the
 #       1 MiB body limit). nginx's large_client_header_buffers (8k) is above this.
 #
+#   limit_request_fields, limit_request_field_size - At most 50 header fields of at most 8 KiB
+#       each (a browser sends ~20, nginx adds 5): one request's headers hold at most ~400 KiB
+#       of a worker's memory. Beyond, 400 from gunicorn.
+#
+#   None of these bounds how many connections one client opens, nor a request body sent
+#   slowly: gunicorn has no setting for either. nginx (or another proxy with header, body and
+#   idle timeouts, and limit_conn) must be in front of any gunicorn that clients can reach
+#   (docs/security.md, "What needs nginx in front").
+#
 #   forwarded_allow_ips - Who may tell gunicorn the scheme (X-Forwarded-Proto: https ->
 #       wsgi.url_scheme). Only nginx: loopback, or FORWARDED_ALLOW_IPS (comma-separated
 #       addresses or networks) when nginx runs on another machine. The client address
-#       (X-Forwarded-For) is handled by the app, and only with SLUICE_PROXY_COUNT=1 (the
-#       number of proxies in front: werkzeug's ProxyFix).
+#       (X-Forwarded-For) is handled by the app, only with SLUICE_PROXY_COUNT=1 (the number
+#       of proxies in front: werkzeug's ProxyFix) and only from these same addresses.
 #
 
 limit_request_line = 4094
-limit_request_fields = 100
+limit_request_fields = 50
 limit_request_field_size = 8190
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 

@@ -12,7 +12,11 @@ so each caller depends only on the group it uses:
   events (a `Feed` to replay and follow), their followers, and delivering a cancel to whichever
   worker owns them.
 
-`Backend` holds the three and its own life (start, settle, close, ready). A backend never sees
+- `Slots` (`backend.slots`): places a client holds at once, counted on every worker and host
+  (its open event-stream responses, SLUICE_MAX_RESPONSES_PER_CLIENT; its running generations,
+  SLUICE_MAX_STREAMS_PER_CLIENT).
+
+`Backend` holds the four and its own life (start, settle, close, ready). A backend never sees
 a `Generation`: it mirrors a `Mirrored` view (its events after a seq and its status), and what
 it must ask of this worker (a cancel from elsewhere, followers that left) goes through `Local`,
 which the registry implements. `MemoryBackend` is the single-process answer: its own
@@ -36,6 +40,10 @@ class Feed(Protocol):
 
     owner: str | None
     """The principal that started the generation (None: started with authentication off)."""
+
+    lost: bool
+    """Events after a seq asked for are gone (Redis trimmed them): what is left is never sent,
+    so a client never sees a jump in seq, and its resume is answered as for an unknown id."""
 
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
         """Entries after `seq`; waits up to `timeout` when there are none yet."""
@@ -138,8 +146,16 @@ class Mirror(Protocol):
         """
         ...
 
-    def finished(self, stream_id: str) -> None:
-        """A mirrored generation ended: write its final status and start the replay TTL."""
+    def finished(self, stream_id: str, view: Mirrored) -> None:
+        """A mirrored generation ended: write its final status and start the replay TTL.
+
+        `view` is what is left of it (app.lifecycle.ended): the mirror holds that from now on.
+        """
+        ...
+
+    def forget(self, stream_id: str) -> None:
+        """This worker forgot an ended generation (its replay TTL, or SLUICE_REPLAY_MAX_BYTES):
+        stop holding it here once its end is written (Redis keeps its own copy for its TTL)."""
         ...
 
 
@@ -165,13 +181,43 @@ class Remote(Protocol):
         """True if clients follow `stream_id` (one of this worker's) through other workers."""
         ...
 
-    def active(self, client: str) -> int:
-        """Running generations of `client` on the other workers (0 if not tracked)."""
+
+class Slots(Protocol):
+    """Places a client holds at once (e.g. open responses), counted wherever it holds them."""
+
+    def reserve(self, kind: str, client: str, limit: int) -> bool:
+        """Take one of `client`'s `limit` places of `kind`, atomically; False when all are taken."""
+        ...
+
+    def release(self, kind: str, client: str) -> None:
+        """Give one back. Never blocks (it may be called from the event loop's callbacks)."""
+        ...
+
+
+class Ledger(Protocol):
+    """Token counters of budgets (app.lifecycle.budget): per key, `used` and `reserved`.
+
+    Each call is atomic over all its keys, so that parallel generations on every worker (and,
+    with Redis, every host) can never together reserve more than a budget holds.
+    """
+
+    def reserve(self, keys: Sequence[str], budgets: Sequence[int], want: int, least: int,
+                ttl: int) -> tuple[int, int]:
+        """Reserve `want` tokens on every key, or, when not all fit, the most that fits on all
+        if that is at least `least`. Returns (granted, left before): granted 0 is a refusal."""
+        ...
+
+    def settle(self, keys: Sequence[str], reserved: int, charged: int, ttl: int) -> None:
+        """A generation ended: give back its reservation and charge what it used."""
+        ...
+
+    def read(self, key: str) -> tuple[int, int]:
+        """(used, reserved) of one key."""
         ...
 
 
 class Backend(Protocol):
-    """Cross-worker state: the three groups and their life. Safe to call from any greenlet."""
+    """Cross-worker state: the four groups and their life. Safe to call from any greenlet."""
 
     shared: bool
     """True when other workers/hosts can see this worker's generations (Redis)."""
@@ -184,6 +230,12 @@ class Backend(Protocol):
 
     @property
     def remote(self) -> Remote: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def slots(self) -> Slots: ...
 
     def start(self, local: Local) -> None:
         """Begin background work (e.g. the pub/sub listener); `local` answers for this worker."""

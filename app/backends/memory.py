@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.backends.base import Feed, Local, Mirrored
+from app.backends.ledger import LocalLedger
 from app.backends.tombstones import Tombstones, tombstone_name
 from app.config import Settings
 
@@ -34,7 +35,10 @@ class _NoMirror:
     def changed(self, stream_id: str, urgent: bool) -> None:
         pass
 
-    def finished(self, stream_id: str) -> None:
+    def finished(self, stream_id: str, view: Mirrored) -> None:
+        pass
+
+    def forget(self, stream_id: str) -> None:
         pass
 
 
@@ -53,8 +57,32 @@ class _Nowhere:
     def followed(self, stream_id: str) -> bool:
         return False
 
-    def active(self, client: str) -> int:
-        return 0
+
+class LocalSlots:
+    """Places counted in this process (what the Redis backend falls back to while Redis is down)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def held(self, kind: str, client: str) -> int:
+        """How many places of `kind` `client` holds on this worker."""
+        return self.counts.get((kind, client), 0)
+
+    def reserve(self, kind: str, client: str, limit: int) -> bool:
+        key = (kind, client)
+        taken = self.counts.get(key, 0)
+        if taken >= limit:
+            return False
+        self.counts[key] = taken + 1
+        return True
+
+    def release(self, kind: str, client: str) -> None:
+        key = (kind, client)
+        left = self.counts.get(key, 0) - 1
+        if left > 0:
+            self.counts[key] = left
+        else:
+            self.counts.pop(key, None)
 
 
 NO_MIRROR = _NoMirror()
@@ -62,7 +90,7 @@ NOWHERE = _Nowhere()
 
 
 class MemoryBackend:
-    """Tombstones in a dict; no mirror and no other workers (see app.backends.base)."""
+    """Tombstones and slots in dicts; no mirror and no other workers (see app.backends.base)."""
 
     shared = False
     mirror = NO_MIRROR
@@ -71,6 +99,8 @@ class MemoryBackend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ids = LocalIds(settings.max_tombstones)
+        self.ledger = LocalLedger()
+        self.slots = LocalSlots()
 
     def start(self, local: Local) -> None:
         """Nothing to start (app.backends.workers warns when several workers share nothing)."""

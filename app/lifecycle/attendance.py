@@ -12,6 +12,8 @@ from collections.abc import Callable
 import gevent
 from gevent import Greenlet
 
+from app.observability import greenlets
+
 
 class Attendance:
     """The count of local subscribers, and the grace timer that runs while it is zero."""
@@ -41,7 +43,7 @@ class Attendance:
     def arm(self, seconds: float) -> None:
         """(Re)start the grace timer."""
         self.stop()
-        self._grace = gevent.spawn_later(seconds, self._fire)
+        self._grace = greenlets.spawn_later(seconds, self._fire)
 
     def stop(self) -> None:
         """Drop the grace timer (not when called by the timer itself: it is ending anyway)."""

@@ -25,6 +25,7 @@ from gevent.hub import Waiter, get_hub
 from app import sse
 from app.backends.base import Feed
 from app.lifecycle.eof import EofWatch
+from app.lifecycle.slots import Slot
 from app.observability import metrics
 from app.sse import Entry
 
@@ -44,7 +45,7 @@ class Delivery:
     """
 
     __slots__ = (
-        "feed", "after_seq", "heartbeat", "sock", "send_timeout", "max_write", "gone",
+        "feed", "after_seq", "heartbeat", "sock", "send_timeout", "max_write", "gone", "slot",
         "_attached", "_watch", "_gen", "_closed", "_listen", "_listening", "_waiter", "_timer",
     )
 
@@ -58,8 +59,10 @@ class Delivery:
         send_timeout: float | None = None,
         attached: bool = False,
         max_write: int = DEFAULT_MAX_WRITE,
+        slot: Slot | None = None,
     ) -> None:
         self.feed = feed
+        self.slot = slot  # this response's place among its client's (released in close)
         self.after_seq = after_seq
         self.heartbeat = heartbeat
         self.sock = client_socket
@@ -186,15 +189,16 @@ class Delivery:
         if waiter is not None:
             waiter.switch(None)
 
-    def hand_over(self) -> bool:
+    def hand_over(self) -> tuple[bool, Slot | None]:
         """Give this unstarted response up to a `DirectDelivery` (see `app.lifecycle.direct`):
         `close()` does nothing from now on. Returns whether the feed is attached and counted, which
-        the new owner then undoes once."""
+        the new owner then undoes once, and the response's slot, which it then releases."""
         if self._gen is not None or self._closed:
             raise RuntimeError("a response can be handed over only before it starts")
         self._closed = True
         attached, self._attached = self._attached, False
-        return attached
+        slot, self.slot = self.slot, None
+        return attached, slot
 
     def close(self) -> None:
         """Called by the WSGI server when the response ends, however it ends."""
@@ -213,6 +217,10 @@ class Delivery:
         if self.sock is not None and self.send_timeout and not hasattr(self.sock, "getpeercert"):
             with contextlib.suppress(OSError):
                 self.sock.settimeout(None)
-        if self._attached:
-            self.feed.detach()
-            metrics.subscriber_detached()
+        try:
+            if self._attached:
+                self.feed.detach()
+                metrics.subscriber_detached()
+        finally:
+            if self.slot is not None:
+                self.slot.release()

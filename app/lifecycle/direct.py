@@ -34,6 +34,7 @@ from app import sse
 from app.backends.base import Feed
 from app.lifecycle.delivery import RETRY_MS
 from app.lifecycle.eof import EofWatch
+from app.lifecycle.slots import Slot
 from app.observability import metrics
 from app.sse import Entry
 
@@ -72,7 +73,7 @@ class DirectDelivery:
     __slots__ = (
         "feed", "seq", "heartbeat", "send_timeout", "max_write", "sock", "chunked", "sent", "on_end",
         "_attached", "_listen", "_listening", "_out", "_done", "_closed", "_last_write",
-        "_gone", "_watch", "_writer", "_timer", "_deadline",
+        "_gone", "_watch", "_writer", "_timer", "_deadline", "_slot",
     )
 
     def __init__(
@@ -87,6 +88,7 @@ class DirectDelivery:
         attached: bool,
         chunked: bool = True,
         on_end: Callable[[DirectDelivery], None] | None = None,
+        slot: Slot | None = None,
     ) -> None:
         listen = getattr(feed, "listen", None)
         if listen is None:
@@ -112,6 +114,7 @@ class DirectDelivery:
         self._writer: Any = None  # the WRITE watcher, while a write waits
         self._timer: Any = None  # the heartbeat timer, while waiting for the journal
         self._deadline: Any = None  # the send-timeout timer, while a write waits
+        self._slot = slot  # the response's place among its client's, released in close
 
     def start(self, head: bytes) -> None:
         """Write `head` (status line and headers), the replay, then follow. Never blocks."""
@@ -286,6 +289,8 @@ class DirectDelivery:
                 self.feed.detach()
         finally:
             metrics.subscriber_detached()
+            if self._slot is not None:
+                self._slot.release()
             if self.on_end is not None:
                 try:
                     self.on_end(self)

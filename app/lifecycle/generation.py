@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import gevent
@@ -33,7 +34,7 @@ from app.lifecycle.producer import Producer, ProviderFactory
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.text_relay import TextRelay
 from app.lifecycle.usage import UsageMeter
-from app.observability import metrics
+from app.observability import greenlets, metrics
 from app.observability.tracing import NO_TRACE, NoTrace
 from app.sse import DONE, Entry
 
@@ -61,9 +62,10 @@ class Generation:
     __slots__ = (
         "id", "spec", "settings", "providers", "owner", "client", "provider_name", "model", "journal",
         "state", "outcome_reason", "stop_reason", "created_at", "ended_at", "_t0", "ttft_ms", "duration_ms",
-        "relay", "_attendance", "_on_entry", "_on_end", "trace", "meter", "producer", "_greenlet",
+        "relay", "_attendance", "_on_entry", "_on_ending", "_on_end", "trace", "meter", "producer", "_greenlet",
         "_producing", "_cancel_reason", "_full", "_counted",
     )
+    lost = False  # as a Feed: a local journal is never trimmed
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class Generation:
         client: str = "",
         on_entry: Callable[[Generation, Entry], None] | None = None,
         on_end: Callable[[Generation], None] | None = None,
+        on_ending: Callable[[Generation], None] | None = None,
         trace: NoTrace = NO_TRACE,
     ) -> None:
         self.id = stream_id
@@ -107,6 +110,7 @@ class Generation:
         self._attendance = Attendance(self._grace_expired)
         self._on_entry = on_entry
         self._on_end = on_end
+        self._on_ending = on_ending  # before the terminal event: its usage is final (budgets)
         self.trace = trace
         self.meter = UsageMeter()
         self.producer = Producer(self)
@@ -198,19 +202,23 @@ class Generation:
 
     def start(self, cancelled: bool = False) -> None:
         """Publish `start` and run the producer (or end at once: an early-cancelled id)."""
-        self.emit(
-            {
-                "type": "start",
-                "stream_id": self.id,
-                "provider": self.provider_name,
-                "model": self.model,
-                "cancel_url": "/cancel",
-            }
-        )
+        start: dict[str, Any] = {
+            "type": "start",
+            "stream_id": self.id,
+            "provider": self.provider_name,
+            "model": self.model,
+            "cancel_url": "/cancel",
+            "profile": self.spec.profile,
+        }
+        if self.spec.requested_max_tokens is not None:
+            # The budget had room for a shorter answer only (app.lifecycle.budget).
+            start["max_tokens"] = self.spec.max_tokens
+            start["max_tokens_lowered_from"] = self.spec.requested_max_tokens
+        self.emit(start)
         if cancelled:
             self._end_cancelled("user")
             return
-        self._greenlet = _ProducerGreenlet.spawn(self._run)
+        self._greenlet = greenlets.spawn(self._run, cls=_ProducerGreenlet)
         if self._attendance.count == 0:
             # Created without a reader (POST /streams): give the client time to attach.
             self._attendance.arm(max(self.settings.disconnect_grace_seconds, 10.0))
@@ -332,12 +340,24 @@ class Generation:
         self.ended_at = time.time()
         self.relay.stop()
         self._attendance.stop()
+        if self._on_ending is not None:
+            # A client that reads the terminal event then finds the budget already settled.
+            self._on_ending(self)
         self.emit(payload, terminal=True)
         self.emit(DONE, terminal=True)
         self._count_deltas()
         self.trace.end(state, self.stop_reason, self.usage(), reason)
         if self._on_end is not None:
             self._on_end(self)
+        self._release()
+
+    def _release(self) -> None:
+        """Ended: drop what only the run needed, now. The relay, producer and attendance refer
+        back to this generation, so without this the prompt and the round's deltas would wait
+        for a full garbage collection (responses still following it hold it meanwhile)."""
+        self.spec = replace(self.spec, messages=(), system=None)
+        self.producer.release()
+        self.relay.parts = []
 
     def _end_done(self) -> None:
         self._end(

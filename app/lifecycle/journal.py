@@ -10,13 +10,22 @@ list of `Entry` tuples cost ~130 bytes more per event, the size of a short token
 The journal is bounded in bytes (`max_bytes`): an event that would pass the bound is refused with
 `JournalFull`, and the generation ends with an error (its terminal event and `[DONE]` are always
 let in, so every stream still ends properly).
+
+Once the generation has ended, `seal()` compresses the journal once, for the replay TTL: every
+event's bytes repeat the id prefix and the JSON keys, so zlib takes a short answer's journal to
+a fraction of its size. It is cut into blocks of about SEAL_BLOCK bytes at event boundaries, so
+a replay from a seq decompresses only the blocks it reads. A live journal is never compressed:
+the hot path of a running stream is unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
 
 import gevent
@@ -33,6 +42,10 @@ ENTRY_OVERHEAD = 112
 # Entries handed out per read: a reader far behind gets its backlog in slices, never a copy
 # of the whole list each time it writes.
 READ_COUNT = 512
+# Raw bytes per compressed block of a sealed journal: a replay decompresses the blocks it reads.
+SEAL_BLOCK = 64 * 1024
+# What a sealed journal's object and lists cost besides its compressed blocks.
+SEALED_OVERHEAD = 200
 
 # A text event is the hot path: its JSON is this template around the escaped content, with no
 # dict built and no generic encoder walked. (`json.dumps` of a str is the C string encoder.)
@@ -49,7 +62,7 @@ class Journal:
     """Append-only sequence of events with a wake-up for followers, bounded in bytes."""
 
     __slots__ = ("stream_id", "nbytes", "max_bytes", "_buf", "_ends", "_done", "_prefix", "_wake", "_waiters",
-                 "_listeners")
+                 "_listeners", "_blocks", "_block_at", "_lengths", "_count", "_stripped")
 
     def __init__(self, stream_id: str, max_bytes: int = 0) -> None:
         self.stream_id = stream_id
@@ -58,14 +71,26 @@ class Journal:
         self._done = False  # `[DONE]` is in
         self.nbytes = 0
         self.max_bytes = max_bytes  # 0: unbounded
-        self._prefix = f"id: {stream_id}:".encode()
+        self._prefix = sse.id_prefix(stream_id)  # the hot path's: checked once, here
         self._wake: Event | None = None  # made by the first `wait_after` that has to wait
         self._waiters = 0
         self._listeners: list[Callable[[], None]] = []
+        # Sealed (see `seal`): the compressed blocks, the raw offset where each starts, the
+        # events' lengths (array "I", compressed), and the number of events.
+        self._blocks: list[bytes] | None = None
+        self._block_at: list[int] = []
+        self._lengths = b""
+        self._count = 0
+        self._stripped = False  # each event's `id:` line was left out (rebuilt on replay)
 
     @property
     def last_seq(self) -> int:
-        return len(self._ends)
+        return self._count if self._blocks is not None else len(self._ends)
+
+    @property
+    def sealed(self) -> bool:
+        """True once `seal` has compressed the journal."""
+        return self._blocks is not None
 
     @property
     def closed(self) -> bool:
@@ -75,7 +100,7 @@ class Journal:
     @property
     def entries(self) -> list[Entry]:
         """Every event, as entries (made on each call: for the mirror and for tests)."""
-        return self.after(0, len(self._ends))
+        return self.after(0, self.last_seq)
 
     def append(self, payload: dict[str, Any] | str, *, bounded: bool = True) -> Entry:
         """Add one event (a payload dict, or the `[DONE]` marker) and wake every follower.
@@ -123,6 +148,8 @@ class Journal:
 
     def after(self, seq: int, count: int = READ_COUNT) -> list[Entry]:
         """Up to `count` entries with a seq greater than `seq` (seq counts from 1: an index)."""
+        if self._blocks is not None:
+            return self._sealed_after(seq, count)
         ends = self._ends
         start = max(seq, 0)
         stop = min(start + count, len(ends))
@@ -136,6 +163,70 @@ class Journal:
                 b = ends[i]
                 out.append(Entry(i + 1, view[a:b].tobytes()))
                 a = b
+        return out
+
+    def seal(self) -> int:
+        """Compress the bytes of a closed journal, once; return what it holds in memory now.
+
+        Each event's `id: <stream id>:<seq>` line is left out (it is rebuilt on replay: it is
+        half of a short event's compressed size), unless one event does not begin with it.
+        Nothing may be appended after this (the journal is closed: `[DONE]` is in).
+        """
+        if self._blocks is not None:
+            return self.held
+        ends, prefix, buf = self._ends, self._prefix, bytes(self._buf)
+        events = [buf[a:b] for a, b in zip([0, *ends], ends, strict=False)]
+        heads = [b"%s%d\n" % (prefix, seq) for seq in range(1, len(events) + 1)]
+        self._stripped = all(event.startswith(head) for event, head in zip(events, heads, strict=True))
+        if self._stripped:
+            events = [event[len(head):] for event, head in zip(events, heads, strict=True)]
+        blocks: list[bytes] = []
+        block_at: list[int] = []
+        piece: list[bytes] = []
+        at = size = 0
+        for event in events:
+            piece.append(event)
+            size += len(event)
+            if size >= SEAL_BLOCK:
+                block_at.append(at)
+                blocks.append(zlib.compress(b"".join(piece)))
+                at, piece, size = at + size, [], 0
+        if piece or not blocks:
+            block_at.append(at)
+            blocks.append(zlib.compress(b"".join(piece)))
+        self._lengths = zlib.compress(array("I", map(len, events)).tobytes())
+        self._count = len(events)
+        self._block_at, self._blocks = block_at, blocks
+        self._buf, self._ends = bytearray(), array("Q")
+        return self.held
+
+    @property
+    def held(self) -> int:
+        """Bytes a sealed journal holds (its compressed blocks and lengths, and its objects)."""
+        if self._blocks is None:
+            return self.nbytes
+        return sum(len(b) for b in self._blocks) + len(self._lengths) + SEALED_OVERHEAD + 8 * len(self._blocks)
+
+    def _sealed_after(self, seq: int, count: int) -> list[Entry]:
+        start = max(seq, 0)
+        stop = min(start + count, self._count)
+        if start >= stop or self._blocks is None:
+            return []
+        lengths = array("I")
+        lengths.frombytes(zlib.decompress(self._lengths))
+        ends = list(accumulate(lengths[:stop]))
+        a, b = (ends[start - 1] if start else 0), ends[stop - 1]
+        first = bisect_right(self._block_at, a) - 1
+        last = bisect_left(self._block_at, b)
+        raw = b"".join(zlib.decompress(block) for block in self._blocks[first:last])
+        base = self._block_at[first]
+        out = []
+        a -= base
+        prefix = self._prefix if self._stripped else None
+        for i in range(start, stop):
+            end = ends[i] - base
+            out.append(Entry(i + 1, raw[a:end] if prefix is None else b"%s%d\n%s" % (prefix, i + 1, raw[a:end])))
+            a = end
         return out
 
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:

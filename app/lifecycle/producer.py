@@ -17,16 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import gevent
+from gevent.pool import Group
 
 from app.config import Settings
 from app.errors import UpstreamError
 from app.lifecycle import recovery
+from app.lifecycle.budget import estimate_input
 from app.lifecycle.deadlines import RoundTimer
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.text_relay import TextRelay
 from app.lifecycle.usage import UsageMeter
+from app.observability import greenlets
 from app.observability.tracing import NoTrace
 from app.providers.base import (
+    REASONING_BUDGETS,
     Finish,
     Message,
     Opaque,
@@ -43,9 +47,11 @@ from app.providers.base import (
     Usage,
 )
 from app.sse import Entry
-from app.tools import TOOLS, run_tool
+from app.toolbox import toolbox_for
 
 ProviderFactory = Callable[[str], Provider]
+
+TEXT_PIECES = 64  # a round's text deltas kept apart before they are joined (see `Round.add`)
 
 
 class Outlet(Protocol):
@@ -79,6 +85,14 @@ class Round:
     def answer(self) -> str:
         return "".join(self.text)
 
+    def add(self, text: str) -> None:
+        """Note relayed text. Joined every TEXT_PIECES deltas: a string object per delta (~55
+        bytes for a token) would cost a running stream more than its events do in the journal."""
+        pieces = self.text
+        pieces.append(text)
+        if len(pieces) >= TEXT_PIECES:
+            pieces[:] = ["".join(pieces)]
+
 
 @dataclass(frozen=True)
 class Resume:
@@ -104,6 +118,11 @@ class Producer:
         self._recovered = False
         self._fell_back = False
 
+    def release(self) -> None:
+        """The generation ended: drop the last round's text (one string per delta) and any resume."""
+        self.current = Round()
+        self.resume = None
+
     def run(self) -> str:
         """Every round of the answer (tool rounds, a fallback, a recovery); the model's stop reason.
 
@@ -118,8 +137,11 @@ class Producer:
         while True:
             resume = self.resume
             sent = resume.messages if resume is not None else conversation
+            request = self._request(sent)
+            if request.max_tokens < 1:
+                return "max_tokens"  # the budget's reservation is spent: no further round
             try:
-                result = self._round(self.gen.providers(self.upstream), self._request(sent), resume)
+                result = self._round(self.gen.providers(self.upstream), request, resume)
             except UpstreamError as exc:
                 if self._retry_after(exc, conversation):
                     continue
@@ -138,25 +160,53 @@ class Producer:
 
     def _request(self, messages: list[Message]) -> ProviderRequest:
         spec = self.gen.spec
+        tools = tuple(toolbox_for(self.gen.settings).spec(name) for name in spec.tools)
+        max_tokens = spec.max_tokens
+        if spec.budget_tokens is not None:
+            # Under a budget, a round asks for no more output than is left of the reservation
+            # once its input (estimated high) is counted: what is charged never passes it.
+            usage = self._meter.as_dict()
+            left = spec.budget_tokens - usage["input_tokens"] - usage["output_tokens"]
+            left -= estimate_input(spec.system, messages, tools) + REASONING_BUDGETS.get(spec.reasoning, 0)
+            max_tokens = min(max_tokens, left)
         return ProviderRequest(
             model=self.upstream_model,
             messages=tuple(messages),
-            max_tokens=spec.max_tokens,
+            max_tokens=max_tokens,
             system=spec.system,
             temperature=spec.temperature,
-            tools=tuple(TOOLS[name].spec for name in spec.tools),
+            tools=tools,
             json_mode=spec.response_format == "json",
             reasoning=spec.reasoning,
         )
 
     def _run_tools(self, calls: list[ToolCallPart]) -> tuple[ToolResultPart, ...]:
+        """Run a round's tool calls side by side (each in its own greenlet); results in call order.
+
+        A kill of the producer (cancel, deadline) kills the running tools with it: no result of
+        theirs is emitted or sent to the model.
+        """
+        toolbox, trace = toolbox_for(self.gen.settings), self.gen.trace
+
+        def run(call: ToolCallPart) -> tuple[str, bool]:
+            with trace.tool(call.name, call.id):
+                return toolbox.run(call.name, call.arguments)
+
+        # Each tool greenlet starts in a copy of the producer's context: a tool's span (and any
+        # span its own libraries make) stays in the caller's trace.
+        group = Group()
+        running = [greenlets.spawn(run, call) for call in calls]
+        for greenlet in running:
+            group.add(greenlet)
         results = []
-        for call in calls:
-            with self.gen.trace.tool(call.name, call.id):
-                content, is_error = run_tool(call.name, call.arguments)
-            results.append(ToolResultPart(call.id, call.name, content, is_error))
-            self.gen.emit({"type": "tool_result", "id": call.id, "name": call.name,
-                           "content": content, "is_error": is_error})
+        try:
+            for call, greenlet in zip(calls, running, strict=True):
+                content, is_error = greenlet.get()
+                results.append(ToolResultPart(call.id, call.name, content, is_error))
+                self.gen.emit({"type": "tool_result", "id": call.id, "name": call.name,
+                               "content": content, "is_error": is_error})
+        finally:
+            group.kill(block=False)  # nothing left to kill unless the producer itself was
         return tuple(results)
 
     def _retry_after(self, exc: UpstreamError, conversation: list[Message]) -> bool:
@@ -200,11 +250,13 @@ class Producer:
         state = self.current = Round(text=[resume.said] if resume is not None else [])
         overlap = recovery.Overlap(resume.said) if resume is not None else None
         self._meter.open_round(sum(len(m.text) for m in request.messages) + len(request.system or ""))
-        self.gen.trace.upstream_start(provider.name, request.model)
         events = provider.stream(request)
         settings = self.gen.settings
         timer = RoundTimer(gevent.getcurrent(), settings.first_token_timeout, settings.idle_timeout)
         clock = time.monotonic
+        # The round's span is current from here to `upstream_end`, in this greenlet: the SDK's
+        # span of each attempt (a retry too) is its child.
+        self.gen.trace.upstream_start(provider.name, request.model)
         try:
             while True:
                 # Inline rather than a wrapping generator: one stack level less for the
@@ -260,5 +312,5 @@ class Producer:
 
     def _relay_text(self, text: str, state: Round) -> None:
         if text:
-            state.text.append(text)
+            state.add(text)
             self._relay.push(text)

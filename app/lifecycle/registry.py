@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import Counter
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import gevent
@@ -15,7 +16,10 @@ from app.backends.base import Backend, Feed, Mirrored
 from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle import direct
+from app.lifecycle.budget import Budgets, Hold
+from app.lifecycle.ended import Ended
 from app.lifecycle.generation import Generation, ProviderFactory
+from app.lifecycle.slots import Slot
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.usage import BREAKDOWN
 from app.observability import metrics
@@ -26,6 +30,8 @@ from app.sse import Entry
 log = logging.getLogger("sluice.registry")
 
 SETTLE_MAX = 30.0  # s a drained worker waits at most for Redis to take its endings
+RESPONSES = "responses"  # the slots of open event-stream responses (SLUICE_MAX_RESPONSES_PER_CLIENT)
+GENERATIONS = "generations"  # the slots of running generations (SLUICE_MAX_STREAMS_PER_CLIENT)
 
 
 def visible_to(owner: str | None, principal: str | None) -> bool:
@@ -94,15 +100,20 @@ class Registry:
         self.settings = settings
         self.backend = backend
         self.providers = providers
-        self.local: dict[str, Generation] = {}
+        self.local: dict[str, Generation] = {}  # running here (and ending: see `_on_end`)
+        # Ended here and still replayable, oldest first; together at most SLUICE_REPLAY_MAX_BYTES.
+        self.ended: OrderedDict[str, Ended] = OrderedDict()
+        self.ended_bytes = 0
+        self._expiry: Any = None  # one libev timer: the oldest ended generation's replay TTL
         self.draining = False
         self.closing = False  # past the drain deadline: what still runs is being ended
-        self._per_client: Counter[str] = Counter()
         self._live = 0  # running generations: `running()` walks every one kept for replay too
         self._started = False
         self.tracing = Tracing(settings.otel_traces)
+        self.budgets = Budgets(settings, backend.ledger)
+        self._holds: dict[str, Hold] = {}  # budget reservations of running generations, by id
         # Bound once: every generation shares them (not two new bound methods per stream).
-        self._entry_hook, self._end_hook = self._on_entry, self._on_end
+        self._entry_hook, self._end_hook, self._settle_hook = self._on_entry, self._on_end, self._settle
 
     def ensure_started(self) -> None:
         """Start the backend's background work on first use (never at import time)."""
@@ -115,6 +126,17 @@ class Registry:
     def active(self) -> list[Generation]:
         """This worker's generations that are still running (what SLUICE_MAX_STREAMS bounds)."""
         return [g for g in self.local.values() if g.running]
+
+    # -- open responses -----------------------------------------------------------------------
+
+    def open_response(self, client: str) -> Slot:
+        """A place for one more event-stream response of `client` (SLUICE_MAX_RESPONSES_PER_CLIENT,
+        on every worker and host), or `RequestError` 429. The response's body releases it."""
+        slots = self.backend.slots
+        if not slots.reserve(RESPONSES, client, self.settings.max_responses_per_client):
+            raise RequestError(429, "Too many open streams for this client; close one first",
+                               type="rate_limit", headers={"Retry-After": "5"})
+        return Slot(partial(slots.release, RESPONSES, client))
 
     # -- start --------------------------------------------------------------------------------
 
@@ -139,23 +161,43 @@ class Registry:
         if self._live >= self.settings.max_streams:
             raise RequestError(503, "The server is at capacity; try again shortly", type="overloaded",
                                headers={"Retry-After": "5"})
-        busy = self._per_client[client] + self.backend.remote.active(client)
-        if busy >= self.settings.max_streams_per_client:
-            raise RequestError(429, "Too many streams running for this client; wait for one to end",
-                               type="rate_limit", headers={"Retry-After": "5"})
-        stream_id = spec.stream_id or new_stream_id()
-        if stream_id in self.local or not self.backend.ids.claim(stream_id, self.settings.max_duration + 60):
-            raise RequestError(409, "stream_id is already in use", field="stream_id")
-        cancelled = self.backend.ids.take_tombstone(stream_id, owner)
-        gen = _Followed(
-            stream_id, spec, self.settings, self.providers,
-            owner=owner, client=client, on_entry=self._entry_hook, on_end=self._end_hook,
-            trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
-            backend=self.backend,
-        )
-        self.local[stream_id] = gen
-        self._per_client[client] += 1
+        # Both counts are taken here, before anything below yields to another request (the Redis
+        # calls do), and given back if the start fails: checked and counted in one step, so
+        # parallel requests cannot all pass the check first (issue 22).
         self._live += 1
+        slots = self.backend.slots
+        reserved = False
+        hold: Hold | None = None
+        try:
+            reserved = slots.reserve(GENERATIONS, client, self.settings.max_streams_per_client)
+            if not reserved:
+                raise RequestError(429, "Too many streams running for this client; wait for one to end",
+                                   type="rate_limit", headers={"Retry-After": "5"})
+            stream_id = spec.stream_id or new_stream_id()
+            if stream_id in self.local or stream_id in self.ended:
+                raise RequestError(409, "stream_id is already in use", field="stream_id")
+            # Before the claim: a refusal (429) must leave the id free for a retry.
+            spec, hold = self.budgets.reserve(spec, owner or client)
+            if not self.backend.ids.claim(stream_id, self.settings.max_duration + 60):
+                raise RequestError(409, "stream_id is already in use", field="stream_id")
+            cancelled = self.backend.ids.take_tombstone(stream_id, owner)
+            gen = _Followed(
+                stream_id, spec, self.settings, self.providers,
+                owner=owner, client=client, on_entry=self._entry_hook, on_end=self._end_hook,
+                on_ending=self._settle_hook,
+                trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
+                backend=self.backend,
+            )
+        except BaseException:
+            self._live -= 1
+            if reserved:
+                slots.release(GENERATIONS, client)
+            if hold is not None:
+                self.budgets.settle(hold, {})
+            raise
+        if hold is not None:
+            self._holds[stream_id] = hold
+        self.local[stream_id] = gen
         metrics.generation_started()
         view: Mirrored = GenerationView(gen)
         self.backend.mirror.add(view)
@@ -167,12 +209,17 @@ class Registry:
     def _on_entry(self, gen: Generation, entry: Entry) -> None:
         self.backend.mirror.changed(gen.id, entry.done)
 
+    def _settle(self, gen: Generation) -> None:
+        """Charge a generation's budget what it used (see app.lifecycle.budget)."""
+        hold = self._holds.pop(gen.id, None)
+        if hold is not None:
+            self.budgets.settle(hold, gen.usage())
+
     def _on_end(self, gen: Generation) -> None:
         self._live -= 1
-        self._per_client[gen.client] -= 1
-        if self._per_client[gen.client] <= 0:
-            del self._per_client[gen.client]
+        self.backend.slots.release(GENERATIONS, gen.client)
         usage = gen.usage()
+        self._settle(gen)  # already done, unless the generation never got to its ending
         metrics.generation_finished(
             gen.state, gen.outcome_reason,
             None if gen.ttft_ms is None else gen.ttft_ms / 1000.0, (gen.duration_ms or 0) / 1000.0,
@@ -198,15 +245,46 @@ class Registry:
             fields["prompt"] = gen.spec.prompt_text
             fields["answer"] = gen.relay.answer
         log_generation(fields, content=self.settings.log_content)
-        self.backend.mirror.finished(gen.id)
-        # A timer in the event loop, not a greenlet: thousands of finished generations may be
-        # waiting out their replay TTL at once.
-        timer = gevent.get_hub().loop.timer(self.settings.replay_ttl_seconds)
-        timer.start(self._forget, gen.id, gen)
+        # From here on only its events and status are kept (compressed), not the Generation:
+        # responses that follow it hold that until they have sent its end.
+        ended = Ended(gen, time.monotonic() + self.settings.replay_ttl_seconds)
+        if self.local.get(gen.id) is gen:
+            del self.local[gen.id]
+        self.ended[gen.id] = ended
+        self.ended_bytes += ended.nbytes
+        self.backend.mirror.finished(gen.id, ended)
+        while self.ended_bytes > self.settings.replay_max_bytes and self.ended:
+            self._forget(next(iter(self.ended)))  # the oldest first
+        if self._expiry is None:
+            self._arm_expiry()
 
-    def _forget(self, stream_id: str, gen: Generation) -> None:
-        if self.local.get(stream_id) is gen:
-            del self.local[stream_id]
+    def _forget(self, stream_id: str) -> None:
+        """Drop an ended generation: its replay TTL is over, or the replay cap needs its bytes."""
+        ended = self.ended.pop(stream_id)
+        self.ended_bytes -= ended.nbytes
+        self.backend.mirror.forget(stream_id)
+
+    def _arm_expiry(self) -> None:
+        # One timer for all: ended generations are kept in the order they ended, with one TTL,
+        # so the oldest is always the next to expire (thousands may wait out their TTL at once).
+        if self._expiry is not None:
+            self._expiry.close()
+            self._expiry = None
+        if self.ended:
+            oldest = next(iter(self.ended.values()))
+            self._expiry = gevent.get_hub().loop.timer(max(0.0, oldest.expires - time.monotonic()))
+            self._expiry.start(self._expire)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self.ended and next(iter(self.ended.values())).expires <= now:
+            self._forget(next(iter(self.ended)))
+        self._arm_expiry()
+
+    def find(self, stream_id: str) -> Generation | Ended | None:
+        """This worker's generation `stream_id`, running or ended (and still replayable)."""
+        gen = self.local.get(stream_id)
+        return gen if gen is not None else self.ended.get(stream_id)
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -215,13 +293,13 @@ class Registry:
 
         None, as for an unknown id, when the generation belongs to another principal.
         """
-        gen = self.local.get(stream_id)
+        gen = self.find(stream_id)
         feed = gen if gen is not None else self.backend.remote.feed(stream_id)
         return feed if feed is not None and visible_to(feed.owner, principal) else None
 
     def status(self, stream_id: str, principal: str | None = None) -> dict[str, Any] | None:
         """The JSON status, or None when unknown or another principal's."""
-        gen = self.local.get(stream_id)
+        gen = self.find(stream_id)
         if gen is not None:
             return gen.status() if visible_to(gen.owner, principal) else None
         status = self.backend.remote.status(stream_id)
@@ -236,7 +314,7 @@ class Registry:
 
     def cancel_local(self, stream_id: str, reason: str, principal: str | None) -> bool:
         """A cancel sent from another worker: stop `principal`'s generation running here."""
-        gen = self.local.get(stream_id)
+        gen = self.find(stream_id)
         return gen is not None and visible_to(gen.owner, principal) and gen.cancel(reason)
 
     def followers_left(self, stream_id: str) -> None:
@@ -251,7 +329,7 @@ class Registry:
 
     def cancel(self, stream_id: str, owner: str | None) -> tuple[int, dict[str, Any]]:
         """POST /cancel: (status, body) per the contract."""
-        gen = self.local.get(stream_id)
+        gen = self.find(stream_id)
         if gen is not None and visible_to(gen.owner, owner):
             if gen.cancel("user"):
                 gen.join(timeout=1.0)  # the terminal event is in the journal before we answer

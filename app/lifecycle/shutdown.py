@@ -29,6 +29,7 @@ greenlets still do: so the drain greenlet is put into one of those pools, and co
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import logging
 import signal
@@ -219,9 +220,14 @@ def install(registry: Registry, configured_grace: float) -> Any | None:
         servers = _stop_accepting(worker)
         log.info("worker %s draining: stopped accepting on %d listener(s)", worker.pid, len(servers))
         # Signal handlers must not block: the rest runs in greenlets.
-        gevent.spawn(gate.close_idle)
+        # Both in a context of their own, empty: a signal handler runs in whichever greenlet was
+        # running (a generation's producer, with its upstream span current), which is not theirs.
+        idle = gevent.Greenlet(gate.close_idle)
+        idle.gr_context = contextvars.Context()
+        idle.start()
         own: list[gevent.Greenlet] = []  # the drain's greenlet, which `serving` leaves out
         drainer = gevent.Greenlet(registry.drain, grace, limit, lambda: _serving(servers, own))
+        drainer.gr_context = contextvars.Context()
         own.append(drainer)
         if not _hold_worker(servers, drainer):
             log.warning("worker %s: could not hold the worker for its drain; it may exit before it ends", worker.pid)

@@ -26,6 +26,11 @@ class GenerationSpec:
     chunking: str = "token"
     reasoning: str = "off"
     stream_id: str | None = None
+    profile: str | None = None  # the profile it runs under (SLUICE_PROFILES), shown in `start`
+    # Under a budget (app.lifecycle.budget): the tokens reserved, which no round may pass, and
+    # the client's max_tokens when the reservation had to lower it (`start` then says so).
+    budget_tokens: int | None = None
+    requested_max_tokens: int | None = None
 
     @property
     def prompt_text(self) -> str:

@@ -12,16 +12,31 @@ import jiter
 
 from app.errors import UpstreamError
 from app.lifecycle.partial_json import extends, parse_partial_json
+from app.observability import greenlets
 
 # JSON mode: a partial value is the whole value so far, so sending one per fragment is
-# quadratic (a 4 KB answer became 950 KB of events). One is sent only once the answer has grown
-# by half since the last one was tried (and by at least JSON_MIN_STEP characters): a geometric
-# series, so the partial values together stay under ~3x the answer (4x with the final one),
-# and parsing is O(n log n).
-JSON_MIN_STEP = 64
-JSON_GROWTH = 0.5
+# quadratic (a 4 KB answer became 950 KB of events). The first is sent as soon as the answer
+# reads as a value with something in it, the next once the answer has grown by about a quarter
+# (JSON_GROWTH, 30%) since the last one sent: a geometric series, so the partial values
+# together stay under 1.3/0.3 = 4.3x the answer (~5x with the final one), and parsing is
+# O(n log n). A parse that gives nothing new (inside a key or a number) is tried again after
+# JSON_RETRY of growth, not at every fragment: a long key would make that quadratic too.
+JSON_GROWTH = 0.3
+JSON_RETRY = 1 / 16
 
 _SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"')\]\u201d\u2019]*\s+|\n")
+
+
+def _is_whole(text: str) -> bool:
+    """True when `text` is already a whole JSON object or array."""
+    text = text.rstrip()
+    if not text.endswith(("}", "]")):
+        return False
+    try:
+        jiter.from_json(text.encode(), cache_mode="keys")
+    except ValueError:
+        return False
+    return True
 
 
 class Chunker:
@@ -89,7 +104,7 @@ class TextRelay:
         self._pending: list[str] = []
         self._flusher: gevent.Greenlet | None = None
         self._json_last: Any = None
-        self._json_next = JSON_MIN_STEP
+        self._json_next = 1
 
     @property
     def answer(self) -> str:
@@ -125,7 +140,7 @@ class TextRelay:
             return
         self._pending.append(text)
         if self._flusher is None:
-            self._flusher = gevent.spawn_later(self._window, self._flush_pending)
+            self._flusher = greenlets.spawn_later(self._window, self._flush_pending)
 
     def _flush_pending(self) -> None:
         self.stop()
@@ -139,13 +154,18 @@ class TextRelay:
             self._send_partial()
 
     def _send_partial(self) -> None:
-        self._json_next = self._size + max(JSON_MIN_STEP, int(self._size * JSON_GROWTH))
+        size = self._size
         value = parse_partial_json(self.answer)
-        if value is None or value == self._json_last:
+        last = self._json_last
+        if (value is None or value == "" or value == [] or value == {} or value == last
+                or (last is not None and not extends(last, value))):
+            # Nothing new yet (or a value that lost something a client already has).
+            self._json_next = size + max(1, int(size * JSON_RETRY))
             return
-        if self._json_last is not None and not extends(self._json_last, value):
-            return  # never send a value that lost something a client already has
+        if _is_whole(self.answer):
+            return  # the final value follows at once: a partial equal to it would be a waste
         self._json_last = value
+        self._json_next = size + max(1, int(size * JSON_GROWTH))
         self._emit({"type": "json", "value": value, "complete": False})
 
     def finish_json(self) -> None:

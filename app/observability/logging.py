@@ -99,6 +99,14 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     logger.propagate = False  # gunicorn's root handlers would print each line a second time
 
 
+def adopt(logger: logging.Logger) -> None:
+    """Send `logger` (Flask's `app.logger`: the traceback of an unhandled error) through the same
+    JSON handler, redactor included, instead of its own plain-text one. After `configure_logging`."""
+    handlers = [h for h in logging.getLogger(LOGGER).handlers if getattr(h, _HANDLER_MARK, False)]
+    logger.handlers = handlers
+    logger.propagate = False
+
+
 def log_generation(fields: dict[str, object], *, content: bool = False) -> None:
     """Log ONE line for a generation that ended: stream_id, provider, model, outcome, reason or
     error_type, ttft_ms, input_tokens, output_tokens (and cache_read_input_tokens,

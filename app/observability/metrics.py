@@ -53,6 +53,8 @@ class _Metrics:
     upstream_errors: Counter
     upstream_retries: Counter
     rejected: Counter
+    budget_rejections: Counter
+    tokens_charged: Counter
     ttft: Histogram
     duration: Histogram
 
@@ -119,6 +121,12 @@ def _build() -> _Metrics:
             "sluice_rejected_requests",
             "Requests answered with an error status before any stream started.",
             ["status"],
+        ),
+        budget_rejections=Counter(
+            "sluice_budget_rejections", "Requests refused (429 budget_exceeded) because a token budget was spent."
+        ),
+        tokens_charged=Counter(
+            "sluice_tokens_charged", "Tokens charged to budgets (input + output of generations run under one)."
         ),
         ttft=Histogram(
             "sluice_time_to_first_token_seconds",
@@ -197,6 +205,17 @@ def upstream_retry(provider: str) -> None:
 def request_rejected(status: int) -> None:
     """A request was refused before its stream started (400, 413, 429, 503, ...)."""
     _m().rejected.labels(status=str(status)).inc()
+
+
+def budget_rejected() -> None:
+    """A request was refused because its principal's token budget was spent."""
+    _m().budget_rejections.inc()
+
+
+def tokens_charged(n: int) -> None:
+    """A generation under a budget ended and was charged `n` tokens."""
+    if n > 0:
+        _m().tokens_charged.inc(n)
 
 
 def render() -> tuple[bytes, str]:

@@ -8,12 +8,14 @@ token).
     POST /stream (traceparent: 00-<trace>-<parent>-01)
       └─ chat <model>                 one per generation: gen_ai.* request, usage, finish reasons,
           ├─ upstream <provider>      time to first chunk; error.type when it failed
+          │   └─ anthropic.messages.create   the SDK's own span per attempt (it is current here)
           ├─ execute_tool calculate   one per upstream call (a tool round or a recovery makes more)
           └─ upstream <provider>      and one per tool run
 
 Attribute names follow the OpenTelemetry GenAI semantic conventions (status "development";
 the names here are those of semantic-conventions-genai v0.1.0: `gen_ai.usage.cache_write.*`,
-not the older `cache_creation`). Prompts and answers are never recorded.
+not the older `cache_creation`). Prompts and answers are never recorded (the Anthropic SDK's
+spans neither: see `app.providers.anthropic.telemetry_option`).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class NoTrace:
         """The first text, reasoning or tool call of the generation arrived."""
 
     def upstream_start(self, provider: str, model: str) -> None:
-        """An upstream call begins (one per round)."""
+        """An upstream call begins (one per round); its span is current until `upstream_end`,
+        which the same greenlet calls."""
 
     def upstream_end(self, error: BaseException | None) -> None:
         """That upstream call ended: closed, failed, cancelled or timed out."""
@@ -72,9 +75,10 @@ class GenerationTrace(NoTrace):
     """The span of one generation and its children."""
 
     def __init__(self, tracer: Any, parent: Any, *, provider: str, model: str, spec: Any) -> None:
-        from opentelemetry import trace
+        from opentelemetry import context, trace
 
         self._trace = trace
+        self._otel_context = context
         self._tracer = tracer
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
@@ -98,6 +102,7 @@ class GenerationTrace(NoTrace):
         self._t0 = _now()
         self._ended = False
         self._upstream: Any = None
+        self._token: Any = None
 
     def first_chunk(self) -> None:
         if not self._ended:
@@ -110,9 +115,15 @@ class GenerationTrace(NoTrace):
             kind=self._trace.SpanKind.CLIENT,
             attributes={"gen_ai.provider.name": provider, "gen_ai.request.model": model},
         )
+        # Current in the producer's greenlet until `upstream_end` (called there too): an SDK
+        # that traces its own calls (Anthropic's) makes its span of each attempt a child of it.
+        self._token = self._otel_context.attach(self._trace.set_span_in_context(self._upstream, self._context))
 
     def upstream_end(self, error: BaseException | None) -> None:
         span, self._upstream = self._upstream, None
+        token, self._token = self._token, None
+        if token is not None:
+            self._otel_context.detach(token)
         if span is None:
             return
         if error is not None:  # a cancel (GreenletExit) or a timeout ends it too
@@ -133,9 +144,11 @@ class GenerationTrace(NoTrace):
                 "gen_ai.tool.type": "function",
             },
         )
+        token = self._otel_context.attach(self._trace.set_span_in_context(span, self._context))
         try:
             yield
         finally:
+            self._otel_context.detach(token)
             span.end()
 
     def end(self, state: str, stop_reason: str | None, usage: Mapping[str, Any], error_type: str | None) -> None:

@@ -36,9 +36,11 @@ class ProviderPool:
 
     def _build(self, name: str) -> Provider:
         if name == "anthropic":
-            from app.providers.anthropic import AnthropicProvider
+            from app.providers.anthropic import AnthropicProvider, telemetry_option
 
-            return AnthropicProvider()
+            return AnthropicProvider(
+                open_telemetry=telemetry_option(traces=self.settings.otel_traces, content=self.settings.log_content)
+            )
         if name == "openai" and self.settings.openai_api == "responses":
             from app.providers.openai_responses import OpenAIResponsesProvider
 

@@ -19,6 +19,7 @@ from app.providers import _retry
 from app.providers import _sdk_errors as errs
 from app.providers._body import RawBody
 from app.providers._sse import SSEvent, iter_events_from
+from app.providers.base import REASONING_BUDGETS as REASONING_BUDGETS  # re-exported: the OpenAI modules read it here
 from app.providers.base import ProviderEvent, ProviderRequest, ToolResultPart
 
 NAME = "OpenAI"
@@ -29,10 +30,8 @@ DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
 
 # With reasoning on, the model's thinking counts against the output limit OpenAI enforces
 # (max_completion_tokens / max_output_tokens), so Sluice asks for the answer's max_tokens PLUS
-# this budget, by effort. The answer itself is still bounded by max_tokens only loosely: the
+# REASONING_BUDGETS[effort] (app.providers.base). The answer itself is still bounded by max_tokens only loosely: the
 # upstream cannot split its limit between thinking and answer.
-REASONING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
-
 
 def token_budget(request: ProviderRequest) -> int:
     """The output limit to ask for: max_tokens, plus the thinking budget when reasoning is on."""

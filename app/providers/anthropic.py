@@ -19,6 +19,7 @@ it reads, as the API sends it:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Generator, Iterable, Iterator
 from functools import partial
@@ -35,6 +36,7 @@ from app.providers import _sdk_errors as errs
 from app.providers._body import RawBody
 from app.providers._sse import iter_events_from
 from app.providers.base import (
+    REASONING_BUDGETS,
     Finish,
     Message,
     Opaque,
@@ -66,7 +68,7 @@ _STOP_REASONS = {
 
 # Extended thinking budget per reasoning effort, in tokens (the API's minimum is 1024). It is
 # added to the answer's max_tokens: the API counts thinking inside max_tokens.
-THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+THINKING_BUDGETS = REASONING_BUDGETS
 
 # Budgeted thinking (`type: enabled`) is deprecated from the 4.6 models on (the SDK warns) and
 # refused by later ones; they think `adaptive`ly, at an effort. Older models know only budgets.
@@ -76,6 +78,25 @@ _ADAPTIVE_THINKING_MODELS = frozenset[str](getattr(_sdk_messages, "MODELS_TO_WAR
 _MODEL_VERSION = re.compile(r"claude-(?:[a-z]+-)?(\d+)(?:-(\d{1,2})(?!\d))?")
 
 JSON_INSTRUCTION = "Answer with one JSON object and nothing else: no prose, no code fences."
+
+
+def telemetry_option(*, traces: bool, content: bool) -> dict[str, Any]:
+    """The SDK's `open_telemetry` client option, under Sluice's rules.
+
+    The SDK traces its own API calls (one span per call, a child of the span current when it
+    is made: Sluice's `upstream anthropic`). Its spans exist only when Sluice traces
+    (`traces`), and carry prompts and answers only when Sluice logs content (`content`,
+    SLUICE_LOG_CONTENT): an option given to the client overrides ANTHROPIC_OPEN_TELEMETRY_*,
+    so its TRACES_CONTENT_MODE cannot turn content on. ANTHROPIC_OPEN_TELEMETRY=false and
+    ANTHROPIC_OPEN_TELEMETRY_PROPAGATION=false still turn the SDK's spans, or the trace
+    context it sends upstream, off.
+    """
+    if not traces or os.environ.get("ANTHROPIC_OPEN_TELEMETRY", "").lower() == "false":
+        return {"traces": False}
+    option: dict[str, Any] = {"traces": {"enabled": True, "content_mode": "content" if content else "metadata_only"}}
+    if os.environ.get("ANTHROPIC_OPEN_TELEMETRY_PROPAGATION", "").lower() == "false":
+        option["propagation"] = False
+    return option
 
 
 class AnthropicProvider:
@@ -89,17 +110,23 @@ class AnthropicProvider:
         client: anthropic.Anthropic | None = None,
         timeout: httpx2.Timeout | float | None = DEFAULT_TIMEOUT,
         retry: _retry.RetryPolicy = _retry.DEFAULT,
+        open_telemetry: dict[str, Any] | None = None,
     ) -> None:
         self._client = client
         self._timeout = timeout
         self.retry = retry
+        self._open_telemetry = open_telemetry if open_telemetry is not None else telemetry_option(
+            traces=False, content=False
+        )
 
     def _get_client(self) -> anthropic.Anthropic:
         if self._client is None:
             try:
                 # max_retries=0: `_retry` retries the opening itself (counted, and never once
                 # anything was streamed: a retry then would generate twice).
-                self._client = anthropic.Anthropic(max_retries=0, timeout=self._timeout)
+                self._client = anthropic.Anthropic(
+                    max_retries=0, timeout=self._timeout, open_telemetry=self._open_telemetry  # type: ignore[arg-type]
+                )
             except anthropic.CredentialsError:
                 # No key in the env: the SDK then looks for a profile on disk, and fails here.
                 raise errs.missing_key_error(NAME, KEY_ENV) from None

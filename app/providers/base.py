@@ -59,6 +59,11 @@ class Message:
     opaque: tuple[OpaqueBlock, ...] = ()
 
 
+# Tokens of thinking per reasoning effort that every provider asks for on top of the answer's
+# max_tokens (Anthropic's minimum is 1024): a generation's output may reach the sum of both.
+REASONING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+
+
 @dataclass(frozen=True)
 class ToolSpec:
     """A tool the model may call: name, description and JSON schema of its input."""

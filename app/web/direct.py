@@ -133,9 +133,10 @@ class DirectLayer:
         if logger is not None and getattr(logger, "access_log_enabled", False):
             on_end = _access_logger(logger, {k: environ[k] for k in _LOGGED if k in environ},
                                     status, headers, len(head))
+        attached, slot = body.hand_over()
         direct = DirectDelivery(
             body.feed, body.after_seq, raw, heartbeat=body.heartbeat, send_timeout=body.send_timeout,
-            max_write=body.max_write, attached=body.hand_over(), chunked=chunked, on_end=on_end,
+            max_write=body.max_write, attached=attached, chunked=chunked, on_end=on_end, slot=slot,
         )
         direct.start(head)
 

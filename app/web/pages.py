@@ -11,7 +11,7 @@ import secrets
 
 from flask import Blueprint, Response, current_app, g, render_template
 
-from app.tools import TOOLS
+from app.toolbox import toolbox_for
 
 bp = Blueprint("pages", __name__)
 
@@ -35,8 +35,14 @@ def index() -> Response:
             models.append(name)
     # A browser signed in with a session gets a Sign out button (app.web.session).
     signed_in = g.get("auth_via") == "session"
-    html = render_template("index.html", providers=providers, models=models, tools=sorted(TOOLS),
-                           signed_in=signed_in)
+    # Every tool a request may name (built-in and SLUICE_TOOLS), its description as a tooltip.
+    toolbox = toolbox_for(settings)
+    tools = [(name, toolbox.spec(name).description) for name in sorted(toolbox.names())]
+    profiles = [p.public() for _, p in sorted(settings.profiles.items())]
+    html = render_template("index.html", providers=providers, models=models, tools=tools, signed_in=signed_in,
+                           profiles=profiles, default_profile=settings.default_profile,
+                           budgets=settings.budget_tokens is not None or any(
+                               p.budget_tokens is not None for p in settings.profiles.values()))
     return Response(html, mimetype="text/html")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -29,6 +28,7 @@ from app.config import Settings
 from app.errors import RequestError
 from app.observability import metrics
 from app.web import exposure, session
+from app.web.proxy import trusted_peer
 
 # Endpoints that need no principal: liveness and the page's public files; and signing out,
 # which uses one when there is one (an expired session must still be able to clear its cookie).
@@ -106,23 +106,7 @@ def via_trusted_proxy(cfg: Settings) -> bool:
     peer = orig.get("REMOTE_ADDR", request.environ.get("REMOTE_ADDR")) or ""
     forwarded = orig.get("HTTP_X_FORWARDED_FOR", request.environ.get("HTTP_X_FORWARDED_FOR")) or ""
     hops = [h for h in forwarded.split(",") if h.strip()]
-    return len(hops) >= cfg.proxy_count and _trusted_peer(peer, cfg.proxy_addresses)
-
-
-def _trusted_peer(peer: str, allowed: tuple[str, ...]) -> bool:
-    if not peer or peer.startswith("unix:") or "*" in allowed:
-        return True  # a unix socket: only this host's proxy can connect
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    for entry in allowed:
-        try:
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
+    return len(hops) >= cfg.proxy_count and trusted_peer(peer, cfg.proxy_addresses)
 
 
 def trusted_user(cfg: Settings) -> str | None:

@@ -6,6 +6,7 @@ before the `Delivery` body is handed to the server.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,13 +17,15 @@ from app.backends.base import Feed
 from app.errors import RequestError
 from app.lifecycle.delivery import Delivery
 from app.lifecycle.registry import Registry
+from app.lifecycle.slots import Slot
 from app.lifecycle.spec import GenerationSpec
 from app.validation import (
     QUERY_EXTRAS,
-    STREAM_ID_RE,
     bad,
     check_stream_id,
+    is_stream_id,
     load_json,
+    parse_event_id,
     parse_spec,
 )
 from app.web import direct
@@ -62,20 +65,31 @@ def _query() -> dict[str, Any]:
     return out
 
 
-def _sse_response(feed: Feed, after_seq: int, *, attached: bool = False, status: int = 200) -> Response:
+def _sse_response(feed: Feed, after_seq: int, slot: Slot, *, attached: bool = False) -> Response:
+    """The event-stream response; its body owns `slot` (the client's place, `_open`) from here on."""
     cfg = settings()
-    body = Delivery(
-        feed,
-        after_seq,
-        heartbeat=cfg.heartbeat_seconds,
-        client_socket=request.environ.get("gunicorn.socket"),
-        send_timeout=cfg.send_timeout,
-        attached=attached,
-        max_write=cfg.max_write_bytes,
-    )
-    if cfg.direct_write:
-        direct.offer(request.environ, body, feed)
-    return Response(body, status=status, headers=sse.HEADERS)
+    try:
+        body = Delivery(
+            feed,
+            after_seq,
+            heartbeat=cfg.heartbeat_seconds,
+            client_socket=request.environ.get("gunicorn.socket"),
+            send_timeout=cfg.send_timeout,
+            attached=attached,
+            max_write=cfg.max_write_bytes,
+            slot=slot,
+        )
+        if cfg.direct_write:
+            direct.offer(request.environ, body, feed)
+        return Response(body, status=200, headers=sse.HEADERS)
+    except BaseException:
+        slot.release()  # no body will close: give the place back (a second release is a no-op)
+        raise
+
+
+def _open() -> Slot:
+    """A place for one more open response of this client, or 429 (SLUICE_MAX_RESPONSES_PER_CLIENT)."""
+    return registry().open_response(client_key())
 
 
 def _last_event_id() -> str | None:
@@ -83,17 +97,6 @@ def _last_event_id() -> str | None:
     if value is None:
         value = request.args.get("last_event_id")
     return value if value else None
-
-
-def _split_event_id(value: str) -> tuple[str, int] | None:
-    stream_id, _, seq = value.rpartition(":")
-    if not stream_id or not seq.isdigit():
-        return None
-    try:
-        check_stream_id(stream_id)
-    except RequestError:
-        return None
-    return stream_id, int(seq)
 
 
 def _unknown_stream() -> RequestError:
@@ -125,15 +128,26 @@ def _no_content() -> Response:
     return Response(status=204, headers={"Cache-Control": "no-cache"})
 
 
-def _resume(stream_id: str | None, seq: int) -> Response:
-    """Replay everything after `seq` and follow; 204 if unknown or the client has it all."""
+def _resume(stream_id: str | None, seq: int, unknown: Callable[[], Response] = _no_content) -> Response:
+    """Replay everything after `seq` and follow; 204 if unknown or the client has it all.
+
+    A feed that cannot replay every event after `seq` (Redis trimmed some) is answered with
+    `unknown()`, as for an unknown id: never a jump in seq.
+    """
     feed = registry().feed(stream_id, principal()) if stream_id else None
     if feed is None:
         later = _come_back_later()
-        return later if later is not None else _no_content()
-    if feed.closed and not feed.wait_after(seq, 0):
+        return later if later is not None else unknown()
+    ready = feed.wait_after(seq, 0)
+    if feed.lost:
+        return unknown()
+    if feed.closed and not ready:
         return _no_content()
-    return _sse_response(feed, seq)
+    return _sse_response(feed, seq, _open())
+
+
+def _unknown_attach() -> Response:
+    raise _unknown_stream()
 
 
 def _resume_from_header() -> Response | None:
@@ -141,7 +155,7 @@ def _resume_from_header() -> Response | None:
     value = _last_event_id()
     if value is None:
         return None
-    parsed = _split_event_id(value)
+    parsed = parse_event_id(value)
     if parsed is None:
         return _no_content()
     return _resume(*parsed)
@@ -149,15 +163,20 @@ def _resume_from_header() -> Response | None:
 
 def _start(spec: GenerationSpec) -> Response:
     reg = registry()
-    if spec.stream_id is not None:
-        feed = reg.feed(spec.stream_id, principal())
-        if feed is not None:
-            # The same client-chosen id again (a reload, a retried request): attach, never rerun.
-            return _sse_response(feed, 0)
-    gen = reg.create(
-        spec, owner=principal(), client=client_key(), attached=True, trace_headers=dict(request.headers)
-    )
-    return _sse_response(gen, 0, attached=True)
+    slot = _open()  # before the generation: a response refused here starts nothing
+    try:
+        if spec.stream_id is not None:
+            feed = reg.feed(spec.stream_id, principal())
+            if feed is not None:
+                # The same client-chosen id again (a reload, a retried request): attach, never rerun.
+                return _sse_response(feed, 0, slot)
+        gen = reg.create(
+            spec, owner=principal(), client=client_key(), attached=True, trace_headers=dict(request.headers)
+        )
+    except BaseException:
+        slot.release()
+        raise
+    return _sse_response(gen, 0, slot, attached=True)
 
 
 @bp.get("/stream")
@@ -213,11 +232,11 @@ def stream_events(stream_id: str) -> Response:
     seq = 0
     value = _last_event_id()
     if value is not None:
-        parsed = _split_event_id(value)
+        parsed = parse_event_id(value)
         if parsed is None or parsed[0] != stream_id:
             return _no_content()
         seq = parsed[1]
-    if not STREAM_ID_RE.match(stream_id):
+    if not is_stream_id(stream_id):
         raise _unknown_stream()
     if registry().feed(stream_id, principal()) is None:
         later = _come_back_later()
@@ -226,15 +245,15 @@ def stream_events(stream_id: str) -> Response:
         if value is not None:
             return _no_content()
         raise _unknown_stream()
-    return _resume(stream_id, seq)
+    return _resume(stream_id, seq, _no_content if value is not None else _unknown_attach)
 
 
 @bp.get("/streams/<stream_id>")
 def stream_status(stream_id: str) -> Response:
     """JSON status of a generation."""
-    status = registry().status(stream_id, principal()) if STREAM_ID_RE.match(stream_id) else None
+    status = registry().status(stream_id, principal()) if is_stream_id(stream_id) else None
     if status is None:
-        if STREAM_ID_RE.match(stream_id) and _cannot_tell():
+        if is_stream_id(stream_id) and _cannot_tell():
             # Not "no such stream": it may run on another worker. A script asks again.
             raise RequestError(503, "The shared backend cannot tell right now; try again in a moment",
                                type="overloaded", headers={"Retry-After": "1"})

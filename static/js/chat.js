@@ -14,6 +14,8 @@
   var noticeEl = $("notice"), errorEl = $("error"), statsEl = $("stats");
   var reasoningEl = $("reasoning"), reasoningTextEl = $("reasoning-text"), effortBox = $("reasoning-effort");
   var stopNoteEl = $("stop-note");
+  var profileBox = $("profile");  // only when the server has profiles (GET /profiles)
+  var budgetEl = $("budget");    // only when a token budget is set (GET /usage)
 
   // Stop reasons that deserve a sentence under the answer (the rest are ordinary endings).
   var STOP_SENTENCES = {
@@ -36,6 +38,41 @@
   var currentPrompt = "";
   var toolItems = {};     // tool call id -> its <li>
   var answer = SluiceMarkdown.live(answerEl);
+
+  /** May the chosen profile's request set `field`? (Always, with no profile.) */
+  function allowed(field) {
+    if (!profileBox || !profileBox.value) return true;
+    var allow = " " + (profileBox.options[profileBox.selectedIndex].getAttribute("data-allow") || "") + " ";
+    return allow.indexOf(" " + field + " ") >= 0;
+  }
+
+  /** Controls for what the profile fixes are disabled: the server would refuse them. */
+  function applyProfile() {
+    providerBox.disabled = !allowed("provider");
+    modelBox.disabled = !allowed("model");
+    effortBox.disabled = !allowed("reasoning");
+    var boxes = document.querySelectorAll('input[name="tools"]');
+    for (var i = 0; i < boxes.length; i++) boxes[i].disabled = !allowed("tools");
+  }
+
+  function clock(unixSeconds) {
+    return new Date(unixSeconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  /** What is left of this user's token budget (the chosen profile's own, where it has one). */
+  function showBudget() {
+    if (!budgetEl || !window.fetch) return;
+    fetch("/usage", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (u) {
+        if (!u) return;
+        var own = u.profiles && profileBox && u.profiles[profileBox.value];
+        var b = own || u;
+        if (b.budget_tokens === null || b.budget_tokens === undefined) { show(budgetEl, ""); return; }
+        show(budgetEl, b.remaining_tokens + " of " + b.budget_tokens + " tokens left until " +
+             clock(u.window_end) + ".");
+      }, function () {});
+  }
 
   function setState(state) {
     statusEl.setAttribute("data-state", state);
@@ -170,11 +207,12 @@
 
     current = Sluice.stream({
       messages: turnMessages,
-      provider: provider,
+      profile: profileBox && profileBox.value ? profileBox.value : undefined,
+      provider: allowed("provider") ? provider : undefined,
       // Only name a model the user picked: the provider's default needs no allow-list entry.
-      model: model && model !== defaultModel ? model : undefined,
-      tools: tools.length ? tools : undefined,
-      reasoning: effortBox.value !== "off" ? effortBox.value : undefined,
+      model: allowed("model") && model && model !== defaultModel ? model : undefined,
+      tools: allowed("tools") && tools.length ? tools : undefined,
+      reasoning: allowed("reasoning") && effortBox.value !== "off" ? effortBox.value : undefined,
       method: "post",
       onState: setState,
       onReasoning: onReasoning,
@@ -205,6 +243,7 @@
 
   function finishTurn(turnMessages, keep) {
     answer.finish();
+    showBudget();
     if (keep) {
       messages = turnMessages.concat([{ role: "assistant", content: answer.text() }]);
     } else {
@@ -254,6 +293,10 @@
     var option = providerBox.options[providerBox.selectedIndex];
     if (option) modelBox.setAttribute("data-default-model", option.getAttribute("data-default-model") || "");
   })();
+
+  if (profileBox) profileBox.addEventListener("change", function () { applyProfile(); showBudget(); });
+  applyProfile();
+  showBudget();
 
   window.addEventListener("pagehide", function () {
     // Leaving the page: stop listening; the server stops the generation after its grace period.

@@ -16,7 +16,7 @@
 
   var TERMINAL = { done: true, error: true, cancelled: true };
   var CANCEL_FALLBACK_MS = 2000;
-  var BODY_FIELDS = ["system", "provider", "model", "max_tokens", "temperature", "tools",
+  var BODY_FIELDS = ["profile", "system", "provider", "model", "max_tokens", "temperature", "tools",
                      "response_format", "chunking", "reasoning"];
 
   /** The `seq` of an event id "<stream_id>:<seq>", or -1. */

@@ -14,6 +14,7 @@
  *   var s = Sluice.stream({
  *     messages: [{role: "user", content: "Hello"}],   // or prompt: "Hello"
  *     provider: "anthropic", model: "claude-haiku-4-5",
+ *     profile: "support",                              // a profile of GET /profiles (optional)
  *     method: "post",                                  // "get" | "post" | "fetch"
  *     reasoning: "medium",                             // "off" (default) | "low" | "medium" | "high"
  *     onText: function (text, ev) {}, onDone: function (ev) {}, onState: function (state) {},
@@ -23,6 +24,26 @@
  *   s.close();    // stop listening (the server stops the generation after its grace period)
  *
  * States passed to onState: "streaming", "reconnecting", "done", "cancelled", "error".
+ *
+ * Every callback: onStart(ev), onText(text, ev), onReasoning(text, ev), onToolCall(ev),
+ * onToolResult(ev), onJson(value, complete, ev), onNotice(ev), onEvent(ev) (every event),
+ * onState(state), onDone(ev), onCancelled(ev), onError(err, sentence); each gets the Stream
+ * last. `stream.text` is all the answer's text so far.
+ *
+ * JSON mode (response_format: "json"): the answer's text is the JSON text itself, and onJson
+ * gets the value parsed so far, first as soon as there is one, then each time it has grown by
+ * about a quarter, and once more with complete === true and the validated object. A form fills
+ * itself from onJson; a client that wants every fragment reads onText (stream.text is the JSON
+ * text so far, usually incomplete: do not JSON.parse it before complete).
+ *
+ *   Sluice.stream({
+ *     prompt: "A title, tags and a score for Sluice, as JSON", response_format: "json",
+ *     onJson: function (value, complete) {        // {title: "Sl"}, ..., the whole object
+ *       titleInput.value = value.title || "";       // a value only grows: never clear a field
+ *       if (complete) form.classList.add("done");
+ *     },
+ *     onText: function (fragment, ev, stream) { raw.textContent = stream.text; }
+ *   });
  *
  * Recovery (sluice-transport.js): a browser EventSource reconnects by itself (with
  * Last-Event-ID) after a dropped connection, but gives up for good (readyState CLOSED) after a
@@ -92,6 +113,13 @@
   function describeError(err) {
     err = err || {};
     var s;
+    if (err.type === "budget_exceeded") {
+      // The server says when the window ends (Retry-After): a time the user can plan by.
+      var back = err.retryAfter !== null && err.retryAfter !== undefined ?
+        new Date(Date.now() + err.retryAfter * 1000) : null;
+      return "You have used up your token budget for now." + (back ? " It comes back at " +
+        back.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) + "." : "");
+    }
     if (err.prestream && STATUS_SENTENCES[err.status] && err.status !== 404) {
       s = STATUS_SENTENCES[err.status];
     } else if (err.type === "invalid_request" && err.message) {
@@ -127,6 +155,7 @@
       status: response.status,
       retryable: !!RETRY_STATUSES[response.status],
       retryAfter: isNaN(after) ? null : after,
+      remainingTokens: typeof err.remaining_tokens === "number" ? err.remaining_tokens : null,
       prestream: true
     };
   }

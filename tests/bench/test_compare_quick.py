@@ -23,7 +23,7 @@ def test_compare_quick_reports_every_figure(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=100,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "CPU µs/token" in proc.stdout and "Sluice against the targets of issue 10" in proc.stdout
+    assert "CPU µs/token" in proc.stdout and "Sluice against the targets of issues 10 and 19" in proc.stdout
 
     run = json.loads(out.read_text())
     [server] = run["servers"]
@@ -35,6 +35,7 @@ def test_compare_quick_reports_every_figure(tmp_path: Path) -> None:
     assert step["latency"]["p99"] is not None and step["latency"]["p99"] > 0
     assert step["cpu_us_per_token"] is not None and step["cpu_us_per_token"] > 0
     assert step["rss"] > 0 and step["idle_rss"] > 0 and step["kb_per_stream"] is not None
+    assert step["rss_end"] > 0 and step["kb_per_stream_end"] is not None  # finished streams counted
     assert step["ttft"]["n"] >= 4 and step["ttft_added"]["p50"] is not None
     # both probes were cancelled: Sluice answered 200 and the stream got its `cancelled` event
     assert step["cancel_status"] == {"200": 2} and step["cancel"]["n"] == 2

@@ -21,7 +21,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 @pytest.fixture(scope="module")
 def web(upstream: FakeUpstream) -> Iterator[Gunicorn]:
     """Sluice for browser tests: 1 s disconnect grace, the fake upstream as Anthropic."""
-    with Gunicorn(sluice_env(upstream, SLUICE_MAX_STREAMS_PER_CLIENT="50")) as server:
+    with Gunicorn(sluice_env(upstream, SLUICE_MAX_STREAMS_PER_CLIENT="50",
+                             SLUICE_MAX_RESPONSES_PER_CLIENT="50")) as server:
         yield server
 
 

@@ -1,9 +1,11 @@
 """examples/existing_site end to end, in Chromium through the real nginx of
 examples/existing_site/nginx.conf: sign in on the site, stream an answer from Sluice, cancel it;
-another user of the site can neither see, attach to nor cancel it; no key in the browser."""
+another user of the site can neither see, attach to nor cancel it; no key in the browser; every
+request runs under the site's default profile and within each user's token budget."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from tests.support.servers import ROOT, VENV_BIN, Gunicorn, base_env, free_port
 pytestmark = pytest.mark.timeout(120)
 
 CONF = ROOT / "examples" / "existing_site" / "nginx.conf"
+BUDGET = 1500  # tokens per user and day: a few short answers
 
 
 def render(conf: str, *, site: int, sluice: int, port: int) -> str:
@@ -47,6 +50,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         SLUICE_TRUSTED_USER_HEADER="X-Sluice-User",
         SLUICE_PROXY_COUNT="1",
         SLUICE_DEMO_TOKENS_PER_SECOND="5",  # ~15 s an answer: still running at the cancel
+        SLUICE_PROFILES=str(ROOT / "examples" / "existing_site" / "profiles.toml"),
+        SLUICE_DEFAULT_PROFILE="site-help",
+        SLUICE_BUDGET_TOKENS=str(BUDGET),
     ))
     nginx = Nginx(Path(tmp_path_factory.mktemp("site-nginx")),
                   render(CONF.read_text(), site=site_port, sluice=sluice.port, port=port))
@@ -142,3 +148,19 @@ def test_ask_waits_for_the_page_script(stack: dict[str, Any], browser: Any) -> N
     alice.click("#cancel")
     expect(alice.locator("#state")).to_have_attribute("data-state", "cancelled", timeout=10_000)
     alice.context.close()
+
+
+def test_the_site_profile_and_each_users_budget_hold(stack: dict[str, Any], browser: Any) -> None:
+    """The page's requests run under the site's profile (a visitor cannot choose a model),
+    each user sees what is left of their own budget, and a question too big for it is refused
+    before any answer, in a sentence with the time the budget comes back."""
+    bob = sign_in(browser, stack["url"], "bob")
+    expect(bob.locator("#budget")).to_have_text(re.compile(rf"^{BUDGET} tokens left until \d"))
+    assert fetch_status(bob, "POST", "/streams", {"prompt": "hi", "model": "any-model"}) == 400
+    bob.fill("#question", "word " * 1500)  # its input alone is more than the budget holds
+    bob.click("#ask")
+    expect(bob.locator("#state")).to_have_text(
+        re.compile(r"You have used up your token budget for now\. It comes back at \d"), timeout=10_000
+    )
+    assert bob.text_content("#answer") == ""
+    bob.context.close()

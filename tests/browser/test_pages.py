@@ -3,6 +3,7 @@ closing the tab stops it too, a dropped stream resumes with no gap, model output
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 from urllib.parse import quote
@@ -270,3 +271,29 @@ def test_sluice_js_modes_stream_and_cancel(web: Gunicorn, fresh: FakeUpstream, p
     out = page.evaluate("window.__p")
     assert out["end"] == "cancelled:user" and out["text"] == expected(2)
     assert fresh.wait_closed(1)
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_sluice_js_json_mode_fills_a_form_as_the_value_grows(web: Gunicorn, fresh: FakeUpstream, page: Any,
+                                                              method: str) -> None:
+    """Issue 20: onJson gets a short object several times as it grows; onText gets every fragment
+    of the JSON text, and stream.text is that text so far (the documented use, sluice.js header)."""
+    page.goto(web.url + "/")
+    text = '{"title": "Sluice", "tags": ["a", "b"], "score": 7}'
+    prompt = "x [fake say=" + quote(text, safe="") + " parts=15]"
+    out = page.evaluate("""([method, prompt]) => new Promise(function (resolve) {
+        var out = {values: [], fragments: [], soFar: [], end: null};
+        Sluice.stream({prompt: prompt, method: method, response_format: "json",
+          onJson: function (value, complete) { out.values.push([value, complete]); },
+          onText: function (fragment, ev, stream) { out.fragments.push(fragment); out.soFar.push(stream.text); },
+          onDone: function () { out.end = "done"; resolve(out); },
+          onError: function (err) { out.end = "error"; resolve(out); }});
+      })""", [method, prompt])
+    assert out["end"] == "done", out
+    assert len(out["fragments"]) == 15 and "".join(out["fragments"]) == text
+    assert out["soFar"][-1] == text and all(text.startswith(s) for s in out["soFar"])
+    partial = [v for v, complete in out["values"] if not complete]
+    assert len(partial) >= 3, out["values"]
+    assert partial[0]["title"] and "Sluice".startswith(partial[0]["title"]), "the first value comes early"
+    assert out["values"][-1] == [json.loads(text), True]
+    assert not page.js_errors

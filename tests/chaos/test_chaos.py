@@ -172,7 +172,7 @@ def test_chaos_under_load(make_stack, fake, redis_server) -> None:  # type: igno
     env = fake_env(
         fake,
         SLUICE_REDIS_URL=redis_server.url,
-        SLUICE_MAX_STREAMS_PER_CLIENT="500",
+        SLUICE_MAX_STREAMS_PER_CLIENT="500", SLUICE_MAX_RESPONSES_PER_CLIENT="500",
         SLUICE_DISCONNECT_GRACE_SECONDS="3",
         SLUICE_REPLAY_TTL_SECONDS=str(REPLAY_TTL),
         SLUICE_HEARTBEAT_SECONDS="1",

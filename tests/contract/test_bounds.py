@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 def srv(upstream: FakeUpstream) -> Iterator[Gunicorn]:
     env = sluice_env(
         upstream,
-        SLUICE_MAX_STREAMS_PER_CLIENT="50",
+        SLUICE_MAX_STREAMS_PER_CLIENT="50", SLUICE_MAX_RESPONSES_PER_CLIENT="50",
         SLUICE_IDLE_TIMEOUT="2",
         SLUICE_MAX_DURATION="5",
         SLUICE_HEARTBEAT_SECONDS="1",

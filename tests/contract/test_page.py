@@ -25,7 +25,8 @@ def web(upstream: FakeUpstream) -> Iterator[Gunicorn]:
     # OpenAI-compatible provider: it may send reasoning unasked, which the page must keep apart.
     # A grace longer than EventSource's 3 s retry, so a cut connection can come back in time.
     env = sluice_env(
-        upstream, SLUICE_PROVIDER="openai", SLUICE_MAX_STREAMS_PER_CLIENT="50", SLUICE_DISCONNECT_GRACE_SECONDS="8"
+        upstream, SLUICE_PROVIDER="openai", SLUICE_MAX_STREAMS_PER_CLIENT="50",
+        SLUICE_MAX_RESPONSES_PER_CLIENT="50", SLUICE_DISCONNECT_GRACE_SECONDS="8"
     )
     with Gunicorn(env) as server:
         yield server

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def srv(upstream: FakeUpstream) -> Iterator[Gunicorn]:
-    with Gunicorn(sluice_env(upstream, SLUICE_MAX_STREAMS_PER_CLIENT="50")) as server:
+    with Gunicorn(sluice_env(upstream, SLUICE_MAX_STREAMS_PER_CLIENT="50",
+                             SLUICE_MAX_RESPONSES_PER_CLIENT="50")) as server:
         yield server
 
 
@@ -153,7 +154,8 @@ def test_the_status_route_reports_the_same_usage(srv: Gunicorn, fresh: FakeUpstr
 @pytest.fixture(scope="module")
 def responses(upstream: FakeUpstream) -> Iterator[Gunicorn]:
     env = sluice_env(
-        upstream, SLUICE_PROVIDER="openai", SLUICE_OPENAI_API="responses", SLUICE_MAX_STREAMS_PER_CLIENT="50"
+        upstream, SLUICE_PROVIDER="openai", SLUICE_OPENAI_API="responses", SLUICE_MAX_STREAMS_PER_CLIENT="50",
+        SLUICE_MAX_RESPONSES_PER_CLIENT="50"
     )
     with Gunicorn(env) as server:
         yield server

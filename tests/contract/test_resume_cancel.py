@@ -33,7 +33,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def srv(upstream: FakeUpstream) -> Iterator[Gunicorn]:
-    env = sluice_env(upstream, SLUICE_DISCONNECT_GRACE_SECONDS="1", SLUICE_MAX_STREAMS_PER_CLIENT="50")
+    env = sluice_env(upstream, SLUICE_DISCONNECT_GRACE_SECONDS="1", SLUICE_MAX_STREAMS_PER_CLIENT="50",
+                     SLUICE_MAX_RESPONSES_PER_CLIENT="50")
     with Gunicorn(env) as server:
         yield server
 

@@ -4,7 +4,6 @@ Sluice hosts sharing one Redis and one session secret (CONTRACT "Identity, recon
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -14,10 +13,9 @@ import requests
 from tests.conftest import sluice_env
 from tests.contract.conftest import attach, check_well_formed, expected, kinds, terminal, text
 from tests.fake_upstream import FakeUpstream
-from tests.redis.conftest import RedisProcess
+from tests.redis.conftest import two_hosts
 from tests.support.servers import Gunicorn
 from tests.support.sse import open_stream
-from tests.support.system import require_binary
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,29 +25,14 @@ A, B = {"Authorization": f"Bearer {KEY_A}"}, {"Authorization": f"Bearer {KEY_B}"
 
 @pytest.fixture(scope="module")
 def hosts(upstream: FakeUpstream) -> Iterator[tuple[Gunicorn, Gunicorn]]:
-    redis = RedisProcess(require_binary("redis-server", "/usr/bin/redis-server")).start()
     env = sluice_env(
         upstream,
-        SLUICE_REDIS_URL=redis.url,
         SLUICE_API_KEYS=f"{KEY_A},{KEY_B}",
         SLUICE_SECRET_KEY="two-hosts-shared-secret-" + "k" * 20,
-        SLUICE_MAX_STREAMS_PER_CLIENT="50",
+        SLUICE_MAX_STREAMS_PER_CLIENT="50", SLUICE_MAX_RESPONSES_PER_CLIENT="50",
     )
-    one, two = Gunicorn(env), Gunicorn(env)
-    try:
-        # Both hosts boot at once: the machine is slow, and they share nothing but Redis.
-        booting = [threading.Thread(target=host.start) for host in (one, two)]
-        for thread in booting:
-            thread.start()
-        for thread in booting:
-            thread.join(60)
-        for host in (one, two):
-            assert requests.get(host.url + "/healthz", timeout=5).status_code == 200, host.log()
-        yield one, two
-    finally:
-        one.stop()
-        two.stop()
-        redis.stop()
+    with two_hosts(env) as both:
+        yield both
 
 
 def test_readyz_with_the_backend_up(hosts: tuple[Gunicorn, Gunicorn]) -> None:

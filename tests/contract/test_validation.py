@@ -151,7 +151,8 @@ def test_json_nested_ten_thousand_deep_is_400_not_500(
     else:
         data = '{"messages": [{"role": "user", "content": ' + "[" * depth + "]" * depth + "}]}"
     resp = raw_post(srv, path, data)
-    assert_rejected(resp, 400)
+    # /cancel reads at most 4 KiB (issue 25): there, such a body is refused for its size.
+    assert_rejected(resp, 413 if path == "/cancel" else 400)
     no_upstream_call(fresh, settle=0)
     assert requests.get(srv.url + "/healthz", timeout=5).status_code == 200
 

@@ -70,7 +70,8 @@ def one_request(base: str, i: int) -> str | None:
 def test_two_reloads_under_load_fail_no_request(make_stack, fake) -> None:  # type: ignore[no-untyped-def]
     # nginx's read timeout scaled down to 3 s (as issue 19 measured it): a request that waits for
     # a new worker to boot (seconds of CPU) is a 504.
-    stack = make_stack(workers=2, env=fake_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="500"), read_timeout="3s")
+    stack = make_stack(workers=2, env=fake_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="500",
+                                               SLUICE_MAX_RESPONSES_PER_CLIENT="500"), read_timeout="3s")
     assert stack.gunicorn.proc is not None
     master = stack.gunicorn.proc.pid
     # Warm both workers (the first upstream call imports the SDK).

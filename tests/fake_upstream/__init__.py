@@ -27,6 +27,7 @@ Each request's behaviour comes from a directive in the last user message that ha
 ``json=1``          a JSON object text {"answer": "t0 t1 ...", "n": N} in 4-character pieces
 ``say=TEXT``        answer with this text instead (percent-encoded, e.g. ``say=%3Cb%3Ehi%3C%2Fb%3E``),
                     in 5-character pieces
+``parts=N``         with ``say``: the text in N pieces of (nearly) equal length instead
 ``pad=N``           each token padded with N dots ("t0.... "): large fragments
 ``stop=REASON``     stop reason (max_tokens, stop_sequence, content_filter; OpenAI names work too);
                     ``stop=refusal``: OpenAI streams the answer as ``delta.refusal`` / ``refusal.delta``
@@ -48,7 +49,7 @@ Each request's behaviour comes from a directive in the last user message that ha
                     ``<think>...</think>`` content); Responses: summary (default) or ``reasoning_text``
 ``cache_read=N``    usage: Anthropic ``cache_read_input_tokens`` (``cache_write=N``: ..._creation_...);
                     OpenAI: N of the input tokens reported as cached (``cached_tokens``; ``cached=N`` too)
-``calls=N``         OpenAI: with ``tool=``, N parallel calls of it
+``calls=N``         with ``tool=``, N parallel calls of it (every wire)
 ``error_as=failed`` Responses: the mid-stream failure is ``response.failed``, not an ``error`` event
 ==================  ==============================================================================
 

@@ -219,25 +219,27 @@ def events(
             yield "head", _block_stop(index)
             index += 1
     if plan.is_tool_call:
-        block: dict[str, Any] = {
-            "type": "tool_use",
-            "id": "toolu_" + uuid.uuid4().hex[:24],
-            "name": plan.tool_name,
-            "input": {},
-        }
-        pieces = split_json(plan.tool_args or {})
+        # `calls=N`: N tool_use blocks in one answer (parallel tool calls), the same arguments.
+        for n in range(plan.tool_count):
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": "toolu_" + uuid.uuid4().hex[:24],
+                "name": plan.tool_name,
+                "input": {},
+            }
+            yield "head", _block_start(index, block)
+            if n == 0:
+                yield "head", ping()
+            for piece in split_json(plan.tool_args or {}):
+                yield "token", _block_delta(index, {"type": "input_json_delta", "partial_json": piece})
+            yield "tail", _block_stop(index)
+            index += 1
     else:
-        block = {"type": "text", "text": ""}
-        pieces = plan.pieces
-    yield "head", _block_start(index, block)
-    yield "head", ping()
-    for piece in pieces:
-        if plan.is_tool_call:
-            delta = {"type": "input_json_delta", "partial_json": piece}
-        else:
-            delta = {"type": "text_delta", "text": piece}
-        yield "token", _block_delta(index, delta)
-    yield "tail", _block_stop(index)
+        yield "head", _block_start(index, {"type": "text", "text": ""})
+        yield "head", ping()
+        for piece in plan.pieces:
+            yield "token", _block_delta(index, {"type": "text_delta", "text": piece})
+        yield "tail", _block_stop(index)
     yield (
         "tail",
         sse(

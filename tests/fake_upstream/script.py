@@ -55,6 +55,7 @@ class Script:
     error_as: str = "error"
     hang: int | None = None
     pad: int = 0
+    parts: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> Script:
@@ -65,7 +66,7 @@ class Script:
             return script
         for item in found[-1].split():
             key, _, value = item.partition("=")
-            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "calls", "hang", "pad"):
+            if key in ("tokens", "status", "error_after", "drop_after", "stall_after", "calls", "hang", "pad", "parts"):
                 setattr(script, key, int(value))
             elif key in ("pace", "first_delay", "ping_every"):
                 setattr(script, key, float(value))
@@ -129,6 +130,10 @@ def plan_answer(script: Script, tool_result: str | None, max_tokens: int | None)
         words = " ".join(f"t{i}" for i in range(script.tokens))
         text = json.dumps({"answer": words, "n": script.tokens})
         pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
+    elif script.say is not None and script.parts:
+        n = min(script.parts, len(script.say)) or 1
+        bounds = [len(script.say) * k // n for k in range(n + 1)]
+        pieces = [script.say[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     elif script.say is not None:
         pieces = [script.say[i : i + 5] for i in range(0, len(script.say), 5)]
     else:

@@ -42,12 +42,14 @@ CHECKS = [
 ]
 RESUME_SKIPS = [st_checks.negative_data_rejection]
 START_ROUTES = {("GET", "/stream"), ("POST", "/stream"), ("POST", "/streams")}
-ERROR_TYPES = {"invalid_request", "authentication", "permission", "not_found", "rate_limit", "overloaded"}
+ERROR_TYPES = {"invalid_request", "authentication", "permission", "not_found", "rate_limit", "overloaded",
+               "budget_exceeded"}
 
 
 @pytest.fixture(scope="module")
 def api(upstream: FakeUpstream) -> Iterator[Gunicorn]:
-    env = sluice_env(upstream, SLUICE_MAX_STREAMS_PER_CLIENT="100000", SLUICE_DEMO_TOKENS_PER_SECOND="5000")
+    env = sluice_env(upstream, SLUICE_MAX_STREAMS_PER_CLIENT="100000",
+                     SLUICE_MAX_RESPONSES_PER_CLIENT="100000", SLUICE_DEMO_TOKENS_PER_SECOND="5000")
     with Gunicorn(env) as server:
         yield server
 

@@ -3,6 +3,7 @@ children per upstream call and tool run; off (and not even imported) unless OTEL
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -19,6 +20,8 @@ from app.lifecycle.generation import Generation
 from app.observability.tracing import Tracing, wanted
 from app.providers import ProviderPool
 from app.validation import parse_spec
+from tests.conftest import sluice_env
+from tests.fake_upstream import FakeUpstream
 from tests.support.servers import ROOT, Gunicorn, base_env
 
 pytestmark = pytest.mark.timeout(60)
@@ -218,3 +221,141 @@ def test_a_cancel_ends_the_generation_span_and_its_upstream_span(otlp: tuple[Gun
     assert root_attrs["sluice.outcome"].string_value == "cancelled"
     upstream_attrs = {kv.key: kv.value for kv in by["upstream demo"].attributes}
     assert upstream_attrs["error.type"].string_value == "GreenletExit"
+    assert "Failed to detach context" not in server.log(), "the kill unwinds in the greenlet that attached"
+
+
+# -- issue 20: the SDK's own span of each API call, inside the caller's trace ---------------------
+
+SECRET_PROMPT = "PurpleElephantPrompt"
+SECRET_ANSWER = "TangerineAnswer"
+
+
+@pytest.fixture(scope="module")
+def otlp_upstream(upstream: FakeUpstream) -> Iterator[tuple[Gunicorn, list[bytes]]]:
+    """Sluice under gunicorn with the fake upstream as both providers, exporting to a real
+    OTLP/HTTP receiver; the environment asks the Anthropic SDK for content in its spans."""
+    _Receiver.bodies = []
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    env = sluice_env(
+        upstream,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE="content",
+        SLUICE_TOOLS="tests.observability.traced_tools:traced_lookup",
+    )
+    with Gunicorn(env) as server:
+        yield server, _Receiver.bodies
+    receiver.shutdown()
+
+
+def _all_text(span: Any) -> str:
+    """Every attribute value and event of `span`, as text (to look for content)."""
+    return str(span.attributes) + str(span.events) + span.name
+
+
+def test_the_sdks_call_span_is_a_child_of_the_upstream_span_in_every_round(
+    otlp_upstream: tuple[Gunicorn, list[bytes]], fresh: FakeUpstream
+) -> None:
+    server, bodies = otlp_upstream
+    trace_id = "5cf92f3577b34da6a3ce929d0e0e4736"
+    # Round 1: a 529, retried, then a tool call; round 2 (after the tool): the answer.
+    prompt = (f"What is 6*7? {SECRET_PROMPT} [fake tool=calculate args={{\"expression\":\"6*7\"}} "
+              f"status=529 times=1 say={SECRET_ANSWER}]")
+    r = requests.post(server.url + "/stream", json={"prompt": prompt, "tools": ["calculate"]},
+                      headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"}, timeout=30)
+    assert r.status_code == 200 and b'"type":"done"' in r.content, r.content[-300:]
+    texts = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    assert SECRET_ANSWER in "".join(t["content"] for t in texts if t["type"] == "text")
+    names = {"chat claude-haiku-4-5", "upstream anthropic", "execute_tool calculate", "anthropic.messages.create"}
+    deadline = time.monotonic() + 20
+    while True:
+        spans = [s for _, s in _spans(bodies) if s.trace_id.hex() == trace_id]
+        if (names <= {s.name for s in spans} and sum(s.name == "anthropic.messages.create" for s in spans) >= 3
+                or time.monotonic() > deadline):
+            break
+        time.sleep(0.1)
+    orphans = [s.name for _, s in _spans(bodies) if s.trace_id.hex() != trace_id and s.name.startswith("anthropic")]
+    assert not orphans, f"SDK spans in a trace of their own: {orphans}"
+    by = by_name(spans)
+    assert set(by) == names, sorted(by)
+    (chat,) = by["chat claude-haiku-4-5"]
+    assert chat.parent_span_id.hex() == PARENT_ID
+    rounds = by["upstream anthropic"]
+    assert len(rounds) == 2 and all(s.parent_span_id == chat.span_id for s in rounds)
+    calls = by["anthropic.messages.create"]
+    assert len(calls) == 3, "two attempts in the first round (a 529, then the tool call), one in the second"
+    parents = sorted(sum(c.parent_span_id == u.span_id for c in calls) for u in rounds)
+    assert parents == [1, 2], "each call is a child of the upstream span of its own round"
+    # The SDK sends its span's context upstream: the provider's side of the trace joins it too.
+    sent = [req.headers.get("traceparent", "") for req in fresh.requests]
+    assert sent and all(t.split("-")[1] == trace_id for t in sent), sent
+    # Sluice's privacy rule, whatever ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE says.
+    for span in spans:
+        text = _all_text(span)
+        assert SECRET_PROMPT not in text and SECRET_ANSWER not in text and "6*7" not in text, (span.name, text)
+    assert "Failed to detach context" not in server.log()
+
+
+def test_a_span_made_inside_an_operators_tool_is_in_the_callers_trace(
+    otlp_upstream: tuple[Gunicorn, list[bytes]]
+) -> None:
+    """A tool runs in a greenlet of its own: it starts in the producer's context, not an empty one."""
+    server, bodies = otlp_upstream
+    trace_id = "6df92f3577b34da6a3ce929d0e0e4736"
+    prompt = '[fake tool=traced_lookup args={"item":"pen"} say=Done]'
+    r = requests.post(server.url + "/stream", json={"prompt": prompt, "tools": ["traced_lookup"]},
+                      headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"}, timeout=30)
+    assert r.status_code == 200 and b"pen: in stock" in r.content, r.content[-300:]
+    deadline = time.monotonic() + 20
+    while True:
+        spans = [s for _, s in _spans(bodies)]
+        names = {s.name for s in spans}
+        if {"operator lookup", "execute_tool traced_lookup"} <= names or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    by = by_name(spans)
+    (tool,) = by["execute_tool traced_lookup"]
+    (own,) = by["operator lookup"]
+    assert own.trace_id.hex() == trace_id and tool.trace_id.hex() == trace_id
+    assert own.parent_span_id == tool.span_id, "the operator's span is a child of the tool's span"
+
+
+def test_the_anthropic_sdk_records_content_only_when_sluice_logs_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The option Sluice gives the SDK client, whatever ANTHROPIC_OPEN_TELEMETRY_* says."""
+    import anthropic
+
+    from app.providers.anthropic import telemetry_option
+
+    monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE", "content")
+
+    def resolved(**option: bool) -> Any:
+        return anthropic.Anthropic(api_key="k", open_telemetry=telemetry_option(**option)).open_telemetry
+
+    assert resolved(traces=True, content=False)["traces"]["content_mode"] == "metadata_only"
+    assert resolved(traces=True, content=True)["traces"]["content_mode"] == "content"
+    assert resolved(traces=False, content=True)["traces"]["enabled"] is False, "no SDK spans when Sluice traces not"
+    monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", "false")
+    assert resolved(traces=True, content=False)["traces"]["enabled"] is False
+
+
+def test_a_recovery_round_has_its_own_sdk_span_in_the_same_trace(
+    otlp_upstream: tuple[Gunicorn, list[bytes]], fresh: FakeUpstream
+) -> None:
+    server, bodies = otlp_upstream
+    trace_id = "6df92f3577b34da6a3ce929d0e0e4736"
+    # The answer drops after 3 tokens; Sluice continues it in a second upstream call.
+    r = requests.post(server.url + "/stream", json={"prompt": "story [fake tokens=6 drop_after=3]"},
+                      headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"}, timeout=30)
+    assert r.status_code == 200 and b"upstream_reconnected" in r.content, r.content[-300:]
+    deadline = time.monotonic() + 20
+    while True:
+        spans = [s for _, s in _spans(bodies) if s.trace_id.hex() == trace_id]
+        if sum(s.name == "anthropic.messages.create" for s in spans) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    by = by_name(spans)
+    rounds, calls = by["upstream anthropic"], by.get("anthropic.messages.create", [])
+    assert len(rounds) == 2 and len(calls) == 2, sorted(s.name for s in spans)
+    assert {c.parent_span_id for c in calls} == {u.span_id for u in rounds}
+    assert "Failed to detach context" not in server.log()

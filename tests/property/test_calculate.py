@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.tools import MAX_DIGITS, run_tool
+from app.toolbox import BUILTIN
+from app.tools import MAX_DIGITS
+
+run_tool = BUILTIN.run
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from app.config import Settings
 from app.errors import RequestError
 from app.lifecycle.spec import GenerationSpec
-from app.tools import TOOLS
+from app.tools import BUILTIN_TOOLS as TOOLS
 from app.validation import (
     CHUNKINGS,
     FIELDS,

@@ -7,6 +7,7 @@ for the next stream once the body ended, and not held when its end does not come
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import socket
 import threading
@@ -18,11 +19,12 @@ import pytest
 
 from app.errors import UpstreamError
 from app.providers._body import MAX_LINE, Dechunker
-from app.providers.anthropic import AnthropicProvider
+from app.providers.anthropic import AnthropicProvider, telemetry_option
 from app.providers.base import Finish, Provider, ProviderEvent, TextDelta
 from app.providers.openai import OpenAIProvider
 from tests.fake_upstream import FakeUpstream
 from tests.providers.conftest import ANTHROPIC_KEY, OPENAI_KEY, make_request, text_of
+from tests.support.listening import close_listener
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -145,7 +147,8 @@ class ScriptedUpstream:
         self.accepted = 0
         self.requests = 0
         self.closed = threading.Event()  # the client closed a connection
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self) -> None:
         while True:
@@ -187,7 +190,7 @@ class ScriptedUpstream:
             conn.close()
 
     def close(self) -> None:
-        self.listener.close()
+        close_listener(self.listener, self.acceptor)
 
 
 @pytest.fixture
@@ -206,6 +209,17 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Answer], Scr
     yield start
     for server in servers:
         server.close()
+
+
+def test_a_closed_scripted_upstream_accepts_nothing_more() -> None:
+    """The cause of the rare `test_body_split_in_small_writes[1-openai]` failure (issue 19, 3b):
+    the previous test's accepting thread outlived its listener, and, entering accept() with the
+    descriptor number the next listener had been given, answered the OpenAI request with the
+    Anthropic script (a whole body without a finish_reason). Once closed, no thread of a
+    scripted upstream is left to accept, whatever descriptor a later listener gets."""
+    first = ScriptedUpstream(chunked_answer(ANTHROPIC_EVENTS))
+    first.close()
+    assert not first.acceptor.is_alive()
 
 
 def head(*fields: str) -> bytes:
@@ -397,12 +411,19 @@ def test_read_off_the_connection_with_opentelemetry_on(scripted: Callable[[Answe
     in its span-ending stream: the body is still read off the connection, and the connection kept."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     if not hasattr(trace.get_tracer_provider(), "add_span_processor"):
         trace.set_tracer_provider(TracerProvider())  # once per process; later tests keep it
+    memory = InMemorySpanExporter()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(memory))  # type: ignore[attr-defined]
     server = scripted(chunked_answer(ANTHROPIC_EVENTS))
-    provider = AnthropicProvider()
+    provider = AnthropicProvider(open_telemetry=telemetry_option(traces=True, content=False))  # as ProviderPool's
     for _ in range(3):
         assert text_of(run(provider)) == "t0 t1 t2 "
     assert server.requests == 3
     assert server.accepted == 1
+    calls = [s for s in memory.get_finished_spans() if s.name == "anthropic.messages.create"]
+    assert len(calls) == 3, "the SDK's span of each call ends when its body is closed"
+    memory.shutdown()

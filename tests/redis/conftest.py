@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -57,6 +58,28 @@ class RedisProcess:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
 
 
+@contextlib.contextmanager
+def two_hosts(env: dict[str, str], workers: int = 1) -> Iterator[tuple[Gunicorn, Gunicorn]]:
+    """Two Sluice hosts sharing nothing but one private Redis (SLUICE_REDIS_URL set here)."""
+    redis_process = RedisProcess(require_binary("redis-server", "/usr/bin/redis-server")).start()
+    env = {**env, "SLUICE_REDIS_URL": redis_process.url}
+    one, two = Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)
+    try:
+        # Both hosts boot at once: the machine is slow.
+        booting = [threading.Thread(target=host.start) for host in (one, two)]
+        for thread in booting:
+            thread.start()
+        for thread in booting:
+            thread.join(90)
+        for host in (one, two):
+            assert requests.get(host.url + "/healthz", timeout=5).status_code == 200, host.log()
+        yield one, two
+    finally:
+        one.stop()
+        two.stop()
+        redis_process.stop()
+
+
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisProcess]:
     server = RedisProcess(require_binary("redis-server", "/usr/bin/redis-server")).start()
@@ -74,7 +97,8 @@ def redis_env(fake: FakeUpstream, redis_url: str | None, **overrides: str) -> di
     """Sluice pointed at the fake upstream and (when given) at Redis; short timers."""
     if redis_url:
         overrides = {"SLUICE_REDIS_URL": redis_url, **overrides}
-    return sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="200", **overrides)
+    limits = {"SLUICE_MAX_STREAMS_PER_CLIENT": "200", "SLUICE_MAX_RESPONSES_PER_CLIENT": "200"}
+    return sluice_env(fake, **{**limits, **overrides})
 
 
 @pytest.fixture

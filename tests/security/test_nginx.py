@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,6 +57,52 @@ def test_through_tls_the_session_cookie_is_secure(make_stack, fake) -> None:  # 
     assert created.status_code == 201
     stream = open_stream(stack.url + created.json()["events_url"], cookies=browser.cookies, verify=False)
     assert types(stream.rest())[-2:] == ["done", "[DONE]"]
+
+
+def test_the_shipped_site_clears_a_clients_user_header(make_stack, fake) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    # The trusted user header enabled, but the auth_request snippet not added (yet): fail closed.
+    env = fake_env(fake, SLUICE_TRUSTED_USER_HEADER="X-Sluice-User", SLUICE_PROXY_COUNT="1")
+    stack = make_stack(workers=1, env=env)
+    for path in ("/readyz", "/streams", "/cancel", "/stream"):
+        method = "POST" if path in ("/streams", "/cancel") else "GET"
+        resp = requests.request(method, f"{stack.url}{path}", json={"prompt": "x", "stream_id": "a" * 22},
+                                headers={"X-Sluice-User": "admin"}, verify=False, timeout=5)
+        assert resp.status_code == 401, (path, resp.status_code, resp.text)
+    assert fake.request_count == 0
+
+
+def test_the_shipped_site_bounds_open_requests_per_address(tmp_path: Path, tls_cert: tuple[Path, Path],  # noqa: F811
+                                                            upstream: FakeUpstream) -> None:
+    from tests.conftest import sluice_env
+
+    with Gunicorn(sluice_env(upstream, SLUICE_PROXY_COUNT="1", SLUICE_MAX_STREAMS_PER_CLIENT="20")) as app:
+        http_port, https_port = free_port(), free_port()
+        cert, key = tls_cert
+        site = render(SITE.read_text(), upstream=f"127.0.0.1:{app.port}", http_port=http_port,
+                      https_port=https_port, cert=cert, key=key, static_root=tmp_path)
+        shipped = "limit_conn sluice_conn 64;"
+        assert site.count(shipped) == 1
+        nginx = Nginx(tmp_path / "nginx", site.replace(shipped, "limit_conn sluice_conn 3;"))
+        nginx.start((http_port, https_port))
+        url = f"https://127.0.0.1:{https_port}"
+        try:
+            held = [open_stream(f"{url}/stream", params={"prompt": "x [fake stall_after=1]"}, verify=False)
+                    for _ in range(3)]
+            for stream in held:
+                stream.until("text")
+            over = requests.get(f"{url}/stream", params={"prompt": "y"}, verify=False, timeout=5)
+            assert over.status_code == 429
+            # Every request counts while those streams are open (a cancel too): close one first.
+            held.pop().close()
+            deadline = time.monotonic() + 10
+            while (cancel := requests.post(f"{url}/cancel", json={"stream_id": held[0].stream_id}, verify=False,
+                                           timeout=5)).status_code == 429 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert cancel.json()["status"] == "cancelled"
+            assert types(held[0].rest())[-1] == "[DONE]"
+            held[1].close()
+        finally:
+            nginx.stop()
 
 
 def _snippet() -> str:

@@ -71,7 +71,7 @@ def assert_direct(head: bytes) -> None:
 
 
 def test_get_stream_is_written_directly(sluice: Gunicorn, fresh: FakeUpstream) -> None:
-    sock = request(sluice, "GET /stream?prompt=x+%5Bfake+tokens%3D5%5D HTTP/1.1\r\nHost: x\r\n")
+    sock = request(sluice, "GET /stream?prompt=x+%5Bfake+tokens%3D5%5D HTTP/1.1\r\nHost: localhost\r\n")
     head, body = read_to_eof(sock)
     assert_direct(head)
     payload = dechunk(body)
@@ -82,7 +82,7 @@ def test_get_stream_is_written_directly(sluice: Gunicorn, fresh: FakeUpstream) -
 
 def test_post_stream_and_resume_are_written_directly(sluice: Gunicorn, fresh: FakeUpstream) -> None:
     payload = json.dumps({"prompt": "x [fake tokens=4]"}).encode()
-    sock = request(sluice, "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock = request(sluice, "POST /stream HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                            f"Content-Length: {len(payload)}\r\n", payload)
     head, chunked = read_to_eof(sock)
     assert_direct(head)
@@ -92,7 +92,7 @@ def test_post_stream_and_resume_are_written_directly(sluice: Gunicorn, fresh: Fa
     assert first_id is not None
     stream_id = first_id.group(1).decode().rpartition(":")[0]
     # The resume route: everything after event 2, replayed from the journal.
-    sock = request(sluice, f"GET /streams/{stream_id}/events HTTP/1.1\r\nHost: x\r\n"
+    sock = request(sluice, f"GET /streams/{stream_id}/events HTTP/1.1\r\nHost: localhost\r\n"
                            f"Last-Event-ID: {stream_id}:2\r\n")
     head, replay = read_to_eof(sock)
     assert_direct(head)
@@ -107,7 +107,8 @@ def test_errors_keep_gunicorns_framing(sluice: Gunicorn, fresh: FakeUpstream) ->
 
 def test_fallback_when_turned_off(start_sluice: Callable[..., Gunicorn], fresh: FakeUpstream) -> None:
     server = start_sluice(SLUICE_DIRECT_WRITE="0")
-    sock = request(server, "GET /stream?prompt=x+%5Bfake+tokens%3D3%5D HTTP/1.1\r\nHost: x\r\nConnection: close\r\n")
+    sock = request(server, "GET /stream?prompt=x+%5Bfake+tokens%3D3%5D HTTP/1.1\r\nHost: localhost\r\n"
+                           "Connection: close\r\n")
     head, body = read_to_eof(sock)
     # gunicorn writes it: its own Connection header follows the request's.
     assert b"transfer-encoding: chunked" in head.lower()
@@ -184,7 +185,7 @@ def test_a_closed_connection_is_noticed_and_the_upstream_closed(
     start_sluice: Callable[..., Gunicorn], fresh: FakeUpstream
 ) -> None:
     server = start_sluice(SLUICE_DISCONNECT_GRACE_SECONDS="0.5")
-    sock = request(server, "GET /stream?prompt=x+%5Bfake+stall_after%3D1%5D HTTP/1.1\r\nHost: x\r\n")
+    sock = request(server, "GET /stream?prompt=x+%5Bfake+stall_after%3D1%5D HTTP/1.1\r\nHost: localhost\r\n")
     received = b""
     while b'"type":"text"' not in received:
         received += sock.recv(65536)
@@ -200,7 +201,7 @@ def test_the_access_log_has_one_line_per_direct_stream(upstream: FakeUpstream, f
 
     # gunicorn logs no request it was told is handled: the app writes the line at the stream's end.
     with Gunicorn(sluice_env(upstream), args=("--access-logfile", "-")) as server:
-        sock = request(server, "GET /stream?prompt=x+%5Bfake+tokens%3D2%5D HTTP/1.1\r\nHost: x\r\n"
+        sock = request(server, "GET /stream?prompt=x+%5Bfake+tokens%3D2%5D HTTP/1.1\r\nHost: localhost\r\n"
                                "User-Agent: direct-test\r\n")
         head, _ = read_to_eof(sock)
         assert_direct(head)
@@ -215,7 +216,7 @@ def test_past_worker_connections_direct_streams_a_stream_takes_the_ordinary_path
     from tests.conftest import sluice_env
 
     with Gunicorn(sluice_env(upstream), args=("--worker-connections", "3")) as server:
-        socks = [request(server, "GET /stream?prompt=x+%5Bfake+stall_after%3D1%5D HTTP/1.1\r\nHost: x\r\n")
+        socks = [request(server, "GET /stream?prompt=x+%5Bfake+stall_after%3D1%5D HTTP/1.1\r\nHost: localhost\r\n")
                  for _ in range(4)]
         heads = []
         for sock in socks:
@@ -231,7 +232,7 @@ def test_past_worker_connections_direct_streams_a_stream_takes_the_ordinary_path
 
 
 def test_an_http_1_0_client_gets_a_body_that_ends_with_the_connection(sluice: Gunicorn, fresh: FakeUpstream) -> None:
-    sock = request(sluice, "GET /stream?prompt=x+%5Bfake+tokens%3D2%5D HTTP/1.0\r\nHost: x\r\n")
+    sock = request(sluice, "GET /stream?prompt=x+%5Bfake+tokens%3D2%5D HTTP/1.0\r\nHost: localhost\r\n")
     head, body = read_to_eof(sock)
     lower = head.lower()
     assert lower.startswith(b"http/1.0 200 ok\r\n") and b"\r\nconnection: close" in lower

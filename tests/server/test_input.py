@@ -37,7 +37,12 @@ NESTED = [
 @pytest.mark.parametrize("body", NESTED, ids=["list", "object", "in-tools", "in-messages"])
 @pytest.mark.parametrize("path", ["/stream", "/streams", "/cancel"])
 def test_deeply_nested_json_is_400(sluice: Gunicorn, fresh: FakeUpstream, path: str, body: str) -> None:
-    assert_400(requests.post(sluice.url + path, data=body, headers=JSON, timeout=10))
+    resp = requests.post(sluice.url + path, data=body, headers=JSON, timeout=10)
+    if path == "/cancel" and len(body) > 4096:
+        # /cancel reads at most 4 KiB (issue 25): this one is refused for its size, unread.
+        assert resp.status_code == 413, resp.text
+    else:
+        assert_400(resp)
     assert fresh.request_count == 0
 
 

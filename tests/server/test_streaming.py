@@ -79,7 +79,7 @@ def test_events_arrive_spread_over_time(sluice: Gunicorn, fresh: FakeUpstream) -
 
 
 def test_fifty_concurrent_streams_on_one_worker(start_sluice, fresh: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
-    server = start_sluice(SLUICE_MAX_STREAMS_PER_CLIENT="100")
+    server = start_sluice(SLUICE_MAX_STREAMS_PER_CLIENT="100", SLUICE_MAX_RESPONSES_PER_CLIENT="100")
 
     def one(i: int) -> tuple[list[str], str]:
         events = open_stream(f"{server.url}/stream", params={"prompt": f"n{i} [fake tokens=20 pace=0.02]"},

@@ -6,6 +6,7 @@ import contextlib
 import socket
 import threading
 
+from tests.support.listening import close_listener
 from tests.support.servers import free_port
 
 
@@ -20,7 +21,8 @@ class CuttableProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         while True:
@@ -66,7 +68,7 @@ class CuttableProxy:
                 pass
 
     def close(self) -> None:
-        self._listener.close()
+        close_listener(self._listener, self._acceptor)
         self.cut()
 
 

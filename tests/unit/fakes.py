@@ -1,7 +1,7 @@
 """In-memory stand-ins for the registry's tests: a provider held at a gate, and a shared backend.
 
 `FakeBackend` is to `app.backends.base.Backend` what httpx's MockTransport is to a transport:
-the whole interface, in memory, one small fake per group (`ids`, `mirror`, `remote`), with
+the whole interface, in memory, one small fake per group (`ids`, `mirror`, `remote`, `slots`), with
 "the other workers" as plain dicts a test fills in, and a record of what the registry asked.
 """
 
@@ -15,6 +15,8 @@ from typing import Any
 from gevent.event import Event
 
 from app.backends.base import Feed, Local, Mirrored
+from app.backends.ledger import LocalLedger
+from app.backends.memory import LocalSlots
 from app.backends.tombstones import tombstone_name
 from app.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta, Usage
 
@@ -79,6 +81,7 @@ class FakeMirror:
         self.views: dict[str, Mirrored] = {}
         self.urgent: list[str] = []  # ids whose change asked for an immediate write
         self.finished_ids: list[str] = []
+        self.forgotten_ids: list[str] = []
 
     def add(self, view: Mirrored) -> None:
         self.views[view.id] = view
@@ -87,8 +90,12 @@ class FakeMirror:
         if urgent:
             self.urgent.append(stream_id)
 
-    def finished(self, stream_id: str) -> None:
+    def finished(self, stream_id: str, view: Mirrored) -> None:
         self.finished_ids.append(stream_id)
+        self.views[stream_id] = view
+
+    def forget(self, stream_id: str) -> None:
+        self.forgotten_ids.append(stream_id)
 
 
 class FakeRemote:
@@ -97,7 +104,6 @@ class FakeRemote:
     def __init__(self) -> None:
         self.elsewhere: dict[str, Elsewhere] = {}
         self.followed_elsewhere: set[str] = set()
-        self.active_per_client: Counter[str] = Counter()
 
     def status(self, stream_id: str) -> dict[str, Any] | None:
         gen = self.elsewhere.get(stream_id)
@@ -119,8 +125,16 @@ class FakeRemote:
     def followed(self, stream_id: str) -> bool:
         return stream_id in self.followed_elsewhere
 
-    def active(self, client: str) -> int:
-        return self.active_per_client[client]
+
+class FakeSlots(LocalSlots):
+    """This worker's places, and the places the other workers hold (`elsewhere[(kind, client)]`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elsewhere: Counter[tuple[str, str]] = Counter()
+
+    def reserve(self, kind: str, client: str, limit: int) -> bool:
+        return super().reserve(kind, client, limit - self.elsewhere[(kind, client)])
 
 
 class FakeBackend:
@@ -132,6 +146,8 @@ class FakeBackend:
         self.ids = FakeIds()
         self.mirror = FakeMirror()
         self.remote = FakeRemote()
+        self.ledger = LocalLedger()  # budgets: the in-process one is the reference
+        self.slots = FakeSlots()
         self.local: Local | None = None
         self.closed = False
 

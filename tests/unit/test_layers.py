@@ -15,10 +15,10 @@ APP = Path(__file__).resolve().parents[2] / "app"
 LAYERS: list[set[str]] = [
     {"observability", "sse", "errors"},  # no Sluice imports at all
     {"config"},
-    {"providers", "tools"},  # the upstream side
+    {"providers", "tools", "toolbox"},  # the upstream side; the tools a generation may call
     {"backends"},  # shared state across workers: sees a generation only through base.Mirrored
     {"lifecycle"},  # generations: producer, journal, delivery, registry
-    {"validation"},  # requests -> GenerationSpec
+    {"validation", "profiles"},  # requests -> GenerationSpec; the profiles they may name
     {"web"},  # routes
     {"__init__"},  # create_app wires everything
 ]

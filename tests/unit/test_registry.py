@@ -68,7 +68,7 @@ def test_a_started_generation_is_mirrored_as_a_view_with_its_status() -> None:
 def test_admission_refuses_past_capacity_per_client_and_a_taken_id() -> None:
     reg, backend, _ = make(SLUICE_MAX_STREAMS="2", SLUICE_MAX_STREAMS_PER_CLIENT="2")
     reg.create(spec(), owner=None, client="c", attached=True)
-    backend.remote.active_per_client["c"] = 1  # one more of client c runs on another worker
+    backend.slots.elsewhere["generations", "c"] = 1  # one more of client c runs on another worker
     with pytest.raises(RequestError) as per_client:
         reg.create(spec(), owner=None, client="c", attached=True)
     assert per_client.value.status == 429

@@ -6,7 +6,10 @@ from datetime import datetime
 
 import pytest
 
-from app.tools import MAX_DEPTH, MAX_DIGITS, MAX_EXPRESSION, run_tool
+from app.toolbox import BUILTIN
+from app.tools import MAX_DEPTH, MAX_DIGITS, MAX_EXPRESSION
+
+run_tool = BUILTIN.run
 
 
 @pytest.mark.parametrize(("expression", "value"), [
@@ -66,7 +69,7 @@ def test_any_tool_failure_is_an_error_result(monkeypatch: pytest.MonkeyPatch) ->
     def broken(args: dict[str, object]) -> str:
         raise RuntimeError("bug in a tool")
 
-    monkeypatch.setitem(tools.TOOLS, "get_time", tools.Tool(tools.TOOLS["get_time"].spec, broken))
+    monkeypatch.setitem(BUILTIN.tools, "get_time", tools.Tool(tools.BUILTIN_TOOLS["get_time"].spec, broken))  # type: ignore[index]
     content, is_error = run_tool("get_time", {})
     assert is_error and "bug in a tool" not in content
 

@@ -16,8 +16,10 @@ life; each part is a module of its own:
     remote.py      `backend.remote`: other workers' generations: status, feed, cancel
     feed.py        following a generation owned by another worker (XREAD BLOCK)
     presence.py    followers on other workers (so the owner does not cancel for "disconnect")
+    slots.py       `backend.slots`: places a client holds on every worker (open responses)
     messages.py    cancel / idle messages to the owner worker
     listener.py    the pub/sub listener greenlet and its once-a-second tick
+    ledger.py      `backend.ledger`: budget counters, reserved and settled by Lua scripts
 
 Faults. Redis is never on the path that keeps a local stream alive: `changed` only marks the
 generation dirty. When a call fails the connection goes "down": request-path calls skip Redis
@@ -32,9 +34,11 @@ from app.backends.base import Local
 from app.backends.redis.connection import Connection
 from app.backends.redis.ids import RedisIds
 from app.backends.redis.keys import Lifetimes
+from app.backends.redis.ledger import RedisLedger
 from app.backends.redis.listener import Listener
 from app.backends.redis.presence import Presence
 from app.backends.redis.remote import RedisRemote
+from app.backends.redis.slots import RedisSlots
 from app.backends.redis.writer import Writer
 from app.config import Settings
 
@@ -49,13 +53,14 @@ class RedisBackend:
         self.connection = Connection(settings.redis_url or "")
         lifetimes = Lifetimes.of(settings)
         self.presence = Presence(self.connection, lifetimes)
-        self.writer = Writer(self.connection, lifetimes, settings.max_replay_events,
-                             keep=settings.replay_ttl_seconds + 1)
-        self.listener = Listener(self.connection, self.presence, self.writer.holds)
+        self.writer = Writer(self.connection, lifetimes, settings.max_replay_events)
+        self.slots = RedisSlots(self.connection)
+        self.listener = Listener(self.connection, self.presence, self.writer.holds, self.slots)
         self.connection.on_return = self.writer.resync
         self.ids = RedisIds(self.connection)
         self.mirror = self.writer
         self.remote = RedisRemote(self.connection, self.presence)
+        self.ledger = RedisLedger(self.connection)
 
     def start(self, local: Local) -> None:
         self.connection.open()

@@ -97,6 +97,7 @@ class RedisFeed:
         self._key = stream_key(stream_id, "events")
         self._closed = closed
         self._failed = False
+        self.lost = False  # events the client has not seen were trimmed (MAXLEN): never a jump
         self._unheard = False  # the owner is silent and Redis refuses to record its end
         self._member: str | None = None
         self._next_owner_check = time.monotonic() + OWNER_CHECK
@@ -107,7 +108,7 @@ class RedisFeed:
 
     def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
         """Entries after `seq`; blocks (in slices) up to `timeout` when there are none yet."""
-        if self._failed:
+        if self._failed or self.lost:
             if interrupt is not None:
                 interrupt.set()
             return []
@@ -121,6 +122,14 @@ class RedisFeed:
                 interrupt.set()
             return []
         entries = [make_entry(self.stream_id, seq_of(rid), fields["d"]) for rid, fields in rows]
+        if entries and entries[0].seq != seq + 1:
+            # MAXLEN trimmed events after the client's seq: the gap is never silent. The
+            # response ends; the client's resume is then answered as for an unknown id.
+            self.lost = True
+            log.info("events of %s after seq %d were trimmed from redis; ending this response", self.stream_id, seq)
+            if interrupt is not None:
+                interrupt.set()
+            return []
         if not entries and self._unheard and not self._closed:
             # Not written to Redis (it refuses writes): this client alone gets this end.
             entries = [

@@ -16,7 +16,9 @@ Per worker (hash tag `{w:<worker id>}`) and per client key (`{c:<digest>}`):
     sluice:{w:<wid>}:inbox    hash    the same cancel messages, kept until handled (a missed
                                       pub/sub message is still honoured on the next tick)
     sluice:{w:<wid>}:alive    string  set every tick with a short TTL: the worker is alive
-    sluice:{c:<digest>}:active zset   "<wid>|<id>" of a client key's running generations, score = expiry
+    sluice:{c:<digest>}:<kind>       hash  worker id -> places of `kind` it holds (open responses,
+                                           running generations)
+    sluice:{c:<digest>}:<kind>:alive zset  worker id, score = until when its count is believed
 
 The status hash (`meta`) is written by `encode_status`/`encode_progress` and read back by
 `decode_status`, here together, so the two sides cannot drift apart.
@@ -65,10 +67,11 @@ def worker_alive(worker_id: str) -> str:
     return f"{PREFIX}:{{w:{worker_id}}}:alive"
 
 
-def client_active_key(client: str) -> str:
-    """Running generations of one client key (digested: a client key may hold any character)."""
-    digest = hashlib.sha1(client.encode("utf-8")).hexdigest()[:16]
-    return f"{PREFIX}:{{c:{digest}}}:active"
+def client_slot_keys(client: str, kind: str) -> tuple[str, str]:
+    """The per-worker counts of one client key's places of `kind`, and the workers' liveness
+    (the client key digested: it may hold any character)."""
+    counts = f"{PREFIX}:{{c:{hashlib.sha1(client.encode('utf-8')).hexdigest()[:16]}}}:{kind}"
+    return counts, f"{counts}:alive"
 
 
 def seq_of(entry_id: str) -> int:

@@ -3,8 +3,8 @@
 It acts on the messages other workers send this one (app.backends.redis.messages): a cancel
 stops a local generation, an `idle` starts its disconnect grace (both through `Local`, the
 registry). The tick refreshes the worker's alive key, handles the inbox (messages pub/sub
-missed), runs the presence check, and is the recovery probe: a tick that succeeds after a
-fault marks Redis up again. A lost connection is retried with a backoff of at most
+missed), runs the presence check, refreshes this worker's slot counts, and is the recovery
+probe: a tick that succeeds after a fault marks Redis up again. A lost connection is retried with a backoff of at most
 RECONNECT_MAX, so a returning Redis is seen soon.
 """
 
@@ -23,6 +23,7 @@ from app.backends.redis import messages
 from app.backends.redis.connection import Connection
 from app.backends.redis.keys import ALIVE_TTL, worker_alive, worker_channel, worker_inbox
 from app.backends.redis.presence import Presence
+from app.backends.redis.slots import RedisSlots
 
 log = logging.getLogger("sluice.redis")
 
@@ -33,9 +34,11 @@ RECONNECT_MAX = 2.0  # seconds between reconnect attempts, at most
 class Listener:
     """Receives this worker's messages; `mirrored(sid)` tells whether `sid` is ours (yet)."""
 
-    def __init__(self, connection: Connection, presence: Presence, mirrored: Callable[[str], bool]) -> None:
+    def __init__(self, connection: Connection, presence: Presence, mirrored: Callable[[str], bool],
+                 slots: RedisSlots | None = None) -> None:
         self.connection = connection
         self.presence = presence
+        self.slots = slots
         self.mirrored = mirrored
         self._local: Local | None = None
         self._greenlet: gevent.Greenlet | None = None
@@ -113,3 +116,5 @@ class Listener:
         if done:
             r.hdel(inbox, *done)
         self.presence.tick(self._local)
+        if self.slots is not None:
+            self.slots.tick()

@@ -19,7 +19,7 @@ from app.backends.base import Feed
 from app.backends.redis import messages
 from app.backends.redis.connection import Connection
 from app.backends.redis.feed import RedisFeed
-from app.backends.redis.keys import client_active_key, decode_owner, decode_status, entry_id, seq_of, stream_key
+from app.backends.redis.keys import decode_owner, decode_status, entry_id, seq_of, stream_key
 from app.backends.redis.presence import Presence
 from app.sse import DONE
 
@@ -110,16 +110,3 @@ class RedisRemote:
 
     def followed(self, stream_id: str) -> bool:
         return self.presence.elsewhere(stream_id)
-
-    def active(self, client: str) -> int:
-        """Running generations of `client` on OTHER workers (the registry counts its own)."""
-        conn = self.connection
-        if not conn.usable():
-            return 0
-        try:
-            members = conn.client.zrangebyscore(client_active_key(client), time.time(), "+inf")
-        except (RedisError, OSError) as exc:
-            conn.mark_down(exc)
-            return 0
-        mine = f"{conn.worker_id}|"
-        return sum(1 for m in members if not m.startswith(mine))

@@ -47,7 +47,6 @@ from app.backends.redis.connection import Connection
 from app.backends.redis.keys import (
     ALIVE_TTL,
     Lifetimes,
-    client_active_key,
     encode_progress,
     encode_status,
     entry_id,
@@ -67,7 +66,7 @@ PROGRESS_INTERVAL = 0.5  # seconds between updates of a running generation's eve
 class Copy:
     """What Redis holds of one local generation."""
 
-    __slots__ = ("view", "written", "synced", "final", "progress_at")
+    __slots__ = ("view", "written", "synced", "final", "progress_at", "forgotten")
 
     def __init__(self, view: Mirrored) -> None:
         self.view = view
@@ -75,16 +74,16 @@ class Copy:
         self.synced = False  # claim/meta written and `written` trustworthy
         self.final = False  # terminal status written (or the stream was ended elsewhere)
         self.progress_at = 0.0  # monotonic time of the last progress update in the status hash
+        self.forgotten = False  # the registry forgot it: drop this copy once its end is written
 
 
 class Writer:
     """Batches the mirror writes of every local generation of this worker."""
 
-    def __init__(self, connection: Connection, lifetimes: Lifetimes, max_events: int, keep: float) -> None:
+    def __init__(self, connection: Connection, lifetimes: Lifetimes, max_events: int) -> None:
         self.connection = connection
         self.lifetimes = lifetimes
         self.max_events = max_events  # MAXLEN ~ of each events stream
-        self.keep = keep  # s an ended generation stays mirrored here (its replay TTL, and a second)
         self.mirrors: dict[str, Copy] = {}
         self.dirty: dict[str, Copy] = {}
         self._pending = 0
@@ -122,17 +121,26 @@ class Writer:
         if mirror is not None:
             self.mark(mirror, urgent=urgent)
 
-    def finished(self, stream_id: str) -> None:
-        """A mirrored generation ended: write its end now, forget it after `keep` seconds."""
+    def finished(self, stream_id: str, view: Mirrored) -> None:
+        """A mirrored generation ended: write its end now; `view` is what is left of it."""
         mirror = self.mirrors.get(stream_id)
         if mirror is None:
             return
+        mirror.view = view
         self.mark(mirror, urgent=True)
-        gevent.spawn_later(self.keep, self._forget, stream_id, mirror)
 
-    def _forget(self, stream_id: str, mirror: Copy) -> None:
-        if self.mirrors.get(stream_id) is mirror:
-            del self.mirrors[stream_id]
+    def forget(self, stream_id: str) -> None:
+        """The registry forgot an ended generation: drop it once its end is in Redis."""
+        mirror = self.mirrors.get(stream_id)
+        if mirror is None:
+            return
+        mirror.forgotten = True
+        self._drop_if_done(mirror)
+
+    def _drop_if_done(self, mirror: Copy) -> None:
+        # Until then it stays, so that its end still reaches Redis (a resync rewrites it too).
+        if mirror.forgotten and mirror.final and self.mirrors.get(mirror.view.id) is mirror:
+            del self.mirrors[mirror.view.id]
 
     def holds(self, stream_id: str) -> bool:
         """True while `stream_id` is one of this worker's mirrored generations."""
@@ -230,17 +238,13 @@ class Writer:
             raise
 
     def _queue_registration(self, pipe: Any, view: Mirrored) -> None:
-        """Claim, status hash and client count of a generation, queued on `pipe`."""
-        worker_id, ttl, running_ttl = self.connection.worker_id, self.lifetimes.of_view(view), self.lifetimes.running
+        """Claim and status hash of a generation, queued on `pipe`. (Its client's count is a
+        slot, taken atomically at the start: app.backends.redis.slots.)"""
+        worker_id, ttl = self.connection.worker_id, self.lifetimes.of_view(view)
         meta = stream_key(view.id, "meta")
         pipe.set(stream_key(view.id, "claim"), worker_id, ex=ttl)
         pipe.hset(meta, mapping=encode_status(view, worker_id))
         pipe.expire(meta, ttl)
-        active = client_active_key(view.client)
-        if view.running:
-            pipe.zremrangebyscore(active, "-inf", time.time())
-            pipe.zadd(active, {f"{worker_id}|{view.id}": time.time() + running_ttl})
-            pipe.expire(active, running_ttl)
 
     def _write(self, batch: dict[str, Copy]) -> None:
         worker_id = self.connection.worker_id
@@ -256,6 +260,7 @@ class Writer:
                     # Ended here or by a follower that thought this worker dead: keep it ended.
                     m.final = True
                     m.synced = True
+                    self._drop_if_done(m)
         todo = [m for m in batch.values() if not m.final]
         if not todo:
             return
@@ -281,7 +286,6 @@ class Writer:
                 pipe.hset(meta, mapping=encode_status(view, worker_id))
                 for part in ("meta", "events", "claim", "subs"):
                     pipe.expire(stream_key(view.id, part), self.lifetimes.replay)
-                pipe.zrem(client_active_key(view.client), f"{worker_id}|{view.id}")
             elif new and (now - m.progress_at >= PROGRESS_INTERVAL or m.written == 0):
                 pipe.hset(meta, mapping=encode_progress(last, view.status()["usage"]))
                 # Expiries again with each progress update: a Redis that lost its data (a
@@ -303,3 +307,4 @@ class Writer:
             m.written = last
             m.synced = True
             m.final = final
+            self._drop_if_done(m)
