@@ -14,6 +14,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,11 +38,14 @@ WORST_HEADERS = 2.5
 
 
 def exec_reload(master: int) -> None:
-    """What `systemctl reload sluice` runs: the unit's ExecReload, with $MAINPID the master."""
-    line = re.search(r"^ExecReload=(.*)$", UNIT.read_text(), re.M)
-    assert line is not None
-    argv = [a.replace("$MAINPID", str(master)).replace("${MAINPID}", str(master)) for a in shlex.split(line.group(1))]
-    subprocess.run(argv, check=True, timeout=10)
+    """What `systemctl reload sluice` runs: the unit's ExecReload lines one after another (as
+    systemd does), with $MAINPID the master and the unit's /srv/sluice checkout this one."""
+    lines = re.findall(r"^ExecReload=(.*)$", UNIT.read_text(), re.M)
+    assert lines
+    for line in lines:
+        argv = [a.replace("$MAINPID", str(master)).replace("${MAINPID}", str(master))
+                .replace("/srv/sluice/.venv/bin/python", sys.executable) for a in shlex.split(line)]
+        subprocess.run(argv, check=True, timeout=60, cwd=ROOT)
 
 
 def kill_hup(master: int) -> None:
