@@ -6,7 +6,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -349,8 +349,14 @@ class Registry:
 
     # -- shutdown -----------------------------------------------------------------------------
 
-    def drain(self, grace: float, limit: float | None = None) -> None:
-        """Stop taking new generations; let running ones finish for `grace` s, then cancel them.
+    def drain(self, grace: float, limit: float | None = None, serving: Callable[[], int] | None = None) -> None:
+        """Let running generations, and the requests this worker is serving (`serving()`: how
+        many; gunicorn's connections, see shutdown.install), finish for `grace` s; then refuse
+        new generations and cancel what still runs.
+
+        A request the worker had read before it stopped accepting may still start a generation,
+        after a wait on Redis: finding no generation running is not the end of the drain, or the
+        backend would be closed under it and the worker exit under its stream.
 
         Then wait, up to SETTLE_MAX s and until `limit` s after the start of the drain (default:
         `grace` + 2 s), for the backend to publish every ending, and for every stream written
@@ -364,7 +370,7 @@ class Registry:
         start = time.monotonic()
         deadline = start + grace
         end = start + (grace + 2.0 if limit is None else max(grace, limit))
-        while self.active() and time.monotonic() < deadline:
+        while (self.active() or (serving is not None and serving())) and time.monotonic() < deadline:
             gevent.sleep(0.1)
         self.closing = True
         left = self.active()
@@ -377,7 +383,7 @@ class Registry:
         self.backend.settle(min(SETTLE_MAX, end - time.monotonic()))
         # Streams written from the event loop (they went on writing meanwhile) are no connection
         # gunicorn waits for: wait here until they have written their ending; close what is left.
-        while direct.active() and time.monotonic() < end:
+        while (direct.active() or direct.deciding()) and time.monotonic() < end:
             gevent.sleep(0.05)
         for delivery in direct.active():
             delivery.close()
