@@ -87,8 +87,8 @@ class Mirrored(Protocol):
         """Not running, and every event, `[DONE]` included, is in (nothing more will come)."""
         ...
 
-    def events_after(self, seq: int) -> Sequence[Entry]:
-        """Every entry with a seq greater than `seq` (no count bound: the mirror takes the tail)."""
+    def events_after(self, seq: int, limit: int | None = None) -> Sequence[Entry]:
+        """The entries with a seq greater than `seq`: every one, or the first `limit`."""
         ...
 
     def status(self) -> dict[str, Any]:

@@ -85,9 +85,9 @@ class GenerationView:
     def ended(self) -> bool:
         return not self._gen.running and self._gen.journal.closed
 
-    def events_after(self, seq: int) -> Sequence[Entry]:
+    def events_after(self, seq: int, limit: int | None = None) -> Sequence[Entry]:
         journal = self._gen.journal
-        return journal.after(seq, journal.last_seq)
+        return journal.after(seq, journal.last_seq if limit is None else limit)
 
     def status(self) -> dict[str, Any]:
         return self._gen.status()
