@@ -74,6 +74,21 @@ def make_writer(url: str) -> Writer:
     return Writer(conn, Lifetimes.of(Settings.from_env({"SLUICE_PROVIDER": "demo"})), 20000)
 
 
+def written(w: Writer, view: View) -> None:
+    """`view` started, and the writer took it into Redis."""
+    w.add(view)
+    w.mark(w.mirrors[view.id])
+    w.flush()
+
+
+def flush_all(w: Writer, rounds: int) -> None:
+    """Flush until nothing is left to write (a long backlog takes several rounds)."""
+    for _ in range(rounds):
+        if not (w.dirty or w.lost):
+            return
+        w.flush()
+
+
 def seqs(r: redis.Redis, sid: str) -> list[int]:
     return [int(rid.split("-")[1]) for rid, _ in r.xrange(f"sluice:{{{sid}}}:events")]
 
@@ -108,10 +123,7 @@ def test_a_long_backlog_goes_in_bounded_transactions_and_arrives_whole(redis_ser
     for view in views:
         w.mirrors[view.id] = writer_module.Copy(view)
         w.mark(w.mirrors[view.id])
-    rounds = 0
-    while w.dirty and rounds < 50:
-        w.flush()
-        rounds += 1
+    flush_all(w, 50)
     assert not w.dirty, "the backlog was never all written"
     for view in views:
         assert seqs(r, view.id) == list(range(1, 903)), "every event, in order, no hole"
@@ -137,9 +149,7 @@ def test_memory_is_bounded_while_redis_is_down_and_what_is_given_up_ends_honestl
     w = make_writer(redis_server.url)
     # One generation half-written before the outage: Redis holds its start and first events.
     first = View("first-aaaaaaaaaaaaaaaa", 5, ended=False)
-    w.add(first)
-    w.mark(w.mirrors[first.id])
-    w.flush()
+    written(w, first)
     assert seqs(r, first.id) == [1, 2, 3, 4, 5]
     r.execute_command("ACL", "SETUSER", "default", "-@write")  # Redis refuses every write (OOM alike)
     try:
@@ -160,10 +170,7 @@ def test_memory_is_bounded_while_redis_is_down_and_what_is_given_up_ends_honestl
     finally:
         r.execute_command("ACL", "SETUSER", "default", "+@all")
     w.connection.mark_up()
-    rounds = 0
-    while (w.dirty or w.lost) and rounds < 100:
-        w.flush()
-        rounds += 1
+    flush_all(w, 100)
     # The given-up generation Redis held part of is not left `running` nor resumed across a
     # hole: its stream ends, after what Redis has, with an error and [DONE].
     assert kinds(r, first.id) == ["start", "text", "text", "text", "text", "error", DONE]
@@ -176,15 +183,10 @@ def test_memory_is_bounded_while_redis_is_down_and_what_is_given_up_ends_honestl
 def test_a_redis_that_lost_its_data_behind_a_reconnect_gets_the_stream_from_its_start(redis_server, r) -> None:  # type: ignore[no-untyped-def]
     w = make_writer(redis_server.url)
     view = View("hole-aaaaaaaaaaaaaaaaa", 4, ended=False)
-    w.add(view)
-    w.mark(w.mirrors[view.id])
-    w.flush()
+    written(w, view)
     assert seqs(r, view.id) == [1, 2, 3, 4]
     r.flushall()  # a restart the client's reconnect hid: the writer never saw Redis down
     view.add(3)
     w.changed(view.id, urgent=True)
-    rounds = 0
-    while w.dirty and rounds < 5:
-        w.flush()
-        rounds += 1
+    flush_all(w, 5)
     assert seqs(r, view.id) == list(range(1, 8)), "a stream that starts after a hole"
