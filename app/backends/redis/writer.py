@@ -287,7 +287,6 @@ class Writer:
         batch, self.dirty = self.dirty, {}
         pending = list(batch.values())
         try:
-            self._end_lost()
             while pending:
                 chunk = pending[:BATCH_GENERATIONS]
                 try:
@@ -297,6 +296,7 @@ class Writer:
                 except Exception:
                     self._isolate(chunk)
                 del pending[: len(chunk)]
+            self._end_lost()
         except BaseException:
             for mirror in pending:
                 if not mirror.final or self.mirrors.get(mirror.view.id) is mirror:
@@ -324,7 +324,13 @@ class Writer:
             # END_ORPHAN's third key is the owner's alive key: one that nobody writes (the owner
             # gave the generation up), so the end is written.
             keys = [stream_key(sid, "events"), stream_key(sid, "meta"), stream_key(sid, "given-up")]
-            script(keys=keys, args=[sse.dumps(GIVEN_UP), DONE])
+            try:
+                script(keys=keys, args=[sse.dumps(GIVEN_UP), DONE])
+            except ResponseError as exc:
+                # Refused (OOM, an ACL without scripts): tried again with the next flush, but
+                # it never holds up the mirror of the other generations.
+                log.warning("redis refused to end the given-up mirror of %s: %s", sid, exc)
+                return
             del self.lost[sid]
         if self.lost:
             self._wake.set()
