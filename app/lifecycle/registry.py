@@ -182,8 +182,10 @@ class Registry:
             if claimed is None and spec.stream_id:
                 # Redis cannot tell whether another worker runs this client-chosen id (a
                 # server-made id is 128 random bits: nobody else has it).
-                raise RequestError(503, "The server cannot check that stream_id now; try again shortly",
-                                   type="overloaded", headers={"Retry-After": "1"})
+                raise RequestError(
+                    503, "The server cannot check now that this stream_id is free; try again shortly,"
+                    " or start without a stream_id", type="overloaded", field="stream_id",
+                    headers={"Retry-After": "1"})
             if claimed is False:
                 raise RequestError(409, "stream_id is already in use", field="stream_id")
             cancelled = self.backend.ids.take_tombstone(stream_id, owner)

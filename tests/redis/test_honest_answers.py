@@ -42,6 +42,7 @@ def test_a_client_chosen_id_cannot_start_twice_while_redis_is_down(redis_server,
             r = requests.post(host.url + "/streams", json={"prompt": "x", "stream_id": sid}, timeout=10)
             assert r.status_code == 503, (r.status_code, r.text)
             assert r.headers["Retry-After"] == "1" and r.json()["error"]["type"] == "overloaded"
+            assert r.json()["error"]["field"] == "stream_id"
         local = open_stream(a.url + "/stream", params={"prompt": "hi [fake tokens=3]"})
         assert [e.type for e in local.rest()][-2:] == ["done", "[DONE]"]
     finally:
