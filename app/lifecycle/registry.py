@@ -85,9 +85,9 @@ class GenerationView:
     def ended(self) -> bool:
         return not self._gen.running and self._gen.journal.closed
 
-    def events_after(self, seq: int) -> Sequence[Entry]:
+    def events_after(self, seq: int, limit: int | None = None) -> Sequence[Entry]:
         journal = self._gen.journal
-        return journal.after(seq, journal.last_seq)
+        return journal.after(seq, journal.last_seq if limit is None else limit)
 
     def status(self) -> dict[str, Any]:
         return self._gen.status()
@@ -178,7 +178,15 @@ class Registry:
                 raise RequestError(409, "stream_id is already in use", field="stream_id")
             # Before the claim: a refusal (429) must leave the id free for a retry.
             spec, hold = self.budgets.reserve(spec, owner or client)
-            if not self.backend.ids.claim(stream_id, self.settings.max_duration + 60):
+            claimed = self.backend.ids.claim(stream_id, self.settings.max_duration + 60)
+            if claimed is None and spec.stream_id:
+                # Redis cannot tell whether another worker runs this client-chosen id (a
+                # server-made id is 128 random bits: nobody else has it).
+                raise RequestError(
+                    503, "The server cannot check now that this stream_id is free; try again shortly,"
+                    " or start without a stream_id", type="overloaded", field="stream_id",
+                    headers={"Retry-After": "1"})
+            if claimed is False:
                 raise RequestError(409, "stream_id is already in use", field="stream_id")
             cancelled = self.backend.ids.take_tombstone(stream_id, owner)
             gen = _Followed(
@@ -342,9 +350,13 @@ class Registry:
             outcome = self.backend.remote.cancel(stream_id, "user", owner)
             if outcome in ("cancelled", "finished"):
                 return 200, {"stream_id": stream_id, "status": outcome}
-        # Unknown, or not the caller's: remember it, and answer exactly the same either way.
-        if gen is None:
-            self.backend.ids.add_tombstone(stream_id, self.settings.cancel_tombstone_seconds, owner)
+            # Unknown, or not the caller's: remember it, and answer exactly the same either way.
+            if outcome == "unreachable" or not self.backend.ids.add_tombstone(
+                stream_id, self.settings.cancel_tombstone_seconds, owner
+            ):
+                # Redis cannot tell where it runs, nor keep the early cancel: say so, not 202.
+                raise RequestError(503, "The server cannot reach this stream now; send the cancel again shortly",
+                                   type="overloaded", headers={"Retry-After": "1"})
         return 202, {"stream_id": stream_id, "status": "pending"}
 
     # -- shutdown -----------------------------------------------------------------------------

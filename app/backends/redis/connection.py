@@ -95,6 +95,10 @@ class Connection:
         """False while Redis is known to be down: request paths then skip it at once."""
         return self.client is not None and self._state != "down"
 
+    def resyncing(self) -> bool:
+        """True for RESYNC_WINDOW s after Redis returned: "not found" may mean "not rewritten yet"."""
+        return time.monotonic() < self._resync_until
+
     @property
     def is_up(self) -> bool:
         return self._state == "up"

@@ -130,6 +130,15 @@ class RedisFeed:
             if interrupt is not None:
                 interrupt.set()
             return []
+        for i in range(1, len(entries)):
+            if entries[i].seq != entries[i - 1].seq + 1:
+                # A hole inside the stream (never written by the owner): what comes before it
+                # is sent, then the response ends there, as above, never with a jump in seq.
+                self.lost = True
+                log.warning("events of %s after seq %d are missing from redis; ending this response",
+                            self.stream_id, entries[i - 1].seq)
+                entries = entries[:i]
+                break
         if not entries and self._unheard and not self._closed:
             # Not written to Redis (it refuses writes): this client alone gets this end.
             entries = [
