@@ -225,3 +225,29 @@ def test_a_failover_mid_stream_loses_nothing(hosts: tuple[Gunicorn, Gunicorn], t
     resumed = {**A, "Last-Event-ID": first[-1].id}
     rest = open_stream(f"{two.url}/streams/{later.stream_id}/events", headers=resumed).rest()
     assert_whole(first + rest, 20)
+
+
+def test_the_primary_dies_mid_stream(hosts: tuple[Gunicorn, Gunicorn], topology: SentinelTopology,
+                                     quiet_fake: FakeUpstream) -> None:
+    """Last in the module: the primary is gone for good, and Sentinel promotes the replica."""
+    one, two = hosts
+    dead = topology.primary()
+    heir = next(s for s in topology.servers if s is not dead)
+    tokens = 100
+    running = open_stream(one.url + "/stream", method="POST", headers=A,
+                          json={"prompt": f"x [fake tokens={tokens} pace=0.05]"}, timeout=30)
+    running.until("text")
+    stalled = open_stream(one.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake stall_after=2]"},
+                          timeout=60)
+    stalled.until("text")
+    dead.stop()
+    assert wait_for(lambda: all(s.master_port() == heir.port for s in topology.sentinels), 30, interval=0.1)
+    t0 = time.monotonic()
+    assert wait_for(lambda: cancel(two, stalled.stream_id).json().get("status") == "cancelled", 20, interval=0.2)
+    assert time.monotonic() - t0 < 20
+    end = stalled.rest()
+    assert [e.type for e in end[-2:]] == ["cancelled", "[DONE]"] and end[-2].json["reason"] == "user"
+    assert_whole(running.rest(), tokens)
+    # The other host replays the whole answer from the new primary.
+    replay = open_stream(f"{two.url}/streams/{running.stream_id}/events", headers=A, timeout=30).rest()
+    assert_whole(replay, tokens)
