@@ -6,7 +6,6 @@ once for the module): everything that works across hosts works the same, and a
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +15,7 @@ import requests
 from tests.fake_upstream import FakeUpstream
 from tests.fake_upstream.script import answer_tokens
 from tests.support.servers import Gunicorn
-from tests.support.sse import Event, open_stream, text_of
+from tests.support.sse import Event, Stream, open_stream, text_of
 
 from .conftest import follow_to_end, redis_env, two_hosts, wait_for
 from .sentinel import SentinelTopology
@@ -49,6 +48,22 @@ def hosts(topology: SentinelTopology, fake: FakeUpstream) -> Iterator[tuple[Guni
 
 def cancel(host: Gunicorn, sid: str, headers: dict[str, str] = A) -> requests.Response:
     return requests.post(host.url + "/cancel", json={"stream_id": sid}, headers=headers, timeout=10)
+
+
+def stalled_stream(host: Gunicorn) -> Stream:
+    """A stream that stalls after its first tokens, until it is cancelled."""
+    s = open_stream(host.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake stall_after=2]"},
+                    timeout=60)
+    s.until("text")
+    return s
+
+
+def cancelled_through(host: Gunicorn, stream: Stream) -> None:
+    """A cancel through `host` reaches the stream's owner within seconds (202 "pending" while
+    that host's Redis connections are being rebuilt), and the stream ends `cancelled`."""
+    assert wait_for(lambda: cancel(host, stream.stream_id).json().get("status") == "cancelled", 20, interval=0.2)
+    end = stream.rest()
+    assert [e.type for e in end[-2:]] == ["cancelled", "[DONE]"] and end[-2].json["reason"] == "user"
 
 
 def assert_whole(events: list[Event], tokens: int) -> None:
@@ -166,15 +181,11 @@ def test_with_every_sentinel_down_sluice_keeps_the_primary_it_knows(topology: Se
         for s in topology.sentinels:
             s.stop()
         try:
-            stalled = open_stream(one.url + "/stream", method="POST", headers=A,
-                                  json={"prompt": "x [fake stall_after=2]"})
-            stalled.until("text")
+            stalled = stalled_stream(one)
             # Every connection Sluice holds is cut: the new ones cannot ask a sentinel.
             for kind in ("normal", "pubsub"):
                 primary.client().client_kill_filter(_type=kind, skipme=True)
-            assert wait_for(lambda: cancel(two, stalled.stream_id).json().get("status") == "cancelled", 15, 0.2)
-            end = stalled.rest()
-            assert [e.type for e in end[-2:]] == ["cancelled", "[DONE]"] and end[-2].json["reason"] == "user"
+            cancelled_through(two, stalled)
             for host in (one, two):
                 ready = host.url + "/readyz"
                 assert wait_for(lambda u=ready: requests.get(u, headers=A, timeout=10).status_code == 200, 10)
@@ -193,18 +204,10 @@ def test_a_failover_mid_stream_loses_nothing(hosts: tuple[Gunicorn, Gunicorn], t
     running.until("text")
     follower = open_stream(f"{two.url}/streams/{running.stream_id}/events", headers=A, timeout=30)
     follower.until("text")
-    stalled = open_stream(one.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake stall_after=2]"},
-                          timeout=60)
-    stalled.until("text")
+    stalled = stalled_stream(one)
 
     new, old = topology.failover()
-    t0 = time.monotonic()
-    # A cancel through the other host reaches the owner again within seconds (202 "pending"
-    # while that host's Redis connection is being rebuilt).
-    assert wait_for(lambda: cancel(two, stalled.stream_id).json().get("status") == "cancelled", 20, interval=0.2)
-    assert time.monotonic() - t0 < 20
-    end = stalled.rest()
-    assert [e.type for e in end[-2:]] == ["cancelled", "[DONE]"] and end[-2].json["reason"] == "user"
+    cancelled_through(two, stalled)
 
     # The running stream went on: whole on its own host, and whole for the follower on the
     # other (cut by the failover maybe, then resumed with Last-Event-ID as EventSource does).
@@ -237,16 +240,10 @@ def test_the_primary_dies_mid_stream(hosts: tuple[Gunicorn, Gunicorn], topology:
     running = open_stream(one.url + "/stream", method="POST", headers=A,
                           json={"prompt": f"x [fake tokens={tokens} pace=0.05]"}, timeout=30)
     running.until("text")
-    stalled = open_stream(one.url + "/stream", method="POST", headers=A, json={"prompt": "x [fake stall_after=2]"},
-                          timeout=60)
-    stalled.until("text")
+    stalled = stalled_stream(one)
     dead.stop()
     assert wait_for(lambda: all(s.master_port() == heir.port for s in topology.sentinels), 30, interval=0.1)
-    t0 = time.monotonic()
-    assert wait_for(lambda: cancel(two, stalled.stream_id).json().get("status") == "cancelled", 20, interval=0.2)
-    assert time.monotonic() - t0 < 20
-    end = stalled.rest()
-    assert [e.type for e in end[-2:]] == ["cancelled", "[DONE]"] and end[-2].json["reason"] == "user"
+    cancelled_through(two, stalled)
     assert_whole(running.rest(), tokens)
     # The other host replays the whole answer from the new primary.
     replay = open_stream(f"{two.url}/streams/{running.stream_id}/events", headers=A, timeout=30).rest()
