@@ -19,6 +19,7 @@ alone does not stop Sluice, it only stops failovers.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ log = logging.getLogger("sluice.redis")
 SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_PORT = 26379
 OPTIONS = ("sentinel_username", "sentinel_password", "ssl_ca_certs")
+UNANSWERED_PAUSE = 10.0  # seconds between watches while no sentinel answers
 
 
 @dataclass(frozen=True)
@@ -126,17 +128,23 @@ class PrimaryWatch:
     busy ones when they are given back).
     """
 
-    def __init__(self, manager: Sentinel, service: str, clients: list[redis.Redis]) -> None:
+    def __init__(self, manager: RememberingSentinel, service: str, clients: list[redis.Redis]) -> None:
         self.manager = manager
         self.service = service
         self.clients = clients
         self.known: tuple[str, int] | None = None
+        self._quiet_until = 0.0
 
     def check(self) -> bool:
+        if time.monotonic() < self._quiet_until:
+            return False
         try:
-            address = self.manager.discover_master(self.service)  # type: ignore[no-untyped-call]
+            address = self.manager.ask(self.service)
         except (redis.RedisError, OSError):
-            return False  # no sentinel answers: the clients keep the primary they know
+            # No sentinel answers: the clients keep the primary they know. Unreachable hosts
+            # cost a connect timeout each, so the listener's tick does not wait on them every time.
+            self._quiet_until = time.monotonic() + UNANSWERED_PAUSE
+            return False
         changed = self.known is not None and address != self.known
         self.known = address
         if changed:
@@ -155,7 +163,7 @@ class RememberingSentinel(Sentinel):
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
         try:
-            address: tuple[str, int] = super().discover_master(service_name)  # type: ignore[no-untyped-call]
+            return self.ask(service_name)
         except MasterNotFoundError as exc:
             known = self._known.get(service_name)
             if known is None:
@@ -166,6 +174,10 @@ class RememberingSentinel(Sentinel):
                 log.warning("no sentinel names a primary for %r (%s); using the last one, %s:%s",
                             service_name, exc, *known)
             return known
+
+    def ask(self, service_name: str) -> tuple[str, int]:
+        """The sentinels' answer, remembered (MasterNotFoundError when none names a primary)."""
+        address: tuple[str, int] = super().discover_master(service_name)  # type: ignore[no-untyped-call]
         if self._falling_back or self._known.get(service_name) != address:
             log.info("sentinel: the primary of %r is %s:%s", service_name, *address)
         self._falling_back = False
