@@ -1,9 +1,11 @@
 """What the Redis backend costs: worker CPU per relayed token, and cancel latency.
 
     .venv/bin/python bench/redis_overhead.py [--streams 20 --tokens 400 --cancels 40]
+                                             [--backends memory,redis,sentinel]
 
 Runs Sluice under real gunicorn (gevent workers) against the in-process fake upstream, for the
-in-process backend and the Redis backend (a private redis-server on a free port), with 1 and 4
+in-process backend, the Redis backend (a private redis-server on a free port) and Sentinel (a
+private primary, replica and three redis-sentinels: tests/redis/sentinel.py), with 1 and 4
 workers, and prints a Markdown table:
 
 - CPU per token: user+system CPU of every worker process (/proc/<pid>/stat) over a run of
@@ -22,6 +24,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -120,8 +123,14 @@ def measure(backend: str, workers: int, fake: FakeUpstream, args: argparse.Names
     redis_proc = None
     env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="1000",
                      SLUICE_MAX_RESPONSES_PER_CLIENT="1000", SLUICE_DISCONNECT_GRACE_SECONDS="0.5")
+    topology = None
     if backend == "redis":
         redis_proc, env["SLUICE_REDIS_URL"] = start_redis()
+    elif backend == "sentinel":
+        from tests.redis.sentinel import SentinelTopology
+
+        topology = SentinelTopology(Path(tempfile.mkdtemp(prefix="sluice-bench-"))).start()
+        env["SLUICE_REDIS_URL"] = topology.url
     server = Gunicorn(env, workers=workers).start()
     try:
         assert server.proc is not None
@@ -138,8 +147,10 @@ def measure(backend: str, workers: int, fake: FakeUpstream, args: argparse.Names
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(10)
+        if topology is not None:
+            topology.stop()
     return {
-        "backend": "Redis" if backend == "redis" else "in-process",
+        "backend": {"redis": "Redis", "sentinel": "Redis + Sentinel"}.get(backend, "in-process"),
         "workers": workers,
         "tokens": relayed,
         "us_per_token": cpu / max(relayed, 1) * 1e6,
@@ -154,10 +165,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=20, help="concurrent streams in the CPU run")
     parser.add_argument("--tokens", type=int, default=400, help="tokens per stream in the CPU run")
     parser.add_argument("--cancels", type=int, default=40, help="streams cancelled, one at a time")
+    parser.add_argument("--backends", default="memory,redis,sentinel", help="of memory, redis, sentinel")
     args = parser.parse_args()
     rows = []
     with FakeUpstream() as fake:
-        for backend in ("memory", "redis"):
+        for backend in args.backends.split(","):
             for workers in (1, 4):
                 rows.append(measure(backend, workers, fake, args))
                 print(f"... {backend} x{workers} done", file=sys.stderr, flush=True)

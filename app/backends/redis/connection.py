@@ -25,6 +25,8 @@ from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.retry import Retry
 
 from app.backends.redis.keys import redacted_url
+from app.backends.redis.sentinel import is_sentinel_url, master_clients
+from app.backends.redis.sentinel import parse as parse_sentinel_url
 
 log = logging.getLogger("sluice.redis")
 
@@ -39,6 +41,8 @@ class Connection:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        if is_sentinel_url(url):
+            parse_sentinel_url(url)  # a malformed URL fails at boot, not on the first request
         self.worker_id = ""
         self.client: Any = None  # redis.Redis, created in open()
         self.pubsub_client: Any = None
@@ -49,6 +53,7 @@ class Connection:
         self.refusing = False  # down because Redis refuses writes (it still answers reads)
         self._resync_until = 0.0
         self._scripts: dict[str, Any] = {}
+        self._primary_changed: Callable[[], bool] | None = None  # Sentinel: a new primary was named
 
     def open(self) -> None:
         """Name this worker and create the clients (they connect on their first command)."""
@@ -64,8 +69,11 @@ class Connection:
             # a request must learn fast that Redis is gone, and fall back to local behaviour.
             "retry": Retry(NoBackoff(), 1),
         }
-        self.client = redis.Redis.from_url(self.url, **options)
-        self.pubsub_client = redis.Redis.from_url(self.url, **options)
+        if is_sentinel_url(self.url):
+            self.client, self.pubsub_client, self._primary_changed = master_clients(self.url, options)
+        else:
+            self.client = redis.Redis.from_url(self.url, **options)
+            self.pubsub_client = redis.Redis.from_url(self.url, **options)
         log.info("shared backend: Redis at %s (worker %s)", redacted_url(self.url), self.worker_id)
 
     def close(self) -> None:
@@ -132,6 +140,16 @@ class Connection:
             if self.on_return is not None:
                 self.on_return()
         self.up.set()
+
+    def follow_primary(self) -> bool:
+        """Once a tick: True when Sentinel names a new primary. The clients then point at it, and
+        this worker writes its generations there again (what went to the old one is lost)."""
+        if self._primary_changed is None or not self._primary_changed():
+            return False
+        log.warning("sentinel named a new primary; reconnecting and writing this worker's generations again")
+        if self.on_return is not None:
+            self.on_return()
+        return True
 
     def script(self, source: str) -> Any:
         """A Lua script registered once (redis-py runs it by hash, loading it again if needed)."""

@@ -153,9 +153,7 @@ def redacted_url(url: str) -> str:
     """The Redis URL without its password, for logs and /readyz."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
+        host = parts.netloc.rpartition("@")[2]  # one host:port, or several (Sentinel, Cluster)
         if parts.username:
             host = f"{parts.username}:***@{host}"
         elif parts.password:
