@@ -1,12 +1,13 @@
 """What the Redis backend costs: worker CPU per relayed token, and cancel latency.
 
     .venv/bin/python bench/redis_overhead.py [--streams 20 --tokens 400 --cancels 40]
-                                             [--backends memory,redis,cluster]
+                                             [--backends memory,redis,sentinel,cluster]
 
 Runs Sluice under real gunicorn (gevent workers) against the in-process fake upstream, for the
-in-process backend, the Redis backend (a private redis-server on a free port) and a Redis Cluster
-(three primaries and a replica each, on free ports), with 1 and 4 workers, and prints a Markdown
-table:
+in-process backend, the Redis backend (a private redis-server on a free port), Sentinel (a
+private primary, replica and three redis-sentinels: tests/redis/sentinel.py) and a Redis Cluster
+(three primaries and a replica each: tests/redis/cluster_support.py), with 1 and 4 workers, and
+prints a Markdown table:
 
 - CPU per token: user+system CPU of every worker process (/proc/<pid>/stat) over a run of
   `--streams` concurrent streams of `--tokens` tokens, divided by the text events received.
@@ -24,6 +25,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -132,10 +134,16 @@ def measure(backend: str, workers: int, fake: FakeUpstream, args: argparse.Names
     cluster: object | None = None
     env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="1000",
                      SLUICE_MAX_RESPONSES_PER_CLIENT="1000", SLUICE_DISCONNECT_GRACE_SECONDS="0.5")
+    topology = None
     if backend == "redis":
         redis_proc, env["SLUICE_REDIS_URL"] = start_redis()
     elif backend == "cluster":
         cluster, env["SLUICE_REDIS_URL"] = start_cluster()
+    elif backend == "sentinel":
+        from tests.redis.sentinel import SentinelTopology
+
+        topology = SentinelTopology(Path(tempfile.mkdtemp(prefix="sluice-bench-"))).start()
+        env["SLUICE_REDIS_URL"] = topology.url
     server = Gunicorn(env, workers=workers).start()
     try:
         assert server.proc is not None
@@ -154,8 +162,11 @@ def measure(backend: str, workers: int, fake: FakeUpstream, args: argparse.Names
             redis_proc.wait(10)
         if cluster is not None:
             cluster.stop()  # type: ignore[attr-defined]
+        if topology is not None:
+            topology.stop()
     return {
-        "backend": {"redis": "Redis", "cluster": "Redis Cluster (3 primaries)"}.get(backend, "in-process"),
+        "backend": {"redis": "Redis", "sentinel": "Redis + Sentinel", "cluster": "Redis Cluster (3 primaries)"}.get(
+            backend, "in-process"),
         "workers": workers,
         "tokens": relayed,
         "us_per_token": cpu / max(relayed, 1) * 1e6,
@@ -170,7 +181,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=20, help="concurrent streams in the CPU run")
     parser.add_argument("--tokens", type=int, default=400, help="tokens per stream in the CPU run")
     parser.add_argument("--cancels", type=int, default=40, help="streams cancelled, one at a time")
-    parser.add_argument("--backends", default="memory,redis,cluster", help="memory, redis, cluster")
+    parser.add_argument("--backends", default="memory,redis,sentinel,cluster",
+                        help="of memory, redis, sentinel, cluster")
     args = parser.parse_args()
     rows = []
     with FakeUpstream() as fake:

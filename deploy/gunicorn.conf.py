@@ -75,8 +75,9 @@ backlog = 2048
 #       ends what still runs with a `cancelled` event, reason `shutdown`, and `[DONE]`, so
 #       that every client gets a terminal event before the worker goes away.
 #       SLUICE_SHUTDOWN_GRACE_SECONDS can only shorten that deadline.
-#       A reload (systemctl reload) does not wait for this: new workers serve at once while
-#       the old ones drain. A stop does, so systemd's TimeoutStopSec must be larger.
+#       A reload (systemctl reload) does not wait for this: the old workers serve until a new
+#       one has booted (see the hooks below), then the new ones serve while the old ones
+#       drain. A stop does, so systemd's TimeoutStopSec must be larger.
 #       Lower SLUICE_GRACEFUL_TIMEOUT for faster stops at the price of cut answers.
 #
 #   keepalive - Seconds an idle keep-alive connection stays open, AND (gevent worker) the
@@ -169,9 +170,17 @@ control_socket_disable = not os.environ.get("SLUICE_CONTROL_SOCKET")
 #
 # Server hooks
 #
-#   on_starting - In the master, once, before anything else: the Prometheus directory.
+#   on_starting - In the master, once, before anything else: the Prometheus directory, and
+#       the board that a reload's workers share (app/lifecycle/handover.py).
 #   when_ready - The sockets are bound: say what runs, and warn about a multi-worker
 #       setup without a shared backend.
+#   on_reload, pre_fork, post_worker_init - A reload's handover: on HUP gunicorn forks the
+#       new workers and SIGTERMs the old ones at once, and a new worker needs seconds of CPU
+#       (the SDK imports) before it accepts. The master marks the old generation on the board
+#       (on_reload), every worker gets the board (pre_fork) and marks itself booted
+#       (post_worker_init), and an old worker keeps accepting until a new one has booted
+#       (at most 60 s), so that no request waits for a boot. Without these hooks (plain
+#       `gunicorn -k gevent wsgi:app`) the old workers stop accepting at once.
 #   worker_int - A worker got SIGINT or SIGQUIT (quick stop: streams are cut, no terminal
 #       event).
 #   worker_abort - A worker got SIGABRT: the master killed it for missing its heartbeat.
@@ -210,6 +219,7 @@ def _prepare_prometheus_dir(server):
 
 def on_starting(server):
     _prepare_prometheus_dir(server)
+    _board(server)
 
 
 def when_ready(server):
@@ -239,17 +249,44 @@ def worker_abort(worker):
     )
 
 
+def _app_module(relpath):
+    # A module of the app with no app imports, loaded from its file: importing the `app` package
+    # in the master would load Flask, the SDKs and ssl before any worker's gevent patching (the
+    # preload_app trap above). Loaded once per master (this file is read again on reload).
+    name = "_sluice_" + relpath.replace("/", "_").removesuffix(".py")
+    module = sys.modules.get(name)
+    if module is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "app", *relpath.split("/"))
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
+def _board(server):
+    board = getattr(server, "sluice_board", None)
+    if board is None:
+        board = server.sluice_board = _app_module("lifecycle/handover.py").Board()
+    return board
+
+
+def on_reload(server):
+    _board(server).reload_begins(server.worker_age)
+
+
+def pre_fork(server, worker):
+    worker.sluice_board = _board(server)  # the attribute the app's shutdown looks for
+
+
+def post_worker_init(worker):
+    board = getattr(worker, "sluice_board", None)
+    if board is not None:
+        board.booted(worker.age)
+
+
 def child_exit(server, worker):
-    # The app's own metrics.mark_process_dead, loaded from its file (a module with no app
-    # imports): importing the `app` package in the master would load Flask, the SDKs and ssl
-    # before any worker's gevent patching (the preload_app trap above).
-    metrics = sys.modules.get("_sluice_metrics")
-    if metrics is None:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "app", "observability", "metrics.py")
-        spec = importlib.util.spec_from_file_location("_sluice_metrics", path)
-        metrics = sys.modules["_sluice_metrics"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(metrics)
-    metrics.mark_process_dead(worker.pid)
+    # The app's own metrics.mark_process_dead (see _app_module).
+    _app_module("observability/metrics.py").mark_process_dead(worker.pid)
 
 
 def on_exit(server):

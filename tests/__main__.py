@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".sluice-installed"
-DEBIAN = {"nginx": "nginx", "redis-server": "redis-server", "chromium": "chromium"}
+DEBIAN = {"nginx": "nginx", "redis-server": "redis-server", "redis-sentinel": "redis-sentinel", "chromium": "chromium"}
 
 
 def say(message: str) -> None:

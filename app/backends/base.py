@@ -87,8 +87,8 @@ class Mirrored(Protocol):
         """Not running, and every event, `[DONE]` included, is in (nothing more will come)."""
         ...
 
-    def events_after(self, seq: int) -> Sequence[Entry]:
-        """Every entry with a seq greater than `seq` (no count bound: the mirror takes the tail)."""
+    def events_after(self, seq: int, limit: int | None = None) -> Sequence[Entry]:
+        """The entries with a seq greater than `seq`: every one, or the first `limit`."""
         ...
 
     def status(self) -> dict[str, Any]:
@@ -115,12 +115,13 @@ class Local(Protocol):
 class Ids(Protocol):
     """Stream ids: claims, and early-cancel tombstones."""
 
-    def claim(self, stream_id: str, ttl: float) -> bool:
-        """Reserve a stream id for a generation on this worker; False if it is in use anywhere."""
+    def claim(self, stream_id: str, ttl: float) -> bool | None:
+        """Reserve a stream id for a generation on this worker; False if it is in use anywhere,
+        None if that cannot be known now (the shared backend is down)."""
         ...
 
-    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
-        """Remember `principal`'s cancel of an id not (yet) known."""
+    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> bool:
+        """Remember `principal`'s cancel of an id not (yet) known; False if it could not be kept."""
         ...
 
     def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
@@ -174,7 +175,8 @@ class Remote(Protocol):
         ...
 
     def cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
-        """Ask the owning worker to cancel: 'cancelled', 'finished', or 'unknown'."""
+        """Ask the owning worker to cancel: 'cancelled', 'finished', 'unknown', or 'unreachable'
+        (the shared backend cannot tell now whether the generation exists)."""
         ...
 
     def followed(self, stream_id: str) -> bool:

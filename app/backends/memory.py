@@ -16,11 +16,12 @@ class LocalIds:
     def __init__(self, max_tombstones: int) -> None:
         self._tombstones = Tombstones(max_tombstones)
 
-    def claim(self, stream_id: str, ttl: float) -> bool:
+    def claim(self, stream_id: str, ttl: float) -> bool | None:
         return True  # nobody else can hold the id
 
-    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
+    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> bool:
         self._tombstones.add(tombstone_name(stream_id, principal), ttl)
+        return True
 
     def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
         return self._tombstones.take(tombstone_name(stream_id, principal))

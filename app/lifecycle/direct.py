@@ -24,7 +24,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gevent.event import Event
@@ -43,11 +43,28 @@ log = logging.getLogger("sluice.delivery")
 _READ, _WRITE = 1, 2
 _LAST_CHUNK = b"0\r\n\r\n"
 _ACTIVE: set[DirectDelivery] = set()
+_DECIDING = [0]  # requests in `app.web.direct`'s layer that may yet be handed over
 
 
 def active() -> list[DirectDelivery]:
     """The direct deliveries of this worker that have not ended."""
     return list(_ACTIVE)
+
+
+def deciding() -> int:
+    """Requests of this worker that may yet become a direct delivery (the drain waits for them:
+    once handed over, no connection of gunicorn's holds the worker for them)."""
+    return _DECIDING[0]
+
+
+@contextlib.contextmanager
+def considering() -> Iterator[None]:
+    """Count the request being served as one that may yet be handed over (see `deciding`)."""
+    _DECIDING[0] += 1
+    try:
+        yield
+    finally:
+        _DECIDING[0] -= 1
 
 
 class DirectDelivery:

@@ -67,9 +67,9 @@ class Ended:
     def listen(self, wake: Callable[[], None]) -> None:
         """Never called back: nothing more will come (a response ends on `closed`)."""
 
-    def events_after(self, seq: int) -> Sequence[Entry]:
-        """Every entry after `seq` (for the Redis writer's last flush or a resync)."""
-        return self.journal.after(seq, self.journal.last_seq)
+    def events_after(self, seq: int, limit: int | None = None) -> Sequence[Entry]:
+        """Every entry after `seq`, or the first `limit` (for the Redis writer's flush or a resync)."""
+        return self.journal.after(seq, self.journal.last_seq if limit is None else limit)
 
     def attach(self) -> None:
         """Nothing to count: no disconnect grace for a generation that has ended."""

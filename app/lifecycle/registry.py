@@ -6,7 +6,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -85,9 +85,9 @@ class GenerationView:
     def ended(self) -> bool:
         return not self._gen.running and self._gen.journal.closed
 
-    def events_after(self, seq: int) -> Sequence[Entry]:
+    def events_after(self, seq: int, limit: int | None = None) -> Sequence[Entry]:
         journal = self._gen.journal
-        return journal.after(seq, journal.last_seq)
+        return journal.after(seq, journal.last_seq if limit is None else limit)
 
     def status(self) -> dict[str, Any]:
         return self._gen.status()
@@ -178,7 +178,15 @@ class Registry:
                 raise RequestError(409, "stream_id is already in use", field="stream_id")
             # Before the claim: a refusal (429) must leave the id free for a retry.
             spec, hold = self.budgets.reserve(spec, owner or client)
-            if not self.backend.ids.claim(stream_id, self.settings.max_duration + 60):
+            claimed = self.backend.ids.claim(stream_id, self.settings.max_duration + 60)
+            if claimed is None and spec.stream_id:
+                # Redis cannot tell whether another worker runs this client-chosen id (a
+                # server-made id is 128 random bits: nobody else has it).
+                raise RequestError(
+                    503, "The server cannot check now that this stream_id is free; try again shortly,"
+                    " or start without a stream_id", type="overloaded", field="stream_id",
+                    headers={"Retry-After": "1"})
+            if claimed is False:
                 raise RequestError(409, "stream_id is already in use", field="stream_id")
             cancelled = self.backend.ids.take_tombstone(stream_id, owner)
             gen = _Followed(
@@ -342,15 +350,25 @@ class Registry:
             outcome = self.backend.remote.cancel(stream_id, "user", owner)
             if outcome in ("cancelled", "finished"):
                 return 200, {"stream_id": stream_id, "status": outcome}
-        # Unknown, or not the caller's: remember it, and answer exactly the same either way.
-        if gen is None:
-            self.backend.ids.add_tombstone(stream_id, self.settings.cancel_tombstone_seconds, owner)
+            # Unknown, or not the caller's: remember it, and answer exactly the same either way.
+            if outcome == "unreachable" or not self.backend.ids.add_tombstone(
+                stream_id, self.settings.cancel_tombstone_seconds, owner
+            ):
+                # Redis cannot tell where it runs, nor keep the early cancel: say so, not 202.
+                raise RequestError(503, "The server cannot reach this stream now; send the cancel again shortly",
+                                   type="overloaded", headers={"Retry-After": "1"})
         return 202, {"stream_id": stream_id, "status": "pending"}
 
     # -- shutdown -----------------------------------------------------------------------------
 
-    def drain(self, grace: float, limit: float | None = None) -> None:
-        """Stop taking new generations; let running ones finish for `grace` s, then cancel them.
+    def drain(self, grace: float, limit: float | None = None, serving: Callable[[], int] | None = None) -> None:
+        """Let running generations, and the requests this worker is serving (`serving()`: how
+        many; gunicorn's connections, see shutdown.install), finish for `grace` s; then refuse
+        new generations and cancel what still runs.
+
+        A request the worker had read before it stopped accepting may still start a generation,
+        after a wait on Redis: finding no generation running is not the end of the drain, or the
+        backend would be closed under it and the worker exit under its stream.
 
         Then wait, up to SETTLE_MAX s and until `limit` s after the start of the drain (default:
         `grace` + 2 s), for the backend to publish every ending, and for every stream written
@@ -364,7 +382,7 @@ class Registry:
         start = time.monotonic()
         deadline = start + grace
         end = start + (grace + 2.0 if limit is None else max(grace, limit))
-        while self.active() and time.monotonic() < deadline:
+        while (self.active() or (serving is not None and serving())) and time.monotonic() < deadline:
             gevent.sleep(0.1)
         self.closing = True
         left = self.active()
@@ -377,7 +395,7 @@ class Registry:
         self.backend.settle(min(SETTLE_MAX, end - time.monotonic()))
         # Streams written from the event loop (they went on writing meanwhile) are no connection
         # gunicorn waits for: wait here until they have written their ending; close what is left.
-        while direct.active() and time.monotonic() < end:
+        while (direct.active() or direct.deciding()) and time.monotonic() < end:
             gevent.sleep(0.05)
         for delivery in direct.active():
             delivery.close()

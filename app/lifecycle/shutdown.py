@@ -6,6 +6,8 @@ On SIGTERM (a stop, or the old workers of a HUP reload) gunicorn's gevent worker
 SIGKILLs it after the same time). `install` chains that handler, whatever config started
 gunicorn, and on SIGTERM:
 
+0. on a reload's old worker (deploy/gunicorn.conf.py shares `app.lifecycle.handover`'s board
+   with the workers), first goes on accepting until a worker of the new generation has booted;
 1. stops accepting at once. The listening socket is shared with the other workers (the new
    ones, on a reload), so new connections go to them;
 2. closes its idle keep-alive connections now, and every other one as its response ends, and
@@ -31,6 +33,7 @@ import contextvars
 import gc
 import logging
 import signal
+import time
 import weakref
 from types import TracebackType
 from typing import Any
@@ -39,6 +42,7 @@ import gevent
 from gevent.pool import PoolFull
 from gevent.server import BaseServer
 
+from app.lifecycle.handover import HANDOVER_MAX, Board
 from app.lifecycle.registry import Registry
 
 log = logging.getLogger("sluice.shutdown")
@@ -168,6 +172,12 @@ def _hold_worker(servers: list[BaseServer], glet: gevent.Greenlet) -> bool:
     return False
 
 
+def _serving(servers: list[BaseServer], own: list[gevent.Greenlet]) -> int:
+    """Connections of `servers` still being served (requests read before the worker stopped
+    accepting); the greenlets in `own` (the drain's) not counted."""
+    return sum(1 for server in servers for glet in list(getattr(server, "pool", None) or ()) if glet not in own)
+
+
 def install(registry: Registry, configured_grace: float) -> Any | None:
     """Chain the gunicorn worker's SIGTERM handler; the worker, or None when not under gunicorn."""
     worker = gunicorn_worker()
@@ -179,8 +189,32 @@ def install(registry: Registry, configured_grace: float) -> Any | None:
     if float(worker.cfg.keepalive) > 0:
         worker.timeout_ctx = gate
     previous = signal.getsignal(signal.SIGTERM)
+    board: Board | None = getattr(worker, "sluice_board", None)  # deploy/gunicorn.conf.py's
+    state = {"handover": False, "draining": False}
 
     def on_term(signum: int, frame: Any) -> None:
+        if board is not None and not state["handover"] and board.replacing(int(worker.age)):
+            # Old generation of a reload: accept until a new worker has booted (a second
+            # SIGTERM meanwhile drains at once).
+            state["handover"] = True
+            cap = min(HANDOVER_MAX, float(worker.cfg.graceful_timeout) / 2)
+            log.info("worker %s: reload; accepting until a new worker has booted (at most %.0f s)", worker.pid, cap)
+            gevent.spawn(hand_over, board, cap)
+            return
+        drain(signum, frame)
+
+    def hand_over(board: Board, cap: float) -> None:
+        deadline = time.monotonic() + cap
+        while board.replacing(int(worker.age)) and not state["draining"] and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if board.replacing(int(worker.age)):
+            log.warning("worker %s: no new worker booted in %.0f s; draining anyway", worker.pid, cap)
+        drain(signal.SIGTERM, None)
+
+    def drain(signum: int, frame: Any) -> None:
+        if state["draining"]:
+            return
+        state["draining"] = True
         if callable(previous):
             previous(signum, frame)  # gunicorn's: alive = False
         servers = _stop_accepting(worker)
@@ -191,11 +225,13 @@ def install(registry: Registry, configured_grace: float) -> Any | None:
         idle = gevent.Greenlet(gate.close_idle)
         idle.gr_context = contextvars.Context()
         idle.start()
-        drain = gevent.Greenlet(registry.drain, grace, limit)
-        drain.gr_context = contextvars.Context()
-        if not _hold_worker(servers, drain):
+        own: list[gevent.Greenlet] = []  # the drain's greenlet, which `serving` leaves out
+        drainer = gevent.Greenlet(registry.drain, grace, limit, lambda: _serving(servers, own))
+        drainer.gr_context = contextvars.Context()
+        own.append(drainer)
+        if not _hold_worker(servers, drainer):
             log.warning("worker %s: could not hold the worker for its drain; it may exit before it ends", worker.pid)
-        drain.start()
+        drainer.start()
 
     signal.signal(signal.SIGTERM, on_term)
     signal.siginterrupt(signal.SIGTERM, False)

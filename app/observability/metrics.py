@@ -55,6 +55,7 @@ class _Metrics:
     rejected: Counter
     budget_rejections: Counter
     tokens_charged: Counter
+    mirror_dropped: Counter
     ttft: Histogram
     duration: Histogram
 
@@ -127,6 +128,12 @@ def _build() -> _Metrics:
         ),
         tokens_charged=Counter(
             "sluice_tokens_charged", "Tokens charged to budgets (input + output of generations run under one)."
+        ),
+        mirror_dropped=Counter(
+            "sluice_redis_mirror_dropped",
+            "Ended generations whose mirror in Redis was given up (a long Redis outage, or a write"
+            " that kept failing): other workers and hosts do not replay them in full.",
+            ["reason"],
         ),
         ttft=Histogram(
             "sluice_time_to_first_token_seconds",
@@ -210,6 +217,11 @@ def request_rejected(status: int) -> None:
 def budget_rejected() -> None:
     """A request was refused because its principal's token budget was spent."""
     _m().budget_rejections.inc()
+
+
+def mirror_dropped(reason: str) -> None:
+    """The Redis writer gave up a generation's mirror (`outage`: past its bound; `failed`)."""
+    _m().mirror_dropped.labels(reason=reason).inc()
 
 
 def tokens_charged(n: int) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from app.backends.base import Feed
 from app.lifecycle.delivery import Delivery
-from app.lifecycle.direct import DirectDelivery, active
+from app.lifecycle.direct import DirectDelivery, active, considering, deciding
 
 try:
     from gunicorn import SERVER
@@ -77,19 +77,15 @@ class DirectLayer:
         self.app = app
         self.worker = worker
         self.limit = int(getattr(worker, "worker_connections", 1000))
-        self.deciding = 0
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         # Taken-over streams leave gunicorn's pool: at most worker_connections of them, so that
         # past it a stream holds a pool slot again and the worker stops accepting, as before.
-        if len(active()) + self.deciding >= self.limit:
+        if len(active()) + deciding() >= self.limit:
             return self.app(environ, start_response)
         environ[_INSTALLED] = True
-        self.deciding += 1  # requests that may yet be taken over (a request may switch greenlets)
-        try:
+        with considering():  # a request may switch greenlets before it is taken over, or not
             return self._call(environ, start_response)
-        finally:
-            self.deciding -= 1
 
     def _call(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         captured: list[Any] = []

@@ -29,6 +29,7 @@ from tests.contract.conftest import (
     wait_until,
 )
 from tests.fake_upstream import FakeUpstream
+from tests.support.listening import close_listener
 from tests.support.servers import Gunicorn, free_port
 from tests.support.sse import open_stream
 
@@ -369,7 +370,8 @@ def test_the_upstream_sends_no_headers_first_token_timeout(upstream: FakeUpstrea
                 return
             accepted.append(conn)
 
-    threading.Thread(target=accept, daemon=True).start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
     try:
         with Gunicorn(env) as server:
             for provider in ("anthropic", "openai"):
@@ -379,7 +381,7 @@ def test_the_upstream_sends_no_headers_first_token_timeout(upstream: FakeUpstrea
                 assert err["type"] == "error" and err["error"]["type"] == "timeout", err
             assert accepted
     finally:
-        hole.close()
+        close_listener(hole, acceptor)
         for c in accepted:
             c.close()
 

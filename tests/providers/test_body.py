@@ -24,6 +24,7 @@ from app.providers.base import Finish, Provider, ProviderEvent, TextDelta
 from app.providers.openai import OpenAIProvider
 from tests.fake_upstream import FakeUpstream
 from tests.providers.conftest import ANTHROPIC_KEY, OPENAI_KEY, make_request, text_of
+from tests.support.listening import close_listener
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -189,16 +190,7 @@ class ScriptedUpstream:
             conn.close()
 
     def close(self) -> None:
-        # The accepting thread must be gone before the listener's descriptor is closed. Closed
-        # under it, the number is free: the next test's listener gets it, and this thread, about
-        # to call accept() with that number, takes the next test's connection and answers it
-        # with this test's script (issue 19, 3b: an OpenAI client got the Anthropic answer).
-        # shutdown() makes a waiting or a later accept() fail at once, on this socket still.
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.acceptor.join(5)
-        assert not self.acceptor.is_alive(), "the accepting thread outlived close()"
-        self.listener.close()
+        close_listener(self.listener, self.acceptor)
 
 
 @pytest.fixture

@@ -68,10 +68,14 @@ def start_together(*hosts: Gunicorn) -> None:
 
 
 @contextlib.contextmanager
-def two_hosts(env: dict[str, str], workers: int = 1) -> Iterator[tuple[Gunicorn, Gunicorn]]:
-    """Two Sluice hosts sharing nothing but one private Redis (SLUICE_REDIS_URL set here)."""
-    redis_process = RedisProcess(require_binary("redis-server", "/usr/bin/redis-server")).start()
-    env = {**env, "SLUICE_REDIS_URL": redis_process.url}
+def two_hosts(env: dict[str, str], workers: int = 1,
+              redis_url: str | None = None) -> Iterator[tuple[Gunicorn, Gunicorn]]:
+    """Two Sluice hosts sharing nothing but Redis: `redis_url`, else a private Redis started here."""
+    redis_process = None
+    if redis_url is None:
+        redis_process = RedisProcess(require_binary("redis-server", "/usr/bin/redis-server")).start()
+        redis_url = redis_process.url
+    env = {**env, "SLUICE_REDIS_URL": redis_url}
     one, two = Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)
     try:
         start_together(one, two)
@@ -81,7 +85,8 @@ def two_hosts(env: dict[str, str], workers: int = 1) -> Iterator[tuple[Gunicorn,
     finally:
         one.stop()
         two.stop()
-        redis_process.stop()
+        if redis_process is not None:
+            redis_process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +143,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
     return bool(predicate())
 
 
-def follow_to_end(url: str, sid: str, events: list[Event], seconds: float) -> list[Event]:
+def follow_to_end(url: str, sid: str, events: list[Event], seconds: float,
+                  headers: dict[str, str] | None = None) -> list[Event]:
     """Read on as EventSource does: resume with Last-Event-ID until `[DONE]` (or time is up)."""
     deadline = time.monotonic() + seconds
     while (not events or events[-1].data != "[DONE]") and time.monotonic() < deadline:
-        headers = {"Last-Event-ID": events[-1].id} if events else {}
-        s = open_stream(f"{url}/streams/{sid}/events", headers=headers, timeout=10)
+        last = {"Last-Event-ID": events[-1].id} if events else {}
+        s = open_stream(f"{url}/streams/{sid}/events", headers={**(headers or {}), **last}, timeout=10)
         assert s.response.status_code == 200, s.response.status_code
         with contextlib.suppress(requests.RequestException):
             s.rest()  # cut short: resumed on the next turn

@@ -17,6 +17,13 @@ pytestmark = pytest.mark.timeout(120)
 PARALLEL = 40
 
 
+@pytest.fixture(autouse=True)
+def empty_redis(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Each test on an empty Redis: the stalled streams of the one before were on a host that
+    was stopped at once (SIGQUIT), whose places stay held until its liveness lapses (15 s)."""
+    redis_server.client().flushall()
+
+
 def create_many(urls: list[str]) -> list[int]:
     def one(n: int) -> int:
         resp = requests.post(f"{urls[n % len(urls)]}/streams", json={"prompt": "x [fake stall_after=0]"}, timeout=30)

@@ -61,11 +61,12 @@ class FakeIds:
         self.claimed_elsewhere: set[str] = set()
         self.tombstones: set[str] = set()
 
-    def claim(self, stream_id: str, ttl: float) -> bool:
+    def claim(self, stream_id: str, ttl: float) -> bool | None:
         return stream_id not in self.claimed_elsewhere
 
-    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
+    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> bool:
         self.tombstones.add(tombstone_name(stream_id, principal))
+        return True
 
     def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
         name = tombstone_name(stream_id, principal)

@@ -184,3 +184,22 @@ def test_drain_lets_generations_finish_then_cancels_the_rest_and_refuses_new_one
     with pytest.raises(RequestError) as refused:
         reg.create(spec(), owner=None, client="c", attached=True)
     assert refused.value.status == 503
+
+
+def test_drain_serves_a_request_it_had_read_before_it_refuses_or_closes() -> None:
+    # Issue 19 (the chaos test's cut stream): a request the worker had read when the drain began
+    # (waiting on Redis in the route) starts its generation after the drain found none running.
+    # The drain waits for it, within its deadline: no 503, no backend closed under it.
+    reg, backend, provider = make()
+    serving = [1]  # the request, as gunicorn's pool counts it
+    drain = gevent.spawn(reg.drain, 5, None, lambda: serving[0])
+    gevent.sleep(0.2)
+    assert not reg.closing and not backend.closed and not drain.dead
+    gen = reg.create(spec(), owner=None, client="c", attached=True)
+    serving[0] = 0  # its response is now written outside the pool (direct delivery) or ends
+    assert provider.waiting.wait(5)
+    gevent.sleep(0.2)
+    assert not drain.dead, "the drain waits for the generation the request started"
+    provider.gate.set()
+    drain.join(5)
+    assert gen.state == "done" and backend.closed

@@ -10,6 +10,7 @@ This module is the facade (`app.backends.base.Backend`): it builds the parts and
 life; each part is a module of its own:
 
     connection.py  the clients, the worker id, Redis up / down (and /readyz)
+    sentinel.py    redis+sentinel:// URLs: the primary found and followed through Sentinel
     keys.py        key layout, lifetimes, the status hash written and read back
     ids.py         `backend.ids`: id claims and early-cancel tombstones
     writer.py      `backend.mirror`: this worker's generations, one writer greenlet, batched

@@ -28,6 +28,8 @@ from redis.retry import Retry
 
 from app.backends.redis.cluster import cluster_client, is_cluster_url
 from app.backends.redis.keys import redacted_url
+from app.backends.redis.sentinel import is_sentinel_url, master_clients
+from app.backends.redis.sentinel import parse as parse_sentinel_url
 
 log = logging.getLogger("sluice.redis")
 
@@ -42,6 +44,8 @@ class Connection:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        if is_sentinel_url(url):
+            parse_sentinel_url(url)  # a malformed URL fails at boot, not on the first request
         self.worker_id = ""
         self.client: Any = None  # redis.Redis, created in open()
         self.pubsub_client: Any = None
@@ -55,6 +59,7 @@ class Connection:
         self.cluster = is_cluster_url(url)  # a Redis Cluster (app.backends.redis.cluster)
         self._cluster_options: dict[str, Any] = {}
         self._opening: Event | None = None  # set once the Cluster client is made (or failed)
+        self._primary_changed: Callable[[], bool] | None = None  # Sentinel: a new primary was named
 
     def open(self) -> None:
         """Name this worker and create the clients (they connect on their first command)."""
@@ -72,6 +77,8 @@ class Connection:
         }
         if self.cluster:
             self._open_cluster(options)
+        elif is_sentinel_url(self.url):
+            self.client, self.pubsub_client, self._primary_changed = master_clients(self.url, options)
         else:
             self.client = redis.Redis.from_url(self.url, **options)
             self.pubsub_client = redis.Redis.from_url(self.url, **options)
@@ -145,6 +152,10 @@ class Connection:
             self._opening.wait(CONNECT_TIMEOUT * 3)  # a Cluster client being made (open_cluster)
         return self.client is not None and self._state != "down"
 
+    def resyncing(self) -> bool:
+        """True for RESYNC_WINDOW s after Redis returned: "not found" may mean "not rewritten yet"."""
+        return time.monotonic() < self._resync_until
+
     @property
     def is_up(self) -> bool:
         return self._state == "up"
@@ -176,6 +187,16 @@ class Connection:
             if self.on_return is not None:
                 self.on_return()
         self.up.set()
+
+    def follow_primary(self) -> bool:
+        """Once a tick: True when Sentinel names a new primary. The clients then point at it, and
+        this worker writes its generations there again (what went to the old one is lost)."""
+        if self._primary_changed is None or not self._primary_changed():
+            return False
+        log.warning("sentinel named a new primary; reconnecting and writing this worker's generations again")
+        if self.on_return is not None:
+            self.on_return()
+        return True
 
     def script(self, source: str) -> Any:
         """A Lua script registered once (redis-py runs it by hash, loading it again if needed)."""

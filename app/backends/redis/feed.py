@@ -53,13 +53,15 @@ OWNER_UNHEARD = {
     },
 }
 
-# KEYS: the events stream, the status hash (one slot: a Cluster runs a script on one node).
-# ARGV: the error event, DONE, the id of the last entry when the owner was found gone.
-# Ends the stream only if the owner wrote nothing since and its last entry is not [DONE]; a last
-# entry that is already a terminal event gets only the [DONE].
+# KEYS: the events stream, the status hash, optionally a key whose presence means "leave it"
+# (all of one slot: a Cluster runs a script on one node). ARGV: the error event, DONE, and
+# optionally the id of the last entry when its owner was found gone.
+# Ends the stream only if that key is absent, the owner wrote nothing since, and its last entry
+# is not [DONE]; a last entry that is already a terminal event gets only the [DONE].
 END_ORPHAN = """
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #last == 0 or last[1][1] ~= ARGV[3] then return 0 end
+if #last == 0 or (ARGV[3] and last[1][1] ~= ARGV[3]) then return 0 end
 local data = last[1][2][2]
 if data == ARGV[2] then return 0 end
 local seq = tonumber(string.match(last[1][1], '%-(%d+)$'))
@@ -130,6 +132,15 @@ class RedisFeed:
             if interrupt is not None:
                 interrupt.set()
             return []
+        for i in range(1, len(entries)):
+            if entries[i].seq != entries[i - 1].seq + 1:
+                # A hole inside the stream (never written by the owner): what comes before it
+                # is sent, then the response ends there, as above, never with a jump in seq.
+                self.lost = True
+                log.warning("events of %s after seq %d are missing from redis; ending this response",
+                            self.stream_id, entries[i - 1].seq)
+                entries = entries[:i]
+                break
         if not entries and self._unheard and not self._closed:
             # Not written to Redis (it refuses writes): this client alone gets this end.
             entries = [

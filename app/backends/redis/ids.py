@@ -11,29 +11,36 @@ from app.backends.redis.keys import stream_key, tomb_key
 
 
 class RedisIds:
-    """Claims (SET NX) and tombstones (SET / GETDEL); with Redis down, this worker decides alone."""
+    """Claims (SET NX) and tombstones (SET / GETDEL).
+
+    While Redis cannot tell (down, refusing writes, or back so recently that other workers may
+    not have rewritten their claims yet) a claim answers None and a tombstone is not kept: the
+    registry then says so (503) rather than guess.
+    """
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
-    def claim(self, stream_id: str, ttl: float) -> bool:
+    def claim(self, stream_id: str, ttl: float) -> bool | None:
         conn = self.connection
-        if not conn.usable():
-            return True  # degraded: only this worker's registry can check the id
+        if not conn.usable() or conn.resyncing():
+            return None
         try:
             return bool(conn.client.set(stream_key(stream_id, "claim"), conn.worker_id, nx=True, ex=max(1, int(ttl))))
         except (RedisError, OSError) as exc:
             conn.mark_down(exc)
-            return True
+            return None
 
-    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> None:
+    def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> bool:
         conn = self.connection
-        if not conn.usable():
-            return
+        if not conn.usable() or conn.resyncing():
+            return False
         try:
             conn.client.set(tomb_key(stream_id, principal), "1", ex=max(1, int(math.ceil(ttl))))
+            return True
         except (RedisError, OSError) as exc:
             conn.mark_down(exc)
+            return False
 
     def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
         conn = self.connection

@@ -154,12 +154,10 @@ def redacted_url(url: str) -> str:
     """The Redis URL without its password, for logs and /readyz."""
     try:
         parts = urlsplit(url)
-        # The netloc as written: a Cluster URL lists several host:port seeds.
-        credentials, at, host = parts.netloc.rpartition("@")
-        username = credentials.partition(":")[0]
-        if username:
-            host = f"{username}:***@{host}"
-        elif at and credentials:
+        host = parts.netloc.rpartition("@")[2]  # one host:port, or several (Sentinel, Cluster)
+        if parts.username:
+            host = f"{parts.username}:***@{host}"
+        elif parts.password:
             host = f":***@{host}"
         return urlunsplit((parts.scheme, host, parts.path, "", ""))
     except ValueError:

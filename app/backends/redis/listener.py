@@ -66,6 +66,8 @@ class Listener:
                 next_tick = 0.0
                 while not self._closing:
                     if time.monotonic() >= next_tick:
+                        if conn.follow_primary():
+                            break  # subscribe again, on the new primary
                         # Also the recovery probe after a failed call: Redis is "up" once the
                         # tick's writes are taken (a Redis that refuses them, OOM, is no flapping).
                         self._tick()

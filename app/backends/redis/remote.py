@@ -19,7 +19,7 @@ from app.backends.base import Feed
 from app.backends.redis import messages
 from app.backends.redis.connection import Connection
 from app.backends.redis.feed import RedisFeed
-from app.backends.redis.keys import decode_owner, decode_status, entry_id, seq_of, stream_key
+from app.backends.redis.keys import decode_owner, decode_status, entry_id, seq_of, stream_key, worker_alive
 from app.backends.redis.presence import Presence
 from app.sse import DONE
 
@@ -63,9 +63,11 @@ class RedisRemote:
         return RedisFeed(conn, self.presence, stream_id, worker, closed, owner=decode_owner(owner))
 
     def cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
+        """'cancelled' or 'finished' as the generation's own terminal event says, 'unknown', or
+        'unreachable' while Redis cannot tell (down, or rewriting after a return)."""
         conn = self.connection
         if not conn.usable():
-            return "unknown"
+            return "unreachable"
         try:
             pipe = conn.client.pipeline(transaction=False)
             pipe.hgetall(stream_key(stream_id, "meta"))
@@ -81,20 +83,27 @@ class RedisRemote:
             elif claimed_by:
                 worker = claimed_by  # starting right now on that worker: it checks the owner
             else:
-                return "unknown"
+                return "unreachable" if conn.resyncing() else "unknown"
+            if meta and not conn.client.exists(worker_alive(worker)):
+                # Its worker is gone: nobody can stop it, and it is not running any more (a
+                # follower ends it with an error once it notices).
+                return "finished"
             message = {"op": "cancel", "sid": stream_id, "reason": reason, "owner": owner}
             messages.send(conn, worker, message, inbox=True)
             if not meta:
                 return "unknown"
-            self._await_end(stream_id, status["events"])
-            return "cancelled"
+            ended = self._await_end(stream_id, status["events"])
+            # The owner answers with the generation's end: `cancelled` if the cancel stopped it,
+            # `done` or `error` if it had ended first. None: the cancel is on its way (as the
+            # local path, which also answers `cancelled` when the join times out).
+            return "finished" if ended in ("done", "error") else "cancelled"
         except (RedisError, OSError) as exc:
             conn.mark_down(exc)
-            return "unknown"
+            return "unreachable"
 
-    def _await_end(self, stream_id: str, after: int) -> None:
-        """Like the local path (which joins the greenlet), return once the generation's
-        terminal event is in the shared log, or after CANCEL_WAIT: a blocking read, no polling."""
+    def _await_end(self, stream_id: str, after: int) -> str | None:
+        """Like the local path (which joins the greenlet), wait until the generation's terminal
+        event is in the shared log, or CANCEL_WAIT: a blocking read, no polling. Its type, or None."""
         key = stream_key(stream_id, "events")
         deadline = time.monotonic() + CANCEL_WAIT
         while (left := deadline - time.monotonic()) > 0:
@@ -105,8 +114,12 @@ class RedisRemote:
             for rid, fields in rows:
                 after = seq_of(rid)
                 data = fields.get("d", "")
-                if data == DONE or json.loads(data).get("type") in ("done", "error", "cancelled"):
-                    return
+                if data == DONE:
+                    return "done"  # [DONE] with no terminal event before it: an ended stream
+                kind = json.loads(data).get("type")
+                if kind in ("done", "error", "cancelled"):
+                    return str(kind)
+        return None
 
     def followed(self, stream_id: str) -> bool:
         return self.presence.elsewhere(stream_id)

@@ -29,6 +29,16 @@ believed this worker dead (app.backends.redis.feed); nothing is written after it
 
 A generation's registration (claim, status hash, client count) is written at once, not
 batched (`add`): a cancel or status on another worker right after the 201 must find it.
+
+Bounds, for a long outage (docs/deploy.md, "When Redis fails"):
+- a flush is cut into transactions of at most BATCH_GENERATIONS generations and about
+  BATCH_ENTRIES events (a long backlog takes several rounds), retried with backoff up to 2 s;
+- the ended generations the registry has forgotten but Redis has not taken are held for at
+  most MAX_HELD of them; past it the oldest is given up, as is a generation whose write fails
+  alone for another reason than Redis (a bug must not stall the whole worker's mirror). A
+  given-up generation is counted (`sluice_redis_mirror_dropped_total`) and, once Redis takes
+  writes, what Redis holds of it is ended with an `error` event and `[DONE]` (never left
+  `running`, never a jump in seq).
 """
 
 from __future__ import annotations
@@ -36,15 +46,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import gevent
 from gevent.event import Event
 from redis.exceptions import RedisError, ResponseError
 
+from app import sse
 from app.backends.base import Mirrored
 from app.backends.redis.cluster import per_slot
 from app.backends.redis.connection import Connection
+from app.backends.redis.feed import END_ORPHAN
 from app.backends.redis.keys import (
     ALIVE_TTL,
     Lifetimes,
@@ -55,6 +69,7 @@ from app.backends.redis.keys import (
     stream_key,
     worker_alive,
 )
+from app.observability import metrics
 from app.sse import DONE
 
 log = logging.getLogger("sluice.redis")
@@ -62,6 +77,21 @@ log = logging.getLogger("sluice.redis")
 FLUSH_INTERVAL = 0.02  # seconds events may wait to share a round trip (followers elsewhere only)
 FLUSH_AT = 256  # queued events that trigger a flush at once
 PROGRESS_INTERVAL = 0.5  # seconds between updates of a running generation's event count and usage
+BATCH_GENERATIONS = 100  # generations per transaction
+BATCH_ENTRIES = 2000  # events per transaction (shared out between its generations)
+MAX_HELD = 1000  # ended generations forgotten by the registry, still held for a Redis that is down
+MAX_LOST = 10000  # given-up generations remembered until their end is written to Redis
+BACKOFF_MAX = 2.0
+# What a follower elsewhere gets, and a resume there, of a generation whose mirror was given up.
+GIVEN_UP = {
+    "type": "error",
+    "error": {
+        "type": "internal",
+        "message": "The server that wrote this answer could not share all of it; please ask again",
+        "retryable": True,
+        "status": None,
+    },
+}
 
 
 class Copy:
@@ -94,6 +124,8 @@ class Writer:
         self._closing = False
         self._idle = Event()  # set while nothing is dirty and no flush is under way
         self._idle.set()
+        self._held: OrderedDict[str, Copy] = OrderedDict()  # forgotten, end not in Redis: MAX_HELD
+        self.lost: OrderedDict[str, None] = OrderedDict()  # given up: their end is written once Redis takes it
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._loop)
@@ -137,11 +169,32 @@ class Writer:
             return
         mirror.forgotten = True
         self._drop_if_done(mirror)
+        if self.mirrors.get(stream_id) is mirror:
+            # Its end is not in Redis yet (Redis is down): held, but only so many.
+            self._held[stream_id] = mirror
+            while len(self._held) > MAX_HELD:
+                self._give_up(next(iter(self._held.values())), "outage")
 
     def _drop_if_done(self, mirror: Copy) -> None:
         # Until then it stays, so that its end still reaches Redis (a resync rewrites it too).
         if mirror.forgotten and mirror.final and self.mirrors.get(mirror.view.id) is mirror:
             del self.mirrors[mirror.view.id]
+            self._held.pop(mirror.view.id, None)
+
+    def _give_up(self, mirror: Copy, reason: str) -> None:
+        """Stop mirroring `mirror` (counted); what Redis holds of it is ended when it can be."""
+        sid = mirror.view.id
+        if self.mirrors.get(sid) is mirror:
+            del self.mirrors[sid]
+        if self.dirty.get(sid) is mirror:
+            del self.dirty[sid]
+        self._held.pop(sid, None)
+        mirror.final = True  # never written again
+        self.lost[sid] = None
+        while len(self.lost) > MAX_LOST:
+            self.lost.popitem(last=False)
+        metrics.mirror_dropped(reason)
+        log.warning("gave up the redis mirror of %s (%s): other workers cannot replay it in full", sid, reason)
 
     def holds(self, stream_id: str) -> bool:
         """True while `stream_id` is one of this worker's mirrored generations."""
@@ -208,7 +261,7 @@ class Writer:
             self._wake.clear()
             self._urgent.clear()
             self._pending = 0
-            if not self.dirty:
+            if not self.dirty and not self.lost:
                 self._idle.set()
                 continue
             try:
@@ -220,23 +273,68 @@ class Writer:
                 self.connection.mark_down(exc)
                 # Keep everything (it is in the generations' logs); retry when Redis is back.
                 self.connection.up.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, BACKOFF_MAX)
                 self._wake.set()
             except Exception:  # never let the writer die: local streams do not depend on it
                 log.exception("redis writer failed; retrying")
                 gevent.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
                 self._wake.set()
 
     def flush(self) -> None:
-        """One pipeline for everything dirty; on a connection failure everything stays dirty."""
+        """Everything dirty, in transactions of at most BATCH_GENERATIONS generations; on a
+        Redis failure what is not written stays dirty. A transaction that fails for another
+        reason is tried one generation at a time, and a generation that fails alone is given up."""
         batch, self.dirty = self.dirty, {}
+        pending = list(batch.values())
         try:
-            self._write(batch)
+            while pending:
+                chunk = pending[:BATCH_GENERATIONS]
+                try:
+                    self._write(chunk)
+                except (RedisError, OSError):
+                    raise
+                except Exception:
+                    self._isolate(chunk)
+                del pending[: len(chunk)]
+            self._end_lost()
         except BaseException:
-            for sid, mirror in batch.items():
-                mirror.synced = False
-                self.dirty.setdefault(sid, mirror)
+            for mirror in pending:
+                if not mirror.final or self.mirrors.get(mirror.view.id) is mirror:
+                    mirror.synced = False
+                    self.dirty.setdefault(mirror.view.id, mirror)
             raise
+
+    def _isolate(self, chunk: Sequence[Copy]) -> None:
+        for mirror in chunk:
+            try:
+                self._write([mirror])
+            except (RedisError, OSError):
+                raise
+            except Exception:
+                log.exception("redis writer failed on %s", mirror.view.id)
+                self._give_up(mirror, "failed")
+
+    def _end_lost(self) -> None:
+        """End what Redis holds of given-up generations: an `error` and `[DONE]` after its last
+        entry (nothing if Redis holds nothing, or their end already)."""
+        if not self.lost:
+            return
+        script = self.connection.script(END_ORPHAN)
+        for sid in list(self.lost)[:BATCH_GENERATIONS]:
+            # END_ORPHAN's third key is the owner's alive key: one that nobody writes (the owner
+            # gave the generation up), so the end is written.
+            keys = [stream_key(sid, "events"), stream_key(sid, "meta"), stream_key(sid, "given-up")]
+            try:
+                script(keys=keys, args=[sse.dumps(GIVEN_UP), DONE])
+            except ResponseError as exc:
+                # Refused (OOM, an ACL without scripts): tried again with the next flush, but
+                # it never holds up the mirror of the other generations.
+                log.warning("redis refused to end the given-up mirror of %s: %s", sid, exc)
+                return
+            del self.lost[sid]
+        if self.lost:
+            self._wake.set()
 
     def _queue_registration(self, pipe: Any, view: Mirrored) -> None:
         """Claim and status hash of a generation, queued on `pipe`. (Its client's count is a
@@ -247,10 +345,12 @@ class Writer:
         pipe.hset(meta, mapping=encode_status(view, worker_id))
         pipe.expire(meta, ttl)
 
-    def _write(self, batch: dict[str, Copy]) -> None:
+    def _write(self, batch: Sequence[Copy]) -> None:
+        """One transaction for `batch` (at most BATCH_GENERATIONS), after one read for those
+        whose state in Redis is unknown."""
         worker_id = self.connection.worker_id
         r = self.connection.client
-        unsynced = [m for m in batch.values() if not m.synced and not m.final]
+        unsynced = [m for m in batch if not m.synced and not m.final]
         if unsynced:
             pipe = r.pipeline(transaction=False)
             for m in unsynced:
@@ -262,37 +362,47 @@ class Writer:
                     m.final = True
                     m.synced = True
                     self._drop_if_done(m)
-        todo = [m for m in batch.values() if not m.final]
+        todo = [m for m in batch if not m.final]
         if not todo:
             return
+        share = max(1, BATCH_ENTRIES // len(todo))  # events per generation in this transaction
         now = time.monotonic()
         if self.connection.cluster:
             # A transaction holds one slot's keys: one per slot, the alive key on its own.
             r.set(worker_alive(worker_id), "1", ex=ALIVE_TTL)
             for group in per_slot(todo, lambda m: stream_key(m.view.id, "meta")):
-                self._send(r.pipeline(transaction=True), group, now)
+                self._send(r.pipeline(transaction=True), group, now, share)
             return
         pipe = r.pipeline(transaction=True)
         pipe.set(worker_alive(worker_id), "1", ex=ALIVE_TTL)  # a worker that writes is alive
-        self._send(pipe, todo, now)
+        self._send(pipe, todo, now, share)
 
-    def _send(self, pipe: Any, todo: list[Copy], now: float) -> None:
-        """One transaction writing `todo` (new entries, progress or end); their copies learn
-        what was written once Redis took it all."""
+    def _send(self, pipe: Any, todo: list[Copy], now: float, share: int) -> None:
+        """One transaction writing `todo` (new entries, progress or end, `share` events each at
+        most); their copies learn what was written once Redis took it all."""
         worker_id = self.connection.worker_id
-        plan: list[tuple[Copy, int, bool]] = []
+        plan: list[tuple[Copy, int, bool, bool, int | None]] = []
         for m in todo:
             view = m.view
             meta = stream_key(view.id, "meta")
             events = stream_key(view.id, "events")
             if not m.synced:
                 self._queue_registration(pipe, view)
-            new = view.events_after(m.written)
+            new = view.events_after(m.written, share)
+            more = len(new) == share  # the rest goes in the next round
+            # A stream that Redis should hold already is only appended to (NOMKSTREAM): if
+            # Redis lost it meanwhile (a restart that a reconnect hid, an eviction), appending
+            # would make a stream that starts after a hole. Then nothing is added, and the
+            # next round writes it again from its first event.
+            append_only = m.written > 0
+            first = len(pipe)
             for entry in new:
-                pipe.xadd(events, {"d": entry.data}, id=entry_id(entry.seq), maxlen=self.max_events, approximate=True)
+                pipe.xadd(events, {"d": entry.data}, id=entry_id(entry.seq), maxlen=self.max_events,
+                          approximate=True, nomkstream=append_only)
+            check = first if append_only and new else None
             last = new[-1].seq if new else m.written
             # Ended means `[DONE]` is in, and `new` ran to the end: nothing more will come.
-            final = view.ended
+            final = view.ended and not more
             if final:
                 # After the XADDs in the same transaction: a reader that sees the end state
                 # finds the terminal event and [DONE] in the stream.
@@ -306,7 +416,7 @@ class Writer:
                 for key in (meta, events):
                     pipe.expire(key, self.lifetimes.of_view(view))
                 m.progress_at = now
-            plan.append((m, last, final))
+            plan.append((m, last, final, more, check))
         # A refusal at queue time (OOM, READONLY) aborts the transaction: pipe.execute raises
         # it, and flush() keeps the whole batch for the retry.
         results = pipe.execute(raise_on_error=False)
@@ -316,8 +426,15 @@ class Writer:
                 raise result
             if isinstance(result, RedisError):
                 raise result
-        for m, last, final in plan:
+        for m, last, final, more, check in plan:
+            if check is not None and results[check] is None:
+                log.warning("redis lost the mirror of %s (restarted or evicted); writing it again", m.view.id)
+                m.synced = False
+                self.mark(m, urgent=True)
+                continue
             m.written = last
             m.synced = True
             m.final = final
             self._drop_if_done(m)
+            if more:
+                self.mark(m, urgent=True)
