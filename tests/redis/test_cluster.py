@@ -170,7 +170,9 @@ def test_a_primary_failover_mid_stream_loses_nothing(cluster, hosts, quiet_fake:
     key = f"sluice:{{{sid}}}:events"
     if cluster.primary_of(key) is not new:
         cluster.fail_over(key)
-    assert requests.get(f"{b.url}/streams/{sid}", headers=A, timeout=5).json()["state"] == "running"
+    # Status through B: at once, or (a 503 while B found Redis moving) within seconds.
+    assert wait_for(lambda: requests.get(f"{b.url}/streams/{sid}", headers=A, timeout=5).json().get("state")
+                    == "running", 10), requests.get(f"{b.url}/streams/{sid}", headers=A, timeout=5).text
     assert_both_got_all(s, follower, b.url, 300)
     # A cancel across hosts reaches A on the new primary.
     t = open_stream(a.url + "/stream", params={"prompt": "x [fake stall_after=2]"}, headers=A)
