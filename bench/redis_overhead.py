@@ -1,12 +1,13 @@
 """What the Redis backend costs: worker CPU per relayed token, and cancel latency.
 
     .venv/bin/python bench/redis_overhead.py [--streams 20 --tokens 400 --cancels 40]
-                                             [--backends memory,redis,sentinel]
+                                             [--backends memory,redis,sentinel,cluster]
 
 Runs Sluice under real gunicorn (gevent workers) against the in-process fake upstream, for the
-in-process backend, the Redis backend (a private redis-server on a free port) and Sentinel (a
-private primary, replica and three redis-sentinels: tests/redis/sentinel.py), with 1 and 4
-workers, and prints a Markdown table:
+in-process backend, the Redis backend (a private redis-server on a free port), Sentinel (a
+private primary, replica and three redis-sentinels: tests/redis/sentinel.py) and a Redis Cluster
+(three primaries and a replica each: tests/redis/cluster_support.py), with 1 and 4 workers, and
+prints a Markdown table:
 
 - CPU per token: user+system CPU of every worker process (/proc/<pid>/stat) over a run of
   `--streams` concurrent streams of `--tokens` tokens, divided by the text events received.
@@ -67,6 +68,15 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+def start_cluster() -> tuple[object, str]:
+    from tests.redis.cluster_support import RedisClusterProcess
+
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+    cluster = RedisClusterProcess(binary, cli).start()
+    return cluster, cluster.url
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -120,12 +130,15 @@ def run_cancels(url: str, count: int) -> tuple[list[float], int]:
 
 
 def measure(backend: str, workers: int, fake: FakeUpstream, args: argparse.Namespace) -> dict[str, object]:
-    redis_proc = None
+    redis_proc: subprocess.Popen[bytes] | None = None
+    cluster: object | None = None
     env = sluice_env(fake, SLUICE_MAX_STREAMS_PER_CLIENT="1000",
                      SLUICE_MAX_RESPONSES_PER_CLIENT="1000", SLUICE_DISCONNECT_GRACE_SECONDS="0.5")
     topology = None
     if backend == "redis":
         redis_proc, env["SLUICE_REDIS_URL"] = start_redis()
+    elif backend == "cluster":
+        cluster, env["SLUICE_REDIS_URL"] = start_cluster()
     elif backend == "sentinel":
         from tests.redis.sentinel import SentinelTopology
 
@@ -147,10 +160,13 @@ def measure(backend: str, workers: int, fake: FakeUpstream, args: argparse.Names
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(10)
+        if cluster is not None:
+            cluster.stop()  # type: ignore[attr-defined]
         if topology is not None:
             topology.stop()
     return {
-        "backend": {"redis": "Redis", "sentinel": "Redis + Sentinel"}.get(backend, "in-process"),
+        "backend": {"redis": "Redis", "sentinel": "Redis + Sentinel", "cluster": "Redis Cluster (3 primaries)"}.get(
+            backend, "in-process"),
         "workers": workers,
         "tokens": relayed,
         "us_per_token": cpu / max(relayed, 1) * 1e6,
@@ -165,7 +181,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=20, help="concurrent streams in the CPU run")
     parser.add_argument("--tokens", type=int, default=400, help="tokens per stream in the CPU run")
     parser.add_argument("--cancels", type=int, default=40, help="streams cancelled, one at a time")
-    parser.add_argument("--backends", default="memory,redis,sentinel", help="of memory, redis, sentinel")
+    parser.add_argument("--backends", default="memory,redis,sentinel,cluster",
+                        help="of memory, redis, sentinel, cluster")
     args = parser.parse_args()
     rows = []
     with FakeUpstream() as fake:

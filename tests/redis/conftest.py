@@ -58,6 +58,15 @@ class RedisProcess:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
 
 
+def start_together(*hosts: Gunicorn) -> None:
+    """Boot the hosts at once (the machine is slow); each is checked by the caller."""
+    booting = [threading.Thread(target=host.start) for host in hosts]
+    for thread in booting:
+        thread.start()
+    for thread in booting:
+        thread.join(90)
+
+
 @contextlib.contextmanager
 def two_hosts(env: dict[str, str], workers: int = 1,
               redis_url: str | None = None) -> Iterator[tuple[Gunicorn, Gunicorn]]:
@@ -69,12 +78,7 @@ def two_hosts(env: dict[str, str], workers: int = 1,
     env = {**env, "SLUICE_REDIS_URL": redis_url}
     one, two = Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)
     try:
-        # Both hosts boot at once: the machine is slow.
-        booting = [threading.Thread(target=host.start) for host in (one, two)]
-        for thread in booting:
-            thread.start()
-        for thread in booting:
-            thread.join(90)
+        start_together(one, two)
         for host in (one, two):
             assert requests.get(host.url + "/healthz", timeout=5).status_code == 200, host.log()
         yield one, two

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from app.backends.redis.keys import decode_status, encode_progress, encode_status, tomb_key
+from redis.crc import key_slot
+
+from app.backends.redis.cluster import per_slot
+from app.backends.redis.keys import decode_status, encode_progress, encode_status, redacted_url, stream_key, tomb_key
 from app.config import Settings
 from app.lifecycle.registry import Registry
 from app.lifecycle.spec import GenerationSpec
@@ -31,3 +34,18 @@ def test_tombstones_of_one_id_share_its_hash_tag_but_not_their_key() -> None:
     mine, theirs, anyone = tomb_key("abc", "alice"), tomb_key("abc", "bob"), tomb_key("abc", None)
     assert all(k.startswith("sluice:{abc}:tomb") for k in (mine, theirs, anyone))
     assert len({mine, theirs, anyone}) == 3
+
+
+def test_a_cluster_url_is_logged_with_every_seed_and_without_its_password() -> None:
+    assert redacted_url("redis+cluster://:s3cret@10.0.0.1:7000,10.0.0.2:7001") == \
+        "redis+cluster://:***@10.0.0.1:7000,10.0.0.2:7001"
+    assert redacted_url("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redacted_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_the_writer_groups_generations_by_cluster_slot() -> None:
+    ids = [f"id-{n}" for n in range(50)] + ["id-3"]
+    groups = per_slot(ids, lambda i: stream_key(i, "meta"))
+    assert sorted(i for g in groups for i in g) == sorted(ids)
+    for group in groups:
+        assert len({key_slot(stream_key(i, "events").encode()) for i in group}) == 1

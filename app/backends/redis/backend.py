@@ -3,7 +3,7 @@
     worker A (owner)                         Redis                        worker B
     producer ─changed─▶ writer greenlet ──pipeline──▶ sluice:{id}:events ◀─XREAD BLOCK── RedisFeed
                                             sluice:{id}:meta      ◀─HGETALL── GET /streams/<id>
-    listener greenlet ◀──── sluice:worker:A ◀──PUBLISH + HSET inbox── POST /cancel
+    listener greenlet ◀── sluice:{w:A}:channel ◀──PUBLISH + HSET inbox── POST /cancel
        └─ kills the generation's greenlet (registry.cancel_local, through `Local`)
 
 This module is the facade (`app.backends.base.Backend`): it builds the parts and runs their
@@ -21,6 +21,7 @@ life; each part is a module of its own:
     messages.py    cancel / idle messages to the owner worker
     listener.py    the pub/sub listener greenlet and its once-a-second tick
     ledger.py      `backend.ledger`: budget counters, reserved and settled by Lua scripts
+    cluster.py     Redis Cluster: the client, per-slot transactions, sharded pub/sub
 
 Faults. Redis is never on the path that keeps a local stream alive: `changed` only marks the
 generation dirty. When a call fails the connection goes "down": request-path calls skip Redis

@@ -18,12 +18,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 import redis
 from gevent.event import Event
-from redis.backoff import NoBackoff
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
+from app.backends.redis.cluster import cluster_client, is_cluster_url
 from app.backends.redis.keys import redacted_url
 from app.backends.redis.sentinel import is_sentinel_url, master_clients
 from app.backends.redis.sentinel import parse as parse_sentinel_url
@@ -53,6 +56,9 @@ class Connection:
         self.refusing = False  # down because Redis refuses writes (it still answers reads)
         self._resync_until = 0.0
         self._scripts: dict[str, Any] = {}
+        self.cluster = is_cluster_url(url)  # a Redis Cluster (app.backends.redis.cluster)
+        self._cluster_options: dict[str, Any] = {}
+        self._opening: Event | None = None  # set once the Cluster client is made (or failed)
         self._primary_changed: Callable[[], bool] | None = None  # Sentinel: a new primary was named
 
     def open(self) -> None:
@@ -69,18 +75,58 @@ class Connection:
             # a request must learn fast that Redis is gone, and fall back to local behaviour.
             "retry": Retry(NoBackoff(), 1),
         }
-        if is_sentinel_url(self.url):
+        if self.cluster:
+            self._open_cluster(options)
+        elif is_sentinel_url(self.url):
             self.client, self.pubsub_client, self._primary_changed = master_clients(self.url, options)
         else:
             self.client = redis.Redis.from_url(self.url, **options)
             self.pubsub_client = redis.Redis.from_url(self.url, **options)
         log.info("shared backend: Redis at %s (worker %s)", redacted_url(self.url), self.worker_id)
 
-    def close(self) -> None:
+    def _open_cluster(self, options: dict[str, Any]) -> None:
+        # One client: the subscriber takes a connection of its own from the node's pool. A
+        # few quick retries: a redirection after a failover costs a refresh of the slot map.
+        self._cluster_options = {**options, "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)}
+        self._opening = Event()
+        with contextlib.suppress(RedisError, OSError):
+            self.open_cluster()
+
+    def open_cluster(self) -> None:
+        """Create the Cluster client if there is none yet (the listener retries a failed one).
+
+        Trap: unlike `redis.Redis`, `RedisCluster` asks the seed nodes for the slot map as it is
+        made, which yields to other requests: they wait for it (`usable`) rather than find no
+        client and count their places on this worker alone.
+        """
+        if self.client is not None:
+            return
+        try:
+            self.client = self.pubsub_client = cluster_client(self.url, self._cluster_options)
+        except (RedisClusterException, ValueError) as exc:  # not RedisErrors: no seed answered, a bad URL
+            error = RedisConnectionError(f"redis cluster: {exc}")
+            self.mark_down(error)
+            raise error from exc
+        except (RedisError, OSError) as exc:
+            self.mark_down(exc)
+            raise
+        finally:
+            if self._opening is not None:
+                self._opening.set()
+
+    def drop_idle(self) -> None:
+        """Drop pooled connections after a failover (they may lead to the old primary). A
+        Cluster client needs none of it: the old primary answers MOVED, which it follows."""
+        if self.cluster:
+            return
         for c in (self.client, self.pubsub_client):
             if c is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    c.close()
+                c.connection_pool.disconnect(inuse_connections=False)
+
+    def close(self) -> None:
+        for c in {id(c): c for c in (self.client, self.pubsub_client) if c is not None}.values():
+            with contextlib.suppress(RedisError, OSError):
+                c.close()
 
     def ready(self) -> tuple[bool, str]:
         """(ready, reason) for /readyz: a PING, unless Redis is known down or just came back."""
@@ -101,6 +147,9 @@ class Connection:
 
     def usable(self) -> bool:
         """False while Redis is known to be down: request paths then skip it at once."""
+        if self.client is None and self._opening is not None and not self._opening.is_set() and \
+                gevent.getcurrent() is not gevent.get_hub():
+            self._opening.wait(CONNECT_TIMEOUT * 3)  # a Cluster client being made (open_cluster)
         return self.client is not None and self._state != "down"
 
     def resyncing(self) -> bool:
@@ -126,9 +175,7 @@ class Connection:
             # (XREAD BLOCK) is cut with "UNBLOCKED ... (master -> replica?)". The URL's name (DNS,
             # proxy, cloud endpoint) leads new connections to the new primary; pooled ones would
             # ask the old one (stale reads, then READONLY again, a second outage) until they fail.
-            for c in (self.client, self.pubsub_client):
-                if c is not None:
-                    c.connection_pool.disconnect(inuse_connections=False)
+            self.drop_idle()
 
     def mark_up(self) -> None:
         was = self._state

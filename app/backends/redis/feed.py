@@ -53,13 +53,15 @@ OWNER_UNHEARD = {
     },
 }
 
-# KEYS: the events stream, the status hash, the owner's alive key. ARGV: the error event, DONE.
-# Ends the stream only if the owner is still gone and its last entry is not [DONE]; a last
-# entry that is already a terminal event gets only the [DONE].
+# KEYS: the events stream, the status hash, optionally a key whose presence means "leave it"
+# (all of one slot: a Cluster runs a script on one node). ARGV: the error event, DONE, and
+# optionally the id of the last entry when its owner was found gone.
+# Ends the stream only if that key is absent, the owner wrote nothing since, and its last entry
+# is not [DONE]; a last entry that is already a terminal event gets only the [DONE].
 END_ORPHAN = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #last == 0 then return 0 end
+if #last == 0 or (ARGV[3] and last[1][1] ~= ARGV[3]) then return 0 end
 local data = last[1][2][2]
 if data == ARGV[2] then return 0 end
 local seq = tonumber(string.match(last[1][1], '%-(%d+)$'))
@@ -175,9 +177,10 @@ class RedisFeed:
     def _end_if_owner_died(self) -> None:
         """The owner was killed outright (SIGKILL, OOM): write the terminal event it never will.
 
-        One script, so that the check and the writes are one step inside Redis: a living owner
-        (whose alive key is back, or who wrote since) is never followed by our `[DONE]`, and its
-        state is never overwritten. A worker refreshes its alive key whenever it writes.
+        The owner's alive key is read after the last entry, and the script writes only if that
+        entry is still the last: an owner that wrote since (it refreshes its alive key whenever
+        it writes) is never followed by our `[DONE]`, and its state is never overwritten. The
+        alive key lives in the worker's slot, not the generation's, so it is not in the script.
         """
         r = self.connection.client
         last = r.xrevrange(self._key, "+", "-", count=1)
@@ -186,13 +189,13 @@ class RedisFeed:
             # closed, so the response ends instead of waiting for events that will never come.
             self._closed = True
             return
-        if not self.worker:
+        if not self.worker or not last or r.exists(worker_alive(self.worker)):
             return
         script = self.connection.script(END_ORPHAN)
         try:
             ended = script(
-                keys=[self._key, stream_key(self.stream_id, "meta"), worker_alive(self.worker)],
-                args=[sse.dumps(OWNER_GONE), DONE],
+                keys=[self._key, stream_key(self.stream_id, "meta")],
+                args=[sse.dumps(OWNER_GONE), DONE, last[0][0]],
             )
         except ResponseError:
             # The script tried to write the end (the owner's alive key has expired) and Redis

@@ -12,7 +12,8 @@ one Redis Cluster slot (pipelines and multi-key reads of one generation stay on 
 
 Per worker (hash tag `{w:<worker id>}`) and per client key (`{c:<digest>}`):
 
-    sluice:worker:<wid>       pub/sub channel: cancel / idle messages for that worker's generations
+    sluice:{w:<wid>}:channel  pub/sub channel: cancel / idle messages for that worker's generations
+                              (sharded pub/sub on a Cluster: it lives in the inbox's slot)
     sluice:{w:<wid>}:inbox    hash    the same cancel messages, kept until handled (a missed
                                       pub/sub message is still honoured on the next tick)
     sluice:{w:<wid>}:alive    string  set every tick with a short TTL: the worker is alive
@@ -54,7 +55,7 @@ def tomb_key(stream_id: str, principal: str | None) -> str:
 
 def worker_channel(worker_id: str) -> str:
     """The pub/sub channel a worker listens on."""
-    return f"{PREFIX}:worker:{worker_id}"
+    return f"{PREFIX}:{{w:{worker_id}}}:channel"
 
 
 def worker_inbox(worker_id: str) -> str:

@@ -14,12 +14,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import gevent
 from redis.exceptions import RedisError
 
 from app.backends.base import Local
 from app.backends.redis import messages
+from app.backends.redis.cluster import ShardedSubscriber
 from app.backends.redis.connection import Connection
 from app.backends.redis.keys import ALIVE_TTL, worker_alive, worker_channel, worker_inbox
 from app.backends.redis.presence import Presence
@@ -60,8 +62,7 @@ class Listener:
         while not self._closing:
             pubsub = None
             try:
-                pubsub = conn.pubsub_client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(channel)
+                pubsub = self._subscribe(channel)
                 next_tick = 0.0
                 while not self._closing:
                     if time.monotonic() >= next_tick:
@@ -89,6 +90,16 @@ class Listener:
             if not self._closing:
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, RECONNECT_MAX)
+
+    def _subscribe(self, channel: str) -> Any:
+        """This worker's one subscription: plain pub/sub, or sharded on a Cluster."""
+        conn = self.connection
+        if conn.cluster:
+            conn.open_cluster()
+            return ShardedSubscriber(conn.client, channel)
+        pubsub = conn.pubsub_client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(channel)
+        return pubsub
 
     def _handle(self, data: str, from_inbox: bool = False) -> bool:
         """Act on one message; True when it is done with (the inbox entry may go)."""

@@ -12,20 +12,25 @@ import json
 import time
 from typing import Any
 
+from app.backends.redis.connection import Connection
 from app.backends.redis.keys import worker_channel, worker_inbox
 
 INBOX_TTL = 120  # seconds an unhandled cancel message is kept
 
 
-def send(client: Any, worker: str, message: dict[str, Any], *, inbox: bool = False) -> None:
-    """Publish `message` (it names its `sid`) to `worker`; with `inbox`, also keep it until handled."""
+def send(conn: Connection, worker: str, message: dict[str, Any], *, inbox: bool = False) -> None:
+    """Publish `message` (it names its `sid`) to `worker`; with `inbox`, also keep it until handled.
+    On a Cluster, by sharded pub/sub: channel and inbox share the worker's slot, one node."""
     message["at"] = time.time()
     data = json.dumps(message)
-    pipe = client.pipeline(transaction=False)
+    pipe = conn.client.pipeline(transaction=False)
     if inbox:
         pipe.hset(worker_inbox(worker), message["sid"], data)
         pipe.expire(worker_inbox(worker), INBOX_TTL)
-    pipe.publish(worker_channel(worker), data)
+    if conn.cluster:
+        pipe.spublish(worker_channel(worker), data)
+    else:
+        pipe.publish(worker_channel(worker), data)
     pipe.execute()
 
 

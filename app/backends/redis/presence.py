@@ -59,7 +59,7 @@ class Presence:
             _, left = pipe.execute()
             if not left and owner_worker:
                 # The last follower left: let the owner start its disconnect grace.
-                messages.send(conn.client, owner_worker, {"op": "idle", "sid": stream_id})
+                messages.send(conn, owner_worker, {"op": "idle", "sid": stream_id})
         except (RedisError, OSError) as exc:
             conn.mark_down(exc)
 

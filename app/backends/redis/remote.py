@@ -89,7 +89,7 @@ class RedisRemote:
                 # follower ends it with an error once it notices).
                 return "finished"
             message = {"op": "cancel", "sid": stream_id, "reason": reason, "owner": owner}
-            messages.send(conn.client, worker, message, inbox=True)
+            messages.send(conn, worker, message, inbox=True)
             if not meta:
                 return "unknown"
             ended = self._await_end(stream_id, status["events"])

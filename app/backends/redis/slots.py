@@ -66,20 +66,31 @@ class RedisSlots(LocalSlots):
         super().__init__()
         self.connection = connection
         self._next_refresh = 0.0
+        self._asking: dict[tuple[str, str], int] = {}  # reserves waiting for Redis's answer
 
     def reserve(self, kind: str, client: str, limit: int) -> bool:
+        conn = self.connection
+        # Asked first: it may wait for a Cluster client being made, and places taken here
+        # meanwhile would reach Redis through the tick's refresh as held (refusing them all).
+        shared = conn.usable()
         if not super().reserve(kind, client, limit):
             return False  # this worker alone holds them all
-        conn = self.connection
-        if not conn.usable():
+        if not shared:
             return True  # Redis down: this worker's own count is the bound
         counts, alive = client_slot_keys(client, kind)
         now = time.time()
+        key = (kind, client)
+        self._asking[key] = self._asking.get(key, 0) + 1
         try:
             taken = self._run(RESERVE, [counts, alive], [conn.worker_id, limit, now, now + SLOT_TTL, int(SLOT_TTL * 4)])
         except (RedisError, OSError) as exc:
             conn.mark_down(exc)
             return True
+        finally:
+            if self._asking[key] <= 1:
+                del self._asking[key]
+            else:
+                self._asking[key] -= 1
         if not taken:
             self._forget(kind, client)
         return bool(taken)
@@ -112,7 +123,7 @@ class RedisSlots(LocalSlots):
             # cut) still reaches the old primary, now a replica. Reads there go through, this
             # write does not: drop the idle connections and try once more on a new one (the URL
             # leads to the new primary), rather than take Redis "down" for the whole worker.
-            conn.client.connection_pool.disconnect(inuse_connections=False)
+            conn.drop_idle()
             return conn.script(source)(keys=keys, args=args)
 
     def tick(self) -> None:
@@ -127,7 +138,9 @@ class RedisSlots(LocalSlots):
         self._next_refresh = now + SLOT_REFRESH
         conn = self.connection
         until = time.time() + SLOT_TTL
-        snapshot = list(self.counts.items())
+        # Not the counts that reserves in flight already raised here: Redis would take them as
+        # held and refuse those very reserves (a first burst of requests). Their next refresh.
+        snapshot = [(key, n) for key, n in self.counts.items() if key not in self._asking]
         pipe = conn.client.pipeline(transaction=False)
         for (kind, client), n in snapshot:
             counts, alive = client_slot_keys(client, kind)

@@ -56,6 +56,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from app import sse
 from app.backends.base import Mirrored
+from app.backends.redis.cluster import per_slot
 from app.backends.redis.connection import Connection
 from app.backends.redis.feed import END_ORPHAN
 from app.backends.redis.keys import (
@@ -366,8 +367,20 @@ class Writer:
             return
         share = max(1, BATCH_ENTRIES // len(todo))  # events per generation in this transaction
         now = time.monotonic()
+        if self.connection.cluster:
+            # A transaction holds one slot's keys: one per slot, the alive key on its own.
+            r.set(worker_alive(worker_id), "1", ex=ALIVE_TTL)
+            for group in per_slot(todo, lambda m: stream_key(m.view.id, "meta")):
+                self._send(r.pipeline(transaction=True), group, now, share)
+            return
         pipe = r.pipeline(transaction=True)
         pipe.set(worker_alive(worker_id), "1", ex=ALIVE_TTL)  # a worker that writes is alive
+        self._send(pipe, todo, now, share)
+
+    def _send(self, pipe: Any, todo: list[Copy], now: float, share: int) -> None:
+        """One transaction writing `todo` (new entries, progress or end, `share` events each at
+        most); their copies learn what was written once Redis took it all."""
+        worker_id = self.connection.worker_id
         plan: list[tuple[Copy, int, bool, bool, int | None]] = []
         for m in todo:
             view = m.view
