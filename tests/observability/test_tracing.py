@@ -8,7 +8,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -142,21 +143,30 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def otlp() -> Iterator[tuple[Gunicorn, list[bytes]]]:
-    """Sluice under gunicorn exporting to a real OTLP/HTTP endpoint on loopback."""
+@contextmanager
+def exporting(make_env: Callable[[str], dict[str, str]]) -> Iterator[tuple[Gunicorn, list[bytes]]]:
+    """Sluice under gunicorn (`make_env(endpoint)`) exporting to a real OTLP/HTTP receiver on
+    loopback; yields the server and the request bodies the receiver got."""
     _Receiver.bodies = []
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    env = base_env(
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
+    try:
+        with Gunicorn(make_env(f"http://127.0.0.1:{receiver.server_address[1]}")) as server:
+            yield server, _Receiver.bodies
+    finally:
+        receiver.shutdown()
+
+
+@pytest.fixture(scope="module")
+def otlp() -> Iterator[tuple[Gunicorn, list[bytes]]]:
+    """Sluice (the demo model) under gunicorn exporting to a real OTLP/HTTP endpoint."""
+    with exporting(lambda endpoint: base_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_SERVICE_NAME="sluice-under-test",
         OTEL_BSP_SCHEDULE_DELAY="100",
         SLUICE_DEMO_TOKENS_PER_SECOND="20",
-    )
-    with Gunicorn(env) as server:
-        yield server, _Receiver.bodies
-    receiver.shutdown()
+    )) as exported:
+        yield exported
 
 
 def _spans(bodies: list[bytes]) -> list[tuple[dict[str, Any], Any]]:
@@ -234,19 +244,14 @@ SECRET_ANSWER = "TangerineAnswer"
 def otlp_upstream(upstream: FakeUpstream) -> Iterator[tuple[Gunicorn, list[bytes]]]:
     """Sluice under gunicorn with the fake upstream as both providers, exporting to a real
     OTLP/HTTP receiver; the environment asks the Anthropic SDK for content in its spans."""
-    _Receiver.bodies = []
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    env = sluice_env(
+    with exporting(lambda endpoint: sluice_env(
         upstream,
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_BSP_SCHEDULE_DELAY="100",
         ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE="content",
         SLUICE_TOOLS="tests.observability.traced_tools:traced_lookup",
-    )
-    with Gunicorn(env) as server:
-        yield server, _Receiver.bodies
-    receiver.shutdown()
+    )) as exported:
+        yield exported
 
 
 def _all_text(span: Any) -> str:
