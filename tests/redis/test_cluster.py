@@ -13,7 +13,7 @@ import requests
 
 from tests.fake_upstream import FakeUpstream
 from tests.fake_upstream.script import answer_tokens
-from tests.security.conftest import KEY_A, KEY_B, SECRET, bearer, sign_in
+from tests.security.conftest import KEY_A, KEY_B, SECRET, assert_sign_out_spreads, bearer
 from tests.support.servers import Gunicorn
 from tests.support.sse import Event, Stream, open_stream, text_of
 from tests.support.system import require_binary
@@ -133,11 +133,7 @@ def test_another_key_can_neither_see_nor_cancel_it(hosts, quiet_fake: FakeUpstre
 
 def test_sign_out_on_a_ends_the_session_on_b(hosts, clean_logs) -> None:
     a, b = hosts
-    browser = sign_in(a.url, KEY_A)
-    cookie = browser.cookies["sluice_session"]
-    assert requests.get(f"{b.url}/usage", cookies={"sluice_session": cookie}, timeout=5).status_code == 200
-    assert browser.delete(f"{a.url}/session", timeout=5).status_code == 204
-    assert requests.get(f"{b.url}/usage", cookies={"sluice_session": cookie}, timeout=5).status_code == 401
+    assert_sign_out_spreads(a.url, b.url, KEY_A, "/usage")
 
 
 def test_a_budget_is_shared_by_both_hosts(hosts, quiet_fake: FakeUpstream, clean_logs) -> None:

@@ -46,6 +46,15 @@ def sign_in(url: str, key: str, **headers: str) -> requests.Session:
     return session
 
 
+def assert_sign_out_spreads(a: str, b: str, key: str, path: str) -> None:
+    """A session made on host `a` works on host `b` (GET `path`) until it is ended on `a`."""
+    browser = sign_in(a, key)
+    value = browser.cookies["sluice_session"]
+    assert requests.get(f"{b}{path}", cookies={"sluice_session": value}, timeout=5).status_code == 200
+    assert browser.delete(f"{a}/session", timeout=5).status_code == 204
+    assert requests.get(f"{b}{path}", cookies={"sluice_session": value}, timeout=5).status_code == 401
+
+
 def cookie_payload(value: str) -> dict[str, object]:
     """The (signed, not encrypted) JSON inside a session cookie, as anyone holding it can read it."""
     compressed = value.startswith(".")  # itsdangerous zlib-compresses a payload when that is shorter

@@ -12,7 +12,7 @@ from tests.redis.conftest import RedisProcess, redis_server  # noqa: F401 (a fix
 from tests.support.servers import Gunicorn
 from tests.support.sse import open_stream, types
 
-from .conftest import KEY_A, KEY_B, bearer, locked_env, sign_in
+from .conftest import KEY_A, KEY_B, assert_sign_out_spreads, bearer, locked_env, sign_in
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,8 +70,4 @@ def test_a_stranger_on_the_owners_host_gets_nothing_either(hosts: tuple[Gunicorn
 
 def test_signing_out_on_one_host_ends_the_session_on_the_other(hosts: tuple[Gunicorn, Gunicorn]) -> None:
     a, b = hosts
-    browser = sign_in(a.url, KEY_A)
-    value = browser.cookies["sluice_session"]
-    assert requests.get(f"{b.url}/readyz", cookies={"sluice_session": value}, timeout=5).status_code == 200
-    assert browser.delete(f"{a.url}/session", timeout=5).status_code == 204
-    assert requests.get(f"{b.url}/readyz", cookies={"sluice_session": value}, timeout=5).status_code == 401
+    assert_sign_out_spreads(a.url, b.url, KEY_A, "/readyz")
