@@ -307,7 +307,7 @@ def test_a_span_made_inside_an_operators_tool_is_in_the_callers_trace(
 ) -> None:
     """A tool runs in a greenlet of its own: it starts in the producer's context, not an empty one."""
     server, bodies = otlp_upstream
-    trace_id = "6df92f3577b34da6a3ce929d0e0e4736"
+    trace_id = "7ef92f3577b34da6a3ce929d0e0e4736"
     prompt = '[fake tool=traced_lookup args={"item":"pen"} say=Done]'
     r = requests.post(server.url + "/stream", json={"prompt": prompt, "tools": ["traced_lookup"]},
                       headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"}, timeout=30)
