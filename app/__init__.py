@@ -10,9 +10,10 @@ from flask import Flask
 from app.backends import build_backend
 from app.backends.workers import MultiprocessCheck, warn_if_unshared
 from app.config import Settings
-from app.lifecycle import shutdown
+from app.delivery import takeover
 from app.lifecycle.registry import Registry
 from app.observability.logging import adopt, configure_logging
+from app.process import shutdown
 from app.providers import ProviderPool
 from app.toolbox import toolbox_for
 from app.web.proxy import TrustedProxyFix
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sluice"] = registry
     worker = shutdown.install(registry, settings.shutdown_grace_seconds)
 
-    from app.web import bodies, direct, errors, hosts, ops, pages, quota, security, streams
+    from app.web import bodies, errors, hosts, ops, pages, quota, security, streams
 
     hosts.init_app(app)  # first: a Host this server does not answer is refused before anything else
     bodies.init_app(app)
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.proxy_count > 0:
         # X-Forwarded-* only from the proxy's own address (FORWARDED_ALLOW_IPS): app.web.proxy.
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_count, settings.proxy_addresses)  # type: ignore[method-assign]
-    direct.install(app, worker)  # outermost: it sees the response every other layer has finished
+    takeover.install(app, worker)  # outermost: it sees the response every other layer has finished
     if not registry.backend.shared:
         if worker is not None:
             warn_if_unshared(int(worker.cfg.workers))

@@ -175,7 +175,7 @@ class Settings:
     max_stream_bytes: int = 4 * 1024 * 1024
     max_write_bytes: int = 64 * 1024
     max_tombstones: int = 10000
-    # Write caught-up streams from the event loop (app.web.direct); off: gunicorn writes them.
+    # Write caught-up streams from the event loop (app.delivery.takeover); off: gunicorn writes them.
     direct_write: bool = True
     # Profiles: the file (SLUICE_PROFILES), its profiles by name once app.profiles has read it
     # (at worker start), and the one a request naming none runs under.

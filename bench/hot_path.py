@@ -13,7 +13,7 @@ figure is the part of `bench.compare`'s CPU per token that app/lifecycle owns.
 
 `--sockets`: each `Delivery` writes its chunks to a socket pair (gevent's `sendall`, as gunicorn
 does), the other end read by a greenlet. `--direct`: the same pairs, written by a
-`DirectDelivery` from hub callbacks with no greenlet per response (app.lifecycle.direct); the
+`DirectDelivery` from hub callbacks with no greenlet per response (app.delivery.loop_writer); the
 readers are the same, so the difference of the two is the response side alone.
 """
 
@@ -34,8 +34,8 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.lifecycle.delivery import Delivery  # noqa: E402
-from app.lifecycle.direct import DirectDelivery  # noqa: E402
+from app.delivery.wsgi_body import Delivery  # noqa: E402
+from app.delivery.loop_writer import DirectDelivery  # noqa: E402
 from app.lifecycle.generation import Generation  # noqa: E402
 from app.providers.base import Finish, ProviderEvent, TextDelta, Usage  # noqa: E402
 from app.validation import parse_spec  # noqa: E402

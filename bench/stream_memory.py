@@ -4,7 +4,7 @@
 
 With --gunicorn, the app runs in a real `gunicorn -k gevent -w 1` worker (bench._memory_wsgi
 measures inside it): the path every deployment takes, where a caught-up stream is written from
-the event loop (app.web.direct). Without it, the app runs in this process under gevent's WSGI
+the event loop (app.delivery.takeover). Without it, the app runs in this process under gevent's WSGI
 server (the loop `gunicorn -k gevent` runs,
 with the client socket passed as `gunicorn.socket`, so the EOF watch is on), with tracemalloc
 on. The fake upstream (Anthropic wire format, through the real SDK) and the clients run in two

@@ -171,7 +171,7 @@ control_socket_disable = not os.environ.get("SLUICE_CONTROL_SOCKET")
 # Server hooks
 #
 #   on_starting - In the master, once, before anything else: the Prometheus directory, and
-#       the board that a reload's workers share (app/lifecycle/handover.py).
+#       the board that a reload's workers share (app/process/handover.py).
 #   when_ready - The sockets are bound: say what runs, and warn about a multi-worker
 #       setup without a shared backend.
 #   on_reload, pre_fork, post_worker_init - A reload's handover: on HUP gunicorn forks the
@@ -187,7 +187,7 @@ control_socket_disable = not os.environ.get("SLUICE_CONTROL_SOCKET")
 #   child_exit - In the master, after a worker died: drop its live Prometheus gauges.
 #
 # No hook is needed for a graceful stop or reload: the app finds the gevent worker it runs in
-# when it loads (app.lifecycle.shutdown.install), whatever config started gunicorn, and on
+# when it loads (app.process.shutdown.install), whatever config started gunicorn, and on
 # SIGTERM stops accepting, closes its idle keep-alive connections (nginx retries a request
 # that meets one on a fresh connection: a live worker), and drains its streams until a
 # deadline inside this worker's graceful_timeout.
@@ -266,7 +266,7 @@ def _app_module(relpath):
 def _board(server):
     board = getattr(server, "sluice_board", None)
     if board is None:
-        board = server.sluice_board = _app_module("lifecycle/handover.py").Board()
+        board = server.sluice_board = _app_module("process/handover.py").Board()
     return board
 
 

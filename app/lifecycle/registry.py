@@ -8,14 +8,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 
 from app.backends.base import Backend, Feed, Mirrored
 from app.config import Settings
 from app.errors import RequestError
-from app.lifecycle import direct
 from app.lifecycle.budget import Budgets, Hold
 from app.lifecycle.ended import Ended
 from app.lifecycle.generation import Generation, ProviderFactory
@@ -93,6 +92,18 @@ class GenerationView:
         return self._gen.status()
 
 
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class WrittenElsewhere(Protocol):
+    """Responses the worker's server no longer counts (written from the event loop)."""
+
+    def active(self) -> Sequence[_Closable]: ...
+
+    def deciding(self) -> int: ...
+
 class Registry:
     """Generations owned by this worker, plus the backend for the ones it does not own."""
 
@@ -153,7 +164,7 @@ class Registry:
 
         `trace_headers`: the request's headers, for a `traceparent` to continue (tracing on).
         """
-        # A worker that drains has stopped accepting (app.lifecycle.shutdown); a request that
+        # A worker that drains has stopped accepting (app.process.shutdown); a request that
         # still reached it is served, within the drain deadline, rather than refused.
         if self.closing:
             raise RequestError(503, "The server is restarting; try again in a moment", type="overloaded",
@@ -361,7 +372,8 @@ class Registry:
 
     # -- shutdown -----------------------------------------------------------------------------
 
-    def drain(self, grace: float, limit: float | None = None, serving: Callable[[], int] | None = None) -> None:
+    def drain(self, grace: float, limit: float | None = None, serving: Callable[[], int] | None = None,
+              elsewhere: WrittenElsewhere | None = None) -> None:
         """Let running generations, and the requests this worker is serving (`serving()`: how
         many; gunicorn's connections, see shutdown.install), finish for `grace` s; then refuse
         new generations and cancel what still runs.
@@ -372,7 +384,7 @@ class Registry:
 
         Then wait, up to SETTLE_MAX s and until `limit` s after the start of the drain (default:
         `grace` + 2 s), for the backend to publish every ending, and for every stream written
-        from the event loop (`app.lifecycle.direct`) to have written its own: the worker exits
+        from the event loop (`elsewhere`: `app.delivery.loop_writer`) to have written its own: the worker exits
         once this returns (see shutdown.install).
         """
         if self.draining:
@@ -395,8 +407,9 @@ class Registry:
         self.backend.settle(min(SETTLE_MAX, end - time.monotonic()))
         # Streams written from the event loop (they went on writing meanwhile) are no connection
         # gunicorn waits for: wait here until they have written their ending; close what is left.
-        while (direct.active() or direct.deciding()) and time.monotonic() < end:
-            gevent.sleep(0.05)
-        for delivery in direct.active():
-            delivery.close()
+        if elsewhere is not None:
+            while (elsewhere.active() or elsewhere.deciding()) and time.monotonic() < end:
+                gevent.sleep(0.05)
+            for response in elsewhere.active():
+                response.close()
         self.backend.close()

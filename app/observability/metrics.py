@@ -56,6 +56,7 @@ class _Metrics:
     budget_rejections: Counter
     tokens_charged: Counter
     mirror_dropped: Counter
+    fallbacks: Counter
     ttft: Histogram
     duration: Histogram
 
@@ -134,6 +135,12 @@ def _build() -> _Metrics:
             "Ended generations whose mirror in Redis was given up (a long Redis outage, or a write"
             " that kept failing): other workers and hosts do not replay them in full.",
             ["reason"],
+        ),
+        fallbacks=Counter(
+            "sluice_fast_path_fallbacks",
+            "Times a fast path that relies on another library's internals was not taken (app/seams),"
+            " by what fell back.",
+            ["what"],
         ),
         ttft=Histogram(
             "sluice_time_to_first_token_seconds",
@@ -217,6 +224,11 @@ def request_rejected(status: int) -> None:
 def budget_rejected() -> None:
     """A request was refused because its principal's token budget was spent."""
     _m().budget_rejections.inc()
+
+
+def fast_path_fallback(what: str) -> None:
+    """Count one use of the slow path where a library's internals were not as expected."""
+    _m().fallbacks.labels(what=what).inc()
 
 
 def mirror_dropped(reason: str) -> None:

@@ -14,8 +14,9 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from app import sse
 from app.backends.base import Feed
+from app.delivery import takeover
+from app.delivery.wsgi_body import Delivery
 from app.errors import RequestError
-from app.lifecycle.delivery import Delivery
 from app.lifecycle.registry import Registry
 from app.lifecycle.slots import Slot
 from app.lifecycle.spec import GenerationSpec
@@ -28,7 +29,6 @@ from app.validation import (
     parse_event_id,
     parse_spec,
 )
-from app.web import direct
 from app.web.security import client_key, principal, settings
 
 bp = Blueprint("streams", __name__)
@@ -80,7 +80,7 @@ def _sse_response(feed: Feed, after_seq: int, slot: Slot, *, attached: bool = Fa
             slot=slot,
         )
         if cfg.direct_write:
-            direct.offer(request.environ, body, feed)
+            takeover.offer(request.environ, body, feed)
         return Response(body, status=200, headers=sse.HEADERS)
     except BaseException:
         slot.release()  # no body will close: give the place back (a second release is a no-op)

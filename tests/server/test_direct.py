@@ -1,4 +1,4 @@
-"""Streams written from the event loop (app.web.direct), under a real gunicorn -k gevent.
+"""Streams written from the event loop (app.delivery.takeover), under a real gunicorn -k gevent.
 
 What the client sees of that path: `Connection: close` on a stream response (gunicorn would say
 keep-alive), the same chunked framing and every header Flask set, and the connection closed

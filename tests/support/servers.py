@@ -40,7 +40,7 @@ def base_env(**overrides: str) -> dict[str, str]:
         }
     )
     # SLUICE_TEST_DIRECT_WRITE=0 runs a suite with gunicorn writing every stream (the fallback
-    # of app.web.direct).
+    # of app.delivery.takeover).
     if os.environ.get("SLUICE_TEST_DIRECT_WRITE"):
         env["SLUICE_DIRECT_WRITE"] = os.environ["SLUICE_TEST_DIRECT_WRITE"]
     env.update(overrides)

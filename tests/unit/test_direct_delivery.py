@@ -1,4 +1,4 @@
-"""DirectDelivery (app.lifecycle.direct): a stream written from hub callbacks to a real socket.
+"""DirectDelivery (app.delivery.loop_writer): a stream written from hub callbacks to a real socket.
 
 The other end of a socket pair is the client: what it reads, when, and what the feed sees of
 attach/detach, whatever way the stream ends.
@@ -13,8 +13,8 @@ import gevent
 import pytest
 from gevent import socket
 
-from app.lifecycle import direct
-from app.lifecycle.direct import DirectDelivery
+from app.delivery import loop_writer as direct
+from app.delivery.loop_writer import DirectDelivery
 from app.lifecycle.journal import Journal
 from tests.support.sse import dechunk
 from tests.unit.test_lifecycle import JournalFeed

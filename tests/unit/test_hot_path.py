@@ -2,7 +2,7 @@
 
 The producer's first-token and idle deadlines are one timer per round that re-arms itself
 (app.lifecycle.deadlines); a local subscriber waits on a Waiter that the journal, its EOF watch
-or its heartbeat timer wakes (app.lifecycle.delivery). These pin what a user sees of them.
+or its heartbeat timer wakes (app.delivery.wsgi_body). These pin what a user sees of them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from gevent import socket
 
 from app.config import Settings
-from app.lifecycle.delivery import Delivery
+from app.delivery.wsgi_body import Delivery
 from app.lifecycle.generation import Generation
 from app.lifecycle.journal import Journal
 from app.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta

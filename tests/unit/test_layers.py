@@ -13,11 +13,14 @@ APP = Path(__file__).resolve().parents[2] / "app"
 
 # Lowest first. A package may import only packages of a lower (or its own) layer.
 LAYERS: list[set[str]] = [
-    {"observability", "sse", "errors"},  # no Sluice imports at all
+    # no Sluice imports from above; seams/: every use of another library's internals
+    {"observability", "sse", "errors", "seams"},
     {"config"},
     {"providers", "tools", "toolbox"},  # the upstream side; the tools a generation may call
     {"backends"},  # shared state across workers: sees a generation only through base.Mirrored
-    {"lifecycle"},  # generations: producer, journal, delivery, registry
+    {"lifecycle"},  # generations: producer, journal, registry, replay, budgets
+    {"delivery"},  # writing one HTTP response that follows a generation
+    {"process"},  # the worker process under gunicorn: stop, reload
     {"validation", "profiles"},  # requests -> GenerationSpec; the profiles they may name
     {"web"},  # routes
     {"__init__"},  # create_app wires everything

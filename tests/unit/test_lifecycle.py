@@ -84,7 +84,7 @@ class JournalFeed:
 
 
 def test_events_that_piled_up_share_one_write_within_the_write_bound() -> None:
-    from app.lifecycle.delivery import Delivery
+    from app.delivery.wsgi_body import Delivery
 
     journal = Journal("s" * 22)
     for i in range(50):
@@ -100,7 +100,7 @@ def test_events_that_piled_up_share_one_write_within_the_write_bound() -> None:
 
 
 def test_a_reader_beyond_the_end_of_a_closed_log_ends_at_once() -> None:
-    from app.lifecycle.delivery import Delivery
+    from app.delivery.wsgi_body import Delivery
 
     journal = Journal("s" * 22)
     journal.append({"type": "done"})

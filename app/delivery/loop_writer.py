@@ -3,7 +3,7 @@
 The ordinary response (`Delivery`) is a generator that gunicorn's connection greenlet iterates:
 per token, two switches into that greenlet and back, and per stream its saved stack and the
 WSGI server's buffers, alive the whole stream. Here the web layer takes the connection over once
-Flask has built the response (`app.web.direct`), and everything runs in hub callbacks:
+Flask has built the response (`app.delivery.takeover`), and everything runs in hub callbacks:
 
 - the journal calls `_pump` at its next event (`listen`); `_pump` takes every ready entry (up to
   `max_write` bytes) and `send`s it without blocking on the real socket underneath;
@@ -32,8 +32,8 @@ from gevent.hub import get_hub
 
 from app import sse
 from app.backends.base import Feed
-from app.lifecycle.delivery import RETRY_MS
-from app.lifecycle.eof import EofWatch
+from app.delivery.eof import EofWatch
+from app.delivery.wsgi_body import RETRY_MS
 from app.lifecycle.slots import Slot
 from app.observability import metrics
 from app.sse import Entry
@@ -43,7 +43,7 @@ log = logging.getLogger("sluice.delivery")
 _READ, _WRITE = 1, 2
 _LAST_CHUNK = b"0\r\n\r\n"
 _ACTIVE: set[DirectDelivery] = set()
-_DECIDING = [0]  # requests in `app.web.direct`'s layer that may yet be handed over
+_DECIDING = [0]  # requests in `app.delivery.takeover`'s layer that may yet be handed over
 
 
 def active() -> list[DirectDelivery]:

@@ -2,7 +2,7 @@
 
 Replays what the client has not seen, then follows live; a heartbeat comment when nothing was
 sent for a while; ends after `[DONE]`, or when the feed is closed and nothing after the
-client's seq will ever come. A client that goes away is noticed at once (see `app.lifecycle.eof`),
+client's seq will ever come. A client that goes away is noticed at once (see `app.delivery.eof`),
 instead of waiting for a write to fail (which, while the model is silent, would be never).
 
 Each write carries every event that is ready, up to `max_write` bytes: under load, the events
@@ -24,7 +24,7 @@ from gevent.hub import Waiter, get_hub
 
 from app import sse
 from app.backends.base import Feed
-from app.lifecycle.eof import EofWatch
+from app.delivery.eof import EofWatch
 from app.lifecycle.slots import Slot
 from app.observability import metrics
 from app.sse import Entry
@@ -190,7 +190,7 @@ class Delivery:
             waiter.switch(None)
 
     def hand_over(self) -> tuple[bool, Slot | None]:
-        """Give this unstarted response up to a `DirectDelivery` (see `app.lifecycle.direct`):
+        """Give this unstarted response up to a `DirectDelivery` (see `app.delivery.loop_writer`):
         `close()` does nothing from now on. Returns whether the feed is attached and counted, which
         the new owner then undoes once, and the response's slot, which it then releases."""
         if self._gen is not None or self._closed:

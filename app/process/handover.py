@@ -14,7 +14,7 @@ stopped accepting on SIGTERM, every request of those seconds would wait for that
 - a worker SIGTERMed by a reload that began after its own spawn, while no newer worker has
   booted, keeps accepting (and sending its heartbeat) until one has, for at most `HANDOVER_MAX`
   seconds (and half its graceful timeout), then drains as on any SIGTERM
-  (`app.lifecycle.shutdown`). A stop (TERM to the master) is no reload: its workers drain at
+  (`app.process.shutdown`). A stop (TERM to the master) is no reload: its workers drain at
   once.
 
 Loaded by the master from this file, not as part of the `app` package (importing that in the

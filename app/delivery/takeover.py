@@ -23,8 +23,8 @@ from datetime import timedelta
 from typing import Any
 
 from app.backends.base import Feed
-from app.lifecycle.delivery import Delivery
-from app.lifecycle.direct import DirectDelivery, active, considering, deciding
+from app.delivery.loop_writer import DirectDelivery, active, considering, deciding
+from app.delivery.wsgi_body import Delivery
 
 try:
     from gunicorn import SERVER

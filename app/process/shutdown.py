@@ -6,7 +6,7 @@ On SIGTERM (a stop, or the old workers of a HUP reload) gunicorn's gevent worker
 SIGKILLs it after the same time). `install` chains that handler, whatever config started
 gunicorn, and on SIGTERM:
 
-0. on a reload's old worker (deploy/gunicorn.conf.py shares `app.lifecycle.handover`'s board
+0. on a reload's old worker (deploy/gunicorn.conf.py shares `app.process.handover`'s board
    with the workers), first goes on accepting until a worker of the new generation has booted;
 1. stops accepting at once. The listening socket is shared with the other workers (the new
    ones, on a reload), so new connections go to them;
@@ -20,7 +20,7 @@ gunicorn, and on SIGTERM:
    SLUICE_SHUTDOWN_GRACE_SECONDS when that is shorter;
 4. keeps the worker alive until the backend has published every ending (a Redis that was down
    when a stream ended, and comes back), and every stream written from the event loop
-   (`app.lifecycle.direct`: no connection of gunicorn's) has written its own, at most until
+   (`app.delivery.loop_writer`: no connection of gunicorn's) has written its own, at most until
    just before `graceful_timeout`.
 
 gunicorn's worker exits as soon as its servers' pools hold no connection, whatever other
@@ -42,8 +42,9 @@ import gevent
 from gevent.pool import PoolFull
 from gevent.server import BaseServer
 
-from app.lifecycle.handover import HANDOVER_MAX, Board
+from app.delivery import loop_writer
 from app.lifecycle.registry import Registry
+from app.process.handover import HANDOVER_MAX, Board
 
 log = logging.getLogger("sluice.shutdown")
 
@@ -226,7 +227,7 @@ def install(registry: Registry, configured_grace: float) -> Any | None:
         idle.gr_context = contextvars.Context()
         idle.start()
         own: list[gevent.Greenlet] = []  # the drain's greenlet, which `serving` leaves out
-        drainer = gevent.Greenlet(registry.drain, grace, limit, lambda: _serving(servers, own))
+        drainer = gevent.Greenlet(registry.drain, grace, limit, lambda: _serving(servers, own), loop_writer)
         drainer.gr_context = contextvars.Context()
         own.append(drainer)
         if not _hold_worker(servers, drainer):
