@@ -34,8 +34,8 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.delivery.wsgi_body import Delivery  # noqa: E402
 from app.delivery.loop_writer import DirectDelivery  # noqa: E402
+from app.delivery.wsgi_body import Delivery  # noqa: E402
 from app.lifecycle.generation import Generation  # noqa: E402
 from app.providers.base import Finish, ProviderEvent, TextDelta, Usage  # noqa: E402
 from app.validation import parse_spec  # noqa: E402

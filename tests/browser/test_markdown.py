@@ -111,7 +111,8 @@ def _assert_inert(page: Any, root: str) -> None:
             const attrs = [];
             for (const node of el.querySelectorAll('*'))
                 for (const a of node.attributes) if (/^on/i.test(a.name) || a.name === 'style') attrs.push(a.name);
-            const hrefs = [...el.querySelectorAll('[href],[src]')].map(n => n.getAttribute('href') || n.getAttribute('src'));
+            const hrefs = [...el.querySelectorAll('[href],[src]')]
+                .map(n => n.getAttribute('href') || n.getAttribute('src'));
             const rels = [...el.querySelectorAll('a')].map(a => a.getAttribute('rel'));
             return {bad: bad.length, attrs, hrefs, rels, pwned: window.__pwned === undefined ? null : window.__pwned};
         }""",

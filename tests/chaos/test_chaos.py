@@ -193,8 +193,9 @@ def test_chaos_under_load(make_stack, fake, redis_server) -> None:  # type: igno
             # The workers that will live through the other faults, warm: their baseline.
             load.phase = "baseline"
             workers = workers_of(master)
-            started = load.finished
+            started, deadline = load.finished, time.monotonic() + 60
             while load.finished < started + 2 * CLIENTS:
+                assert time.monotonic() < deadline, f"no stream completed after the reloads: {load.failures}"
                 time.sleep(0.05)
             baseline = {pid: rss_mb(pid) for pid in workers}
 
@@ -216,7 +217,11 @@ def test_chaos_under_load(make_stack, fake, redis_server) -> None:  # type: igno
                 assert time.monotonic() < ready, "a worker never saw Redis again"
                 time.sleep(0.2)
             load.phase = "after the faults"
-            time.sleep(2)  # more load after the faults
+            # More load after the faults: every client completes at least one more stream.
+            started, deadline = load.finished, time.monotonic() + 60
+            while load.finished < started + CLIENTS:
+                assert time.monotonic() < deadline, f"streams stopped completing after the faults: {load.failures}"
+                time.sleep(0.05)
         finally:
             load.stop.set()
             for c in clients:

@@ -7,7 +7,6 @@ for the next stream once the body ended, and not held when its end does not come
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import socket
 import threading

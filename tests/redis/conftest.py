@@ -22,6 +22,7 @@ from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn, free_port
 from tests.support.sse import Event, open_stream
 from tests.support.system import require_binary
+from tests.support.wait import wait_for  # noqa: F401  (the redis tests import it from here)
 
 
 class RedisProcess:
@@ -131,16 +132,6 @@ def quiet_fake(fake: FakeUpstream) -> FakeUpstream:
     fake.wait_closed(5)
     fake.reset()
     return fake
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    """Poll `predicate` until it is truthy or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def follow_to_end(url: str, sid: str, events: list[Event], seconds: float,

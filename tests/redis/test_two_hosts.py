@@ -96,9 +96,10 @@ def test_follower_on_b_keeps_generation_alive_then_its_leaving_cancels(hosts, qu
     s.until("text")
     sid = s.stream_id
     follower = open_stream(b.url + f"/streams/{sid}/events")
-    follower.until("text")
+    first = follower.until("text").seq
     s.close()  # nobody left on A; the grace (1 s) passes, but B's follower is present
-    time.sleep(2.5)
+    # 125 more tokens at 0.02 s each: 2.5 s of the generation going on with only B following.
+    follower.until(lambda e: e.type == "text" and e.seq >= first + 125)
     assert requests.get(b.url + f"/streams/{sid}", timeout=5).json()["state"] == "running"
     follower.close()  # the last follower anywhere leaves: the owner cancels after the grace
     assert wait_for(lambda: requests.get(b.url + f"/streams/{sid}", timeout=5).json()["state"] != "running", 8)

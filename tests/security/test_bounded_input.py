@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -47,7 +46,8 @@ def test_cancel_reads_at_most_4_kib(sluice: Gunicorn) -> None:
     ok = requests.post(f"{sluice.url}/cancel", data=fits, headers={"Content-Type": "application/json"}, timeout=5)
     assert ok.status_code == 202, ok.text
     for body, ctype in ((fits + b" ", "application/json"), (fits + b" ", "text/plain"),
-                        (b"stream_id=" + sid.encode() + b"&x=" + b"1" * SMALL_BODY, "application/x-www-form-urlencoded")):
+                        (b"stream_id=" + sid.encode() + b"&x=" + b"1" * SMALL_BODY,
+                         "application/x-www-form-urlencoded")):
         assert_error(requests.post(f"{sluice.url}/cancel", data=body, headers={"Content-Type": ctype}, timeout=5), 413)
     # Sent in chunks, with no Content-Length: the same bound.
     chunked = requests.post(f"{sluice.url}/cancel", data=iter([b"stream_id=" + sid.encode(), b"&x=" + b"1" * 8192]),

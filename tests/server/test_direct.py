@@ -22,6 +22,7 @@ import requests
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
 from tests.support.sse import dechunk, open_stream, types, unread_get
+from tests.support.wait import wait_for
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -123,15 +124,6 @@ def active_subscribers(server: Gunicorn) -> float:
     match = re.search(r"^sluice_active_subscribers (\S+)$", text, re.M)
     assert match is not None
     return float(match.group(1))
-
-
-def wait_for(condition: Callable[[], bool], limit: float) -> bool:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_client_that_stops_reading_is_cut_after_the_send_timeout(

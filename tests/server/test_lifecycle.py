@@ -118,7 +118,11 @@ def raw_get(server: Gunicorn, path: str) -> socket.socket:
 def test_client_closing_the_socket_closes_the_upstream(sluice: Gunicorn, fresh: FakeUpstream) -> None:
     stream_id = new_id()
     sock = raw_get(sluice, f"/stream?prompt=x+%5Bfake+stall_after%3D1%5D&stream_id={stream_id}")
-    assert b"t0 " in sock.recv(65536) or sock.recv(65536)
+    seen = b""
+    while b"t0 " not in seen:  # the first text event (socket timeout: 5 s)
+        chunk = sock.recv(65536)
+        assert chunk, f"the stream ended before its first text event: {seen!r}"
+        seen += chunk
     assert fresh.wait_open(1, 2)
     t0 = time.monotonic()
     sock.close()
@@ -246,9 +250,10 @@ def test_sigterm_ends_every_stream_with_a_terminal_event(
 
 def test_same_client_chosen_id_attaches_instead_of_starting_again(sluice: Gunicorn, fresh: FakeUpstream) -> None:
     stream_id = new_id()
-    first = open_stream(f"{sluice.url}/stream", params={"prompt": "x [fake tokens=10 pace=0.05]", "stream_id": stream_id})
+    params = {"prompt": "x [fake tokens=10 pace=0.05]", "stream_id": stream_id}
+    first = open_stream(f"{sluice.url}/stream", params=params)
     first.until("text")
-    second = open_stream(f"{sluice.url}/stream", params={"prompt": "x [fake tokens=10 pace=0.05]", "stream_id": stream_id})
+    second = open_stream(f"{sluice.url}/stream", params=params)
     a, b = first.rest(), second.rest()
     assert [e.data for e in a] == [e.data for e in b]
     assert fresh.request_count == 1
@@ -289,7 +294,8 @@ def test_a_client_that_stops_reading_is_dropped(start_sluice: Callable[..., Guni
                           SLUICE_MAX_TOKENS="100000", SLUICE_MAX_STREAM_BYTES=str(1 << 30))
     # ~6 MB of events (600 fragments of 10 KB: quick to produce), more than the socket buffers
     # hold, then an upstream that stays open.
-    sock = unread_get(server.url, "/stream?max_tokens=1000&prompt=x+%5Bfake+tokens%3D700+pad%3D10000+stall_after%3D600%5D")
+    prompt = "x+%5Bfake+tokens%3D700+pad%3D10000+stall_after%3D600%5D"
+    sock = unread_get(server.url, f"/stream?max_tokens=1000&prompt={prompt}")
     assert fresh.wait_open(1, 3)
     # Never read: the server's writes block, time out, and the generation is cancelled.
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ import requests
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
 from tests.support.sse import open_stream, text_of, types
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,7 +74,7 @@ def test_events_arrive_spread_over_time(sluice: Gunicorn, fresh: FakeUpstream) -
     texts = [e for e in events if e.type == "text"]
     assert len(texts) == 10
     assert events[0].at - t0 < 0.5, "the start event must arrive at once"
-    gaps = [b.at - a.at for a, b in zip(texts, texts[1:])]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(texts)]
     # Paced 100 ms apart upstream: a buffered stream would deliver them together at the end.
     assert sum(1 for g in gaps if g > 0.05) >= 7, gaps
     assert texts[-1].at - texts[0].at > 0.6
@@ -303,11 +305,17 @@ def test_one_json_log_line_per_generation_without_content(start_sluice, fresh: F
     cancelled.until("text")
     requests.post(f"{server.url}/cancel", json={"stream_id": cancelled.stream_id}, timeout=5)
     cancelled.rest()
-    time.sleep(0.2)
+
+    def by_id() -> dict[str, dict[str, object]]:
+        lines = [json.loads(line) for line in server.log().splitlines()
+                 if line.startswith("{") and "generation" in line]
+        return {line["stream_id"]: line for line in lines if "stream_id" in line and "outcome" in line}
+
+    # Each generation's line is written as it ends: wait for both, never a fixed sleep.
+    assert wait_for(lambda: {stream.stream_id, cancelled.stream_id} <= set(by_id()), 5)
     log = server.log()
-    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{") and "generation" in line]
-    by_id = {line["stream_id"]: line for line in lines if "stream_id" in line}
-    done, stopped = by_id[stream.stream_id], by_id[cancelled.stream_id]
+    ended = by_id()
+    done, stopped = ended[stream.stream_id], ended[cancelled.stream_id]
     assert done["outcome"] == "done" and done["output_tokens"] == 3 and done["provider"] == "anthropic"
     assert {"model", "ttft_ms", "input_tokens", "duration_ms"} <= set(done)
     assert stopped["outcome"] == "cancelled" and stopped["reason"] == "user"
@@ -318,8 +326,7 @@ def test_one_json_log_line_per_generation_without_content(start_sluice, fresh: F
 def test_log_content_when_turned_on(start_sluice, fresh: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
     server = start_sluice(SLUICE_LOG_CONTENT="1")
     open_stream(f"{server.url}/stream", params={"prompt": "visible-words [fake tokens=2]"}).rest()
-    time.sleep(0.2)
-    assert "visible-words" in server.log() and "t0 t1" in server.log()
+    assert wait_for(lambda: "visible-words" in server.log() and "t0 t1" in server.log(), 5)
 
 
 def test_head_answers_as_get_would_and_starts_nothing(sluice: Gunicorn, fresh: FakeUpstream) -> None:
