@@ -15,6 +15,7 @@ from app.lifecycle.registry import Registry
 from app.observability.logging import adopt, configure_logging
 from app.process import shutdown
 from app.providers import ProviderPool
+from app.seams import gevent as seams_gevent
 from app.toolbox import toolbox_for
 from app.web.proxy import TrustedProxyFix
 
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     toolbox_for(settings)  # imports SLUICE_TOOLS now: a bad entry stops the worker, with its name
     providers = ProviderPool(settings)
-    providers.warm()
+    providers.warm()  # checks the SDKs' and HTTP client's internals (app/seams) too
+    seams_gevent.check()  # the real socket under gevent's (the EOF watch)
     registry = Registry(settings, build_backend(settings), providers)
     app.extensions["sluice"] = registry
     worker = shutdown.install(registry, settings.shutdown_grace_seconds)

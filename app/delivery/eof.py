@@ -15,6 +15,8 @@ from typing import Any
 from gevent.event import Event
 from gevent.hub import get_hub
 
+from app.seams import gevent as gevent_seam
+
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 
@@ -26,7 +28,7 @@ class EofWatch:
     def __init__(self, sock: Any, gone: Event) -> None:
         # gevent's socket waits (switches) on EAGAIN, which the hub must never do: peek on the
         # real socket underneath, which just raises.
-        self._raw = getattr(sock, "_sock", sock)
+        self._raw = gevent_seam.real_socket(sock)
         self._gone = gone
         self._watcher: Any = get_hub().loop.io(sock.fileno(), 1)  # 1: READ
         self._watcher.start(self._readable)
@@ -50,3 +52,4 @@ class EofWatch:
         if watcher is not None:
             watcher.stop()
             watcher.close()
+            gevent_seam.release(self._raw)

@@ -6,9 +6,9 @@ and `render()` merges every worker's files into one answer, whichever worker is 
 Without that variable (a single process, the tests) the default registry is used.
 
 Trap: prometheus_client decides between the two storages when a metric object is CREATED (and
-its `values.ValueClass` when the package is first imported). So nothing here touches
-prometheus_client at import time: the metric objects are built on first use, by which time the
-worker's environment is final.
+its `values.ValueClass` when the package is first imported: chosen again, if stale, by
+`app/seams/prometheus.py`). So nothing here touches prometheus_client at import time: the metric
+objects are built on first use, by which time the worker's environment is final.
 """
 
 from __future__ import annotations
@@ -72,19 +72,20 @@ def multiprocess_dir() -> str | None:
 
 
 def _build() -> _Metrics:
-    from prometheus_client import Counter, Gauge, Histogram, values
+    from prometheus_client import Counter, Gauge, Histogram
 
-    if multiprocess_dir() and values.ValueClass.__name__ != "MmapedValue":
-        # prometheus_client was imported (by someone) before the directory was set: its
-        # module-level choice of storage is stale. Choose again, now that the env is final.
-        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    from app.seams import prometheus
+
+    # prometheus_client may have been imported (by someone) before the directory was set: its
+    # module-level choice of storage is then stale, chosen again here (app/seams/prometheus.py).
+    shared = prometheus.use_multiprocess_values() if multiprocess_dir() else True
 
     generations = Counter(
         "sluice_generations", "Generations that ended, by outcome.", ["outcome"]
     )
     for outcome in OUTCOMES:  # export zeros, so rate() and alerts see every series from the start
         generations.labels(outcome=outcome)
-    return _Metrics(
+    built = _Metrics(
         active_generations=Gauge(
             "sluice_active_generations",
             "Generations running now (summed over live workers).",
@@ -153,6 +154,9 @@ def _build() -> _Metrics:
             buckets=DURATION_BUCKETS,
         ),
     )
+    if not shared:
+        built.fallbacks.labels(what=prometheus.FALLBACK).inc()
+    return built
 
 
 def _m() -> _Metrics:

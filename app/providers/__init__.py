@@ -19,14 +19,24 @@ class ProviderPool:
         Importing `anthropic` or `openai` takes about a second of CPU; done lazily on the first
         request it would freeze every other stream of the worker (heartbeats included) for that
         long. An import opens no connection and creates no client.
+
+        Then the SDKs' internals Sluice relies on are checked, once per worker (app/seams): each
+        logs which path is in use.
         """
         if self.settings.anthropic_configured:
             import app.providers.anthropic  # noqa: F401
+            from app.seams import anthropic
+
+            anthropic.check()
         if self.settings.openai_configured:
             import app.providers.openai  # noqa: F401
 
             if self.settings.openai_api == "responses":
                 import app.providers.openai_responses  # noqa: F401
+        if self.settings.anthropic_configured or self.settings.openai_configured:
+            from app.seams import httpcore
+
+            httpcore.check()
 
     def __call__(self, name: str) -> Provider:
         provider = self._providers.get(name)

@@ -17,6 +17,10 @@ What it does not take over (the body is read through httpx2 as before): a compre
 connection. Errors are raised as the httpx2 ones the SDK path raised, so they map unchanged:
 a socket error `httpx2.ReadError`, a read timeout `httpx2.ReadTimeout`, a body cut short or
 badly framed `httpx2.RemoteProtocolError`.
+
+The HTTP client's internals this needs (the connection under the response, the bytes h11
+read with the headers, telling h11 the body ended) are used in `app/seams/httpcore.py` only;
+here is the reading: framing, de-chunking, errors.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import h11
 import httpx2
-from httpcore2._backends.sync import SyncStream
-from httpcore2._sync.http11 import HTTP11ConnectionByteStream
+
+from app.seams import httpcore
+from app.seams.httpcore import Unwrap
 
 READ_SIZE = 64 * 1024
 MAX_LINE = 4096  # bytes: a chunk-size or trailer line longer than this is a broken upstream
@@ -115,24 +119,6 @@ class Dechunker:
         return out[0] if len(out) == 1 else b"".join(out)
 
 
-def _connection_stream(stream: object) -> HTTP11ConnectionByteStream | None:
-    """httpcore2's HTTP/1.1 body stream under httpx2's wrappers, or None (another transport)."""
-    # httpx2 BoundSyncStream._stream -> ResponseStream._httpcore_stream -> PoolByteStream._stream;
-    # with OpenTelemetry on (a global tracer provider, as Sluice's tracing sets), the Anthropic SDK
-    # wraps the body first: SpanEndingStream._body (its span ends when the body is closed).
-    for _ in range(8):
-        if type(stream) is HTTP11ConnectionByteStream:
-            return stream
-        stream = (
-            getattr(stream, "_stream", None)
-            or getattr(stream, "_httpcore_stream", None)
-            or getattr(stream, "_body", None)
-        )
-        if stream is None:
-            return None
-    return None
-
-
 def _framing(what: str) -> httpx2.RemoteProtocolError:
     return httpx2.RemoteProtocolError(f"malformed chunked body: {what}")
 
@@ -148,12 +134,12 @@ class RawBody:
         "_response", "_stream", "_conn", "_sock", "_dechunker", "_left", "_ended", "_first", "_chunks",
     )
 
-    def __init__(self, response: httpx2.Response) -> None:
+    def __init__(self, response: httpx2.Response, unwrap: Unwrap | None = None) -> None:
         # Read here, only the stream is kept: the SDK's response, request and their headers (a
         # tenth of an open stream's memory) are freed while the answer streams.
         self._response: httpx2.Response | None = response
         self._stream: Any = response.stream
-        self._conn: Any = None
+        self._conn: Any = None  # the connection's handle (app.seams.httpcore), once taken over
         self._sock: Any = None
         self._dechunker: Dechunker | None = None
         self._left: int | None = None  # a content-length body: bytes still to come
@@ -161,48 +147,28 @@ class RawBody:
         self._first = b""  # the body's bytes that came with the headers, still to be taken
         self._chunks: Iterator[bytes] | None = None  # read through httpx2: its iterator
         try:
-            self._take_over(response)
-        except (OSError, AttributeError, ValueError):
-            self._conn = None  # whatever went wrong, httpx2 reads it as before
+            self._take_over(response, unwrap)
+        except (OSError, ValueError):
+            self._conn = None  # a bad content-length, a socket closed already: httpx2 reads it
+            self._dechunker = self._left = None
 
-    def _take_over(self, response: httpx2.Response) -> None:
-        stream = _connection_stream(response.stream)
-        if stream is None:
-            return  # HTTP/2, a mock transport, a test double: httpx2 reads it
+    def _take_over(self, response: httpx2.Response, unwrap: Unwrap | None) -> None:
         headers = response.headers
         if headers.get("content-encoding", "identity").strip().lower() != "identity":
             return  # compressed: httpx2's decoders
-        conn = stream._connection
-        network = conn._network_stream
-        # SyncStream is a plain or TLS socket; anything else (TLS inside a TLS proxy) has its own
-        # read() and errors: httpx2 reads it.
-        if type(network) is not SyncStream:
-            return
-        sock = network.get_extra_info("socket")
-        sock.settimeout((response.request.extensions.get("timeout") or {}).get("read"))
-        if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        left = None if chunked or "content-length" not in headers else int(headers["content-length"])
+        read_timeout = (response.request.extensions.get("timeout") or {}).get("read")
+        taken = httpcore.take_over(response.stream, read_timeout, unwrap)
+        if taken is None:
+            return  # HTTP/2, a mock transport, a TLS-in-TLS proxy, the shapes gone: httpx2 reads it
+        # The bytes h11 received with the headers are the body's first (h11's buffer emptied:
+        # it would hold the first read's memory for the whole stream).
+        self._sock, self._first, self._conn = taken
+        if chunked:
             self._dechunker = Dechunker()
-        elif "content-length" in headers:
-            self._left = int(headers["content-length"])
-        # The bytes h11 received with the headers are the body's first: taken, and h11's buffer
-        # emptied (it would hold the first read's memory for the whole stream).
-        state = conn._h11_state
-        self._first = state.trailing_data[0]
-        state._receive_buffer = type(state._receive_buffer)()
-        self._conn, self._sock = conn, sock
+        self._left = left
         self._response = None
-        # httpcore2's request (its connection stream and the pool both hold it until the body is
-        # closed) keeps the sent headers and body, the whole conversation as JSON: sent, and
-        # read by nothing after the response's headers (closing reads only its extensions).
-        request = getattr(stream, "_request", None)
-        if request is not None:
-            request.headers = []
-            request.stream = ()
-
-    @property
-    def direct(self) -> bool:
-        """Whether the body is read off the socket here (False: through httpx2)."""
-        return self._conn is not None
 
     def __iter__(self) -> Iterator[bytes]:
         response = self._response
@@ -285,7 +251,7 @@ class RawBody:
             return False
         if self._dechunker.extra:
             return False
-        return _mark_done(self._conn)
+        return httpcore.give_back(self._conn)
 
     def close(self) -> None:
         """Close the response: its connection goes back to the pool if the body ended, else closes."""
@@ -293,19 +259,3 @@ class RawBody:
             self._response.close()
         else:
             self._stream.close()
-
-
-def _mark_done(conn: Any) -> bool:
-    """Tell the connection's h11 state machine that the body ended, as if it had read it.
-
-    h11 saw only the headers: its chunked reader is still before the first chunk, and its
-    buffer was emptied when the body was taken over. Give it the empty last chunk: the response
-    is then complete, and closing it pools the connection.
-    """
-    state = conn._h11_state
-    try:
-        state.receive_data(b"0\r\n\r\n")
-        event = state.next_event()
-    except (AttributeError, h11.ProtocolError):
-        return False
-    return isinstance(event, h11.EndOfMessage) and state.their_state is h11.DONE

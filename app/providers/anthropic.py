@@ -3,7 +3,8 @@
 The official SDK builds the request (auth, base URL, headers) and raises its typed errors for
 an answer that fails before the stream starts (`messages.with_streaming_response.create`).
 The 200 body is then read off the connection's socket (`_body.RawBody`: no httpx2 / h11 per
-read; the connection goes back to the pool after the last event), `_sse.iter_events_from` splits it
+read; the connection goes back to the pool after the last event; the SDK's internals this and
+the thinking choice rely on are read in `app/seams/anthropic.py`), `_sse.iter_events_from` splits it
 on large reads and `jiter` parses each event's JSON, with no SDK object per delta and no
 `MessageStream` snapshot (about half a worker's CPU under load went there). The wire format
 it reads, as the API sends it:
@@ -26,7 +27,6 @@ from functools import partial
 from typing import Any
 
 import anthropic
-import anthropic.resources.messages.messages as _sdk_messages
 import httpx2
 from jiter import from_json
 
@@ -49,6 +49,7 @@ from app.providers.base import (
     ToolCallStart,
     Usage,
 )
+from app.seams import anthropic as sdk
 
 NAME = "Anthropic"
 KEY_ENV = "ANTHROPIC_API_KEY"
@@ -72,8 +73,8 @@ THINKING_BUDGETS = REASONING_BUDGETS
 
 # Budgeted thinking (`type: enabled`) is deprecated from the 4.6 models on (the SDK warns) and
 # refused by later ones; they think `adaptive`ly, at an effort. Older models know only budgets.
+# The SDK's own list of such models (app/seams/anthropic.py) is read first.
 _ADAPTIVE_FROM = (4, 6)
-_ADAPTIVE_THINKING_MODELS = frozenset[str](getattr(_sdk_messages, "MODELS_TO_WARN_WITH_THINKING_ENABLED", ()))
 # "claude-opus-4-7", "claude-sonnet-4-5-20250929", "claude-3-7-sonnet-...", "us.anthropic.claude-fable-5"
 _MODEL_VERSION = re.compile(r"claude-(?:[a-z]+-)?(\d+)(?:-(\d{1,2})(?!\d))?")
 
@@ -143,7 +144,7 @@ class AnthropicProvider:
             client = self._get_client()
             attempt = partial(_open_stream, client.messages.with_streaming_response, params)
             response = _retry.open_with_retries(attempt, _transient, provider=self.name, policy=self.retry)
-            body = RawBody(response.http_response)
+            body = RawBody(response.http_response, unwrap=sdk.traced_body)
             # RawBody keeps what it needs of the response; the request's parameters (the whole
             # conversation, as dicts) are not kept while the answer streams.
             del response, attempt, params
@@ -336,7 +337,7 @@ def build_params(request: ProviderRequest) -> dict[str, Any]:
 
 def adaptive_thinking(model: str) -> bool:
     """Whether `model` takes adaptive thinking (Claude 4.6 and later) rather than a budget."""
-    if model in _ADAPTIVE_THINKING_MODELS:
+    if sdk.listed_for_adaptive_thinking(model):  # the SDK's own list, where it has one
         return True
     found = _MODEL_VERSION.search(model)
     return found is not None and (int(found[1]), int(found[2] or 0)) >= _ADAPTIVE_FROM
