@@ -67,7 +67,7 @@ def _query() -> dict[str, Any]:
 
 
 def _sse_response(feed: Feed, after_seq: int, slot: Slot, *, attached: bool = False) -> Response:
-    """The event-stream response; its body owns `slot` (the client's place, `_open`) from here on."""
+    """The event-stream response; its cursor owns `slot` (the client's place, `_open`) from here on."""
     cfg = settings()
     try:
         cursor = Cursor(
