@@ -11,6 +11,7 @@ from app.backends import build_backend
 from app.backends.workers import MultiprocessCheck, warn_if_unshared
 from app.config import Settings
 from app.delivery import takeover
+from app.delivery.loop_writer import LoopWriters
 from app.lifecycle.registry import Registry
 from app.observability.logging import adopt, configure_logging
 from app.process import shutdown
@@ -49,7 +50,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     seams_gevent.check()  # the real socket under gevent's (the EOF watch)
     registry = Registry(settings, build_backend(settings), providers)
     app.extensions["sluice"] = registry
-    worker = shutdown.install(registry, settings.shutdown_grace_seconds)
+    # The streams written from the event loop (app.delivery.takeover): the drain waits for them.
+    writers = LoopWriters()
+    worker = shutdown.install(registry, settings.shutdown_grace_seconds, writers)
 
     from app.web import bodies, errors, hosts, ops, pages, quota, security, streams
 
@@ -64,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.proxy_count > 0:
         # X-Forwarded-* only from the proxy's own address (FORWARDED_ALLOW_IPS): app.web.proxy.
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_count, settings.proxy_addresses)  # type: ignore[method-assign]
-    takeover.install(app, worker)  # outermost: it sees the response every other layer has finished
+    takeover.install(app, worker, writers)  # outermost: it sees the response every other layer has finished
     if not registry.backend.shared:
         if worker is not None:
             warn_if_unshared(int(worker.cfg.workers))

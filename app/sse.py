@@ -65,9 +65,15 @@ def comment(text: str = "") -> bytes:
     return (f": {text}\n\n" if text else ":\n\n").encode("utf-8")
 
 
+def retry_field(milliseconds: int) -> bytes:
+    """The `retry:` field line, to open the lines of the event that follows it (the browser's
+    reconnection delay is set as that event is read)."""
+    return f"retry: {int(milliseconds)}\n".encode()
+
+
 def retry(milliseconds: int) -> bytes:
     """A lone `retry:` field: sets the browser's reconnection delay without dispatching an event."""
-    return f"retry: {int(milliseconds)}\n\n".encode()
+    return retry_field(milliseconds) + b"\n"
 
 
 PING = comment("ping")

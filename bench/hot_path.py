@@ -4,16 +4,16 @@
                                        [--sockets | --direct]
 
 N generations, each fed by a scripted provider that yields a text delta every `--pace` seconds
-(`gevent.sleep`, as a socket read would block), each followed by `--followers` `Delivery`
+(`gevent.sleep`, as a socket read would block), each followed by `--followers` `WsgiBody`
 bodies read by a greenlet that drops the bytes (as gunicorn would write them). Prints the
 process CPU per delivered `text` event. `--pace-only` runs the same providers with nothing
 behind them: subtract it to get what Sluice's own lifecycle costs per token (the relay, the
 journal, the wake-ups, the deadlines, the response loop). No SDK, no HTTP, no gunicorn: the
 figure is the part of `bench.compare`'s CPU per token that app/lifecycle owns.
 
-`--sockets`: each `Delivery` writes its chunks to a socket pair (gevent's `sendall`, as gunicorn
+`--sockets`: each `WsgiBody` writes its chunks to a socket pair (gevent's `sendall`, as gunicorn
 does), the other end read by a greenlet. `--direct`: the same pairs, written by a
-`DirectDelivery` from hub callbacks with no greenlet per response (app.delivery.loop_writer); the
+`LoopWriter` from hub callbacks with no greenlet per response (app.delivery.loop_writer); the
 readers are the same, so the difference of the two is the response side alone.
 """
 
@@ -34,8 +34,9 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.delivery.loop_writer import DirectDelivery  # noqa: E402
-from app.delivery.wsgi_body import Delivery  # noqa: E402
+from app.delivery.cursor import Cursor  # noqa: E402
+from app.delivery.loop_writer import LoopWriter  # noqa: E402
+from app.delivery.wsgi_body import WsgiBody  # noqa: E402
 from app.lifecycle.generation import Generation  # noqa: E402
 from app.providers.base import Finish, ProviderEvent, TextDelta, Usage  # noqa: E402
 from app.validation import parse_spec  # noqa: E402
@@ -67,8 +68,8 @@ def main() -> None:
     parser.add_argument("--followers", type=int, default=1, help="responses per generation (default 1)")
     parser.add_argument("--pace-only", action="store_true", help="the providers alone, nothing behind them")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--sockets", action="store_true", help="Delivery bodies written to socket pairs")
-    mode.add_argument("--direct", action="store_true", help="DirectDelivery writing to socket pairs")
+    mode.add_argument("--sockets", action="store_true", help="WsgiBody bodies written to socket pairs")
+    mode.add_argument("--direct", action="store_true", help="LoopWriter writing to socket pairs")
     args = parser.parse_args()
 
     settings = Settings.from_env({"SLUICE_PROVIDER": "demo"})
@@ -76,7 +77,7 @@ def main() -> None:
     provider = Paced(args.t, args.pace)
     got = [0]
 
-    def follow(body: Delivery) -> None:
+    def follow(body: WsgiBody) -> None:
         for chunk in body:
             got[0] += chunk.count(b'"type":"text"')
         body.close()
@@ -86,23 +87,23 @@ def main() -> None:
             got[0] += data.count(b'"type":"text"')
         sock.close()
 
-    def write(body: Delivery, sock: Any) -> None:
+    def write(body: WsgiBody, sock: Any) -> None:
         for chunk in body:
             sock.sendall(chunk)
         body.close()
         sock.close()
 
     def follower(gen: Generation) -> gevent.Greenlet:
+        cursor = Cursor(gen, 0, heartbeat=15.0, max_write=65536, attached=True)
         if not (args.sockets or args.direct):
-            return gevent.spawn(follow, Delivery(gen, 0, heartbeat=15.0, attached=True))
+            return gevent.spawn(follow, WsgiBody(cursor))
         ours, theirs = socket.socketpair()
         if args.direct:
             raw = _socket.socket(fileno=ours.detach())
             raw.setblocking(False)
-            DirectDelivery(gen, 0, raw, heartbeat=15.0, send_timeout=30.0, max_write=65536, attached=True,
-                           chunked=False).start(b"")
+            LoopWriter(cursor, raw, send_timeout=30.0, chunked=False).start(b"")
         else:
-            gevent.spawn(write, Delivery(gen, 0, heartbeat=15.0, attached=True), ours)
+            gevent.spawn(write, WsgiBody(cursor), ours)
         return gevent.spawn(read, theirs)
 
     def drain() -> None:
@@ -126,7 +127,7 @@ def main() -> None:
     cpu = time.process_time() - cpu0
     what = "providers alone" if args.pace_only else f"{args.followers} follower(s) each"
     if args.direct or args.sockets:
-        what += f" ({'DirectDelivery' if args.direct else 'Delivery'} to socket pairs)"
+        what += f" ({'LoopWriter' if args.direct else 'WsgiBody'} to socket pairs)"
     print(f"{args.n} generations x {args.t} deltas every {args.pace:g} s, {what}: {got[0]} text events, "
           f"CPU {cpu:.2f} s, wall {time.monotonic() - wall0:.1f} s: {cpu / max(got[0], 1) * 1e6:.1f} µs per text event")
 

@@ -1,13 +1,13 @@
 """Taking a stream's connection over from gunicorn, once Flask has built the whole response.
 
-The stream route offers its `Delivery` (`offer`) when the connection can be written from the
+The stream route offers its `WsgiBody` (`offer`) when the connection can be written from the
 event loop: gunicorn's async worker, HTTP/1.x over plain TCP, not HEAD, a generation of this
 worker (a feed with `listen`). The outermost WSGI layer (`DirectLayer`) then writes the status
 line and every header Flask set itself, with `Connection: close` and gunicorn's framing (chunked
 for HTTP/1.1; an HTTP/1.0 body ends with the connection), hands the socket (detached from
-gevent's object) to a `DirectDelivery`, and tells gunicorn to close its side: the connection
-greenlet ends, and with it its stack and gunicorn's request objects. Anything else goes the
-ordinary way (gunicorn iterates the `Delivery`).
+gevent's object) and the body's cursor to a `LoopWriter` (`app.delivery.loop_writer`), and tells
+gunicorn to close its side: the connection greenlet ends, and with it its stack and gunicorn's
+request objects. Anything else goes the ordinary way (gunicorn iterates the `WsgiBody`).
 
 (A close-delimited HTTP/1.1 body was tried first: http.client, under `requests`, reads such a
 body to EOF before handing anything out, so a Python client would see no event until the end.)
@@ -23,8 +23,8 @@ from datetime import timedelta
 from typing import Any
 
 from app.backends.base import Feed
-from app.delivery.loop_writer import DirectDelivery, active, considering, deciding
-from app.delivery.wsgi_body import Delivery
+from app.delivery.loop_writer import LoopWriter, LoopWriters
+from app.delivery.wsgi_body import WsgiBody
 
 try:
     from gunicorn import SERVER
@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - gunicorn is a dependency; the layer is
 
 log = logging.getLogger("sluice.delivery")
 
-_OFFERED = "sluice.direct"  # environ key: the Delivery offered by the route
+_OFFERED = "sluice.direct"  # environ key: the WsgiBody offered by the route
 _INSTALLED = "sluice.direct.layer"  # environ key: the layer is there to take the offer
 # Framing is ours on this path: what the app may have set about it is not passed on.
 _HOP = frozenset({"connection", "transfer-encoding", "content-length", "keep-alive"})
@@ -47,7 +47,7 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def offer(environ: dict[str, Any], body: Delivery, feed: Feed) -> None:
+def offer(environ: dict[str, Any], body: WsgiBody, feed: Feed) -> None:
     """Mark `body` for direct delivery when this connection and feed allow it."""
     sock = environ.get("gunicorn.socket")
     if (
@@ -73,18 +73,19 @@ class _Response:
 class DirectLayer:
     """The outermost WSGI layer: takes offered stream responses over (see the module doc)."""
 
-    def __init__(self, app: WSGIApp, worker: Any) -> None:
+    def __init__(self, app: WSGIApp, worker: Any, writers: LoopWriters) -> None:
         self.app = app
         self.worker = worker
+        self.writers = writers
         self.limit = int(getattr(worker, "worker_connections", 1000))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         # Taken-over streams leave gunicorn's pool: at most worker_connections of them, so that
         # past it a stream holds a pool slot again and the worker stops accepting, as before.
-        if len(active()) + deciding() >= self.limit:
+        if len(self.writers.active()) + self.writers.deciding() >= self.limit:
             return self.app(environ, start_response)
         environ[_INSTALLED] = True
-        with considering():  # a request may switch greenlets before it is taken over, or not
+        with self.writers.considering():  # a request may switch greenlets before it is taken over, or not
             return self._call(environ, start_response)
 
     def _call(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -100,7 +101,7 @@ class DirectLayer:
             return _no_write
 
         app_iter = self.app(environ, capture)
-        body: Delivery | None = environ.pop(_OFFERED, None)
+        body: WsgiBody | None = environ.pop(_OFFERED, None)
         if body is None or not captured:
             return app_iter
         status, headers = captured
@@ -114,12 +115,12 @@ class DirectLayer:
             return app_iter
         self._take_over(environ, body, raw, status, headers)
         if hasattr(app_iter, "close"):
-            app_iter.close()  # werkzeug's: the handed-over Delivery's close does nothing
+            app_iter.close()  # werkzeug's: the handed-over WsgiBody's close does nothing
         # gunicorn's keep-alive loop ignores handle_request's "already handled" and would read
         # the next request off the socket: StopIteration is its own "close this connection".
         raise StopIteration("the stream is written from the event loop")
 
-    def _take_over(self, environ: dict[str, Any], body: Delivery, raw: Any, status: str,
+    def _take_over(self, environ: dict[str, Any], body: WsgiBody, raw: Any, status: str,
                    headers: list[tuple[str, str]]) -> None:
         protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
         chunked = protocol == "HTTP/1.1"  # as gunicorn frames it (an HTTP/1.0 body ends with the connection)
@@ -133,22 +134,19 @@ class DirectLayer:
         if logger is not None and getattr(logger, "access_log_enabled", False):
             on_end = _access_logger(logger, {k: environ[k] for k in _LOGGED if k in environ},
                                     status, headers, len(head))
-        attached, slot = body.hand_over()
-        direct = DirectDelivery(
-            body.feed, body.after_seq, raw, heartbeat=body.heartbeat, send_timeout=body.send_timeout,
-            max_write=body.max_write, attached=attached, chunked=chunked, on_end=on_end, slot=slot,
-        )
-        direct.start(head)
+        writer = LoopWriter(body.hand_over(), raw, send_timeout=body.send_timeout, chunked=chunked,
+                            on_end=on_end, writers=self.writers)
+        writer.start(head)
 
 
 def _access_logger(logger: Any, environ: dict[str, str], status: str, headers: list[tuple[str, str]],
-                   head: int) -> Callable[[DirectDelivery], None]:
+                   head: int) -> Callable[[LoopWriter], None]:
     """The line gunicorn would log at the end of this response (it logs no handed-over request)."""
     started = time.monotonic()
 
-    def done(direct: DirectDelivery) -> None:
+    def done(writer: LoopWriter) -> None:
         took = timedelta(seconds=time.monotonic() - started)
-        logger.access(_Response(status, max(0, direct.sent - head), headers), [], environ, took)
+        logger.access(_Response(status, max(0, writer.sent - head), headers), [], environ, took)
 
     return done
 
@@ -157,9 +155,9 @@ def _no_write(data: bytes) -> None:
     raise RuntimeError("a handed-over response is not written through start_response")
 
 
-def install(app: Any, worker: Any) -> None:
+def install(app: Any, worker: Any, writers: LoopWriters) -> None:
     """Make `DirectLayer` the outermost layer of `app` under gunicorn's async worker (`worker`:
-    the gunicorn worker this process is, or None)."""
+    the gunicorn worker this process is, or None); the streams it takes over are `writers`'."""
     if AsyncWorker is None or not isinstance(worker, AsyncWorker):
         return
-    app.wsgi_app = DirectLayer(app.wsgi_app, worker)
+    app.wsgi_app = DirectLayer(app.wsgi_app, worker, writers)

@@ -141,7 +141,7 @@ class Journal:
     def listen(self, wake: Callable[[], None]) -> None:
         """Call `wake()` once, in the hub, at the next append: the follower's cheap wait.
 
-        The hot path of a local subscriber (see `Delivery`): no Event made or set, no
+        The hot path of a local subscriber (see app.delivery): no Event made or set, no
         multi-object wait, per event. `wait_after` is the general form.
         """
         self._listeners.append(wake)

@@ -1,8 +1,8 @@
 """One place a client holds (an open event-stream response), and its release, exactly once.
 
-The route reserves it before anything else (`Registry.open_response`), the response body that
-follows the generation (`Delivery`, or `DirectDelivery` once the connection is taken over from
-gunicorn) owns it and gives it back in its `close`, which runs however the response ends:
+The route reserves it before anything else (`Registry.open_response`); the response that
+follows the generation owns it from then on (its `Cursor`, app.delivery.cursor, whichever driver
+writes it) and gives it back in the cursor's `close`, which runs however the response ends:
 `[DONE]` written, client gone, send timeout, drain.
 """
 

@@ -42,8 +42,7 @@ import gevent
 from gevent.pool import PoolFull
 from gevent.server import BaseServer
 
-from app.delivery import loop_writer
-from app.lifecycle.registry import Registry
+from app.lifecycle.registry import Registry, WrittenElsewhere
 from app.process.handover import HANDOVER_MAX, Board
 
 log = logging.getLogger("sluice.shutdown")
@@ -179,7 +178,7 @@ def _serving(servers: list[BaseServer], own: list[gevent.Greenlet]) -> int:
     return sum(1 for server in servers for glet in list(getattr(server, "pool", None) or ()) if glet not in own)
 
 
-def install(registry: Registry, configured_grace: float) -> Any | None:
+def install(registry: Registry, configured_grace: float, elsewhere: WrittenElsewhere | None = None) -> Any | None:
     """Chain the gunicorn worker's SIGTERM handler; the worker, or None when not under gunicorn."""
     worker = gunicorn_worker()
     if worker is None:
@@ -227,7 +226,7 @@ def install(registry: Registry, configured_grace: float) -> Any | None:
         idle.gr_context = contextvars.Context()
         idle.start()
         own: list[gevent.Greenlet] = []  # the drain's greenlet, which `serving` leaves out
-        drainer = gevent.Greenlet(registry.drain, grace, limit, lambda: _serving(servers, own), loop_writer)
+        drainer = gevent.Greenlet(registry.drain, grace, limit, lambda: _serving(servers, own), elsewhere)
         drainer.gr_context = contextvars.Context()
         own.append(drainer)
         if not _hold_worker(servers, drainer):

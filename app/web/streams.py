@@ -1,7 +1,7 @@
 """Stream routes: thin — validate, look up, choose a status, build the `Response`.
 
 Headers cannot change once the body has started, so everything that can fail is decided here,
-before the `Delivery` body is handed to the server.
+before the `WsgiBody` is handed to the server.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from app import sse
 from app.backends.base import Feed
 from app.delivery import takeover
-from app.delivery.wsgi_body import Delivery
+from app.delivery.cursor import Cursor
+from app.delivery.wsgi_body import WsgiBody
 from app.errors import RequestError
 from app.lifecycle.registry import Registry
 from app.lifecycle.slots import Slot
@@ -66,19 +67,18 @@ def _query() -> dict[str, Any]:
 
 
 def _sse_response(feed: Feed, after_seq: int, slot: Slot, *, attached: bool = False) -> Response:
-    """The event-stream response; its body owns `slot` (the client's place, `_open`) from here on."""
+    """The event-stream response; its cursor owns `slot` (the client's place, `_open`) from here on."""
     cfg = settings()
     try:
-        body = Delivery(
+        cursor = Cursor(
             feed,
             after_seq,
             heartbeat=cfg.heartbeat_seconds,
-            client_socket=request.environ.get("gunicorn.socket"),
-            send_timeout=cfg.send_timeout,
-            attached=attached,
             max_write=cfg.max_write_bytes,
+            attached=attached,
             slot=slot,
         )
+        body = WsgiBody(cursor, client_socket=request.environ.get("gunicorn.socket"), send_timeout=cfg.send_timeout)
         if cfg.direct_write:
             takeover.offer(request.environ, body, feed)
         return Response(body, status=200, headers=sse.HEADERS)

@@ -17,7 +17,8 @@ import pytest
 from gevent import socket
 
 from app.config import Settings
-from app.delivery.wsgi_body import Delivery
+from app.delivery.cursor import Cursor
+from app.delivery.wsgi_body import WsgiBody
 from app.lifecycle.generation import Generation
 from app.lifecycle.journal import Journal
 from app.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
@@ -89,7 +90,7 @@ class LocalFeed(JournalFeed):
 def test_a_follower_gets_heartbeats_while_silent_then_every_event_at_once() -> None:
     journal = Journal("s" * 22)
     journal.append({"type": "start"})
-    body = Delivery(LocalFeed(journal), 0, heartbeat=0.25)
+    body = WsgiBody(Cursor(LocalFeed(journal), 0, heartbeat=0.25))
     chunks: list[tuple[float, bytes]] = []
 
     def read() -> None:
@@ -117,7 +118,7 @@ def test_a_follower_waiting_for_a_silent_model_ends_when_its_client_closes() -> 
     journal = Journal("s" * 22)
     journal.append({"type": "start"})
     ours, theirs = socket.socketpair()
-    body = Delivery(LocalFeed(journal), 0, heartbeat=60, client_socket=ours)
+    body = WsgiBody(Cursor(LocalFeed(journal), 0, heartbeat=60), client_socket=ours)
     reader = gevent.spawn(lambda: list(body))
     gevent.sleep(0.1)
     assert not reader.dead, "waiting for the model"

@@ -84,14 +84,15 @@ class JournalFeed:
 
 
 def test_events_that_piled_up_share_one_write_within_the_write_bound() -> None:
-    from app.delivery.wsgi_body import Delivery
+    from app.delivery.cursor import Cursor
+    from app.delivery.wsgi_body import WsgiBody
 
     journal = Journal("s" * 22)
     for i in range(50):
         journal.append_text(f"t{i} " * 100)  # ~420 bytes each
     journal.append({"type": "done"})
     journal.append("[DONE]")
-    body = Delivery(JournalFeed(journal), 0, heartbeat=5, max_write=4096)
+    body = WsgiBody(Cursor(JournalFeed(journal), 0, heartbeat=5, max_write=4096))
     chunks = list(body)
     body.close()
     assert len(chunks) > 3 and all(len(c) <= 4096 + 16 for c in chunks)
@@ -100,12 +101,13 @@ def test_events_that_piled_up_share_one_write_within_the_write_bound() -> None:
 
 
 def test_a_reader_beyond_the_end_of_a_closed_log_ends_at_once() -> None:
-    from app.delivery.wsgi_body import Delivery
+    from app.delivery.cursor import Cursor
+    from app.delivery.wsgi_body import WsgiBody
 
     journal = Journal("s" * 22)
     journal.append({"type": "done"})
     journal.append("[DONE]")
-    body = Delivery(JournalFeed(journal), 99999, heartbeat=5)
+    body = WsgiBody(Cursor(JournalFeed(journal), 99999, heartbeat=5))
     with gevent.Timeout(2):
         chunks = list(body)
     assert chunks == [b"retry: 3000\n\n"]

@@ -46,6 +46,7 @@ def test_json_payload_keeps_newlines_and_unicode_in_one_data_line() -> None:
 
 def test_retry_comment_and_event_fields() -> None:
     assert sse.retry(3000) == b"retry: 3000\n\n"
+    assert sse.retry_field(3000) + sse.encode("x", id="a:1") == sse.encode("x", id="a:1", retry=3000)
     assert sse.comment("ping") == b": ping\n\n"
     assert sse.encode("x", event="update", retry=5) == b"retry: 5\nevent: update\ndata: x\n\n"
     parser = SSEParser()

@@ -28,7 +28,7 @@ from app.sse import DONE, Entry, make_entry
 
 log = logging.getLogger("sluice.redis")
 
-READ_COUNT = 500  # entries per read; Delivery asks again at once when there are more
+READ_COUNT = 500  # entries per read; the response asks again at once when there are more
 BLOCK_SLICE = 1.0  # seconds a single XREAD may block
 OWNER_CHECK = 3.0  # seconds between checks that the owning worker is still alive
 OWNER_GONE = {
