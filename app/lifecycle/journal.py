@@ -74,7 +74,7 @@ class Journal:
     def __init__(self, stream_id: str, max_bytes: int = 0) -> None:
         self.stream_id = stream_id
         self._buf = bytearray()  # every event, stored as its kind says, end to end
-        # where event seq = i + 1 ends in `_buf`: 4 bytes each when the bound keeps it below 4 GiB
+        # where event seq = i + 1 ends in `_buf`: 4 bytes each when the bound keeps it below 2 GiB
         self._ends = array("I" if 0 < max_bytes < 2**31 else "Q")
         self._kinds = bytearray()  # event seq = i + 1 is stored as _RAW or _TEXT
         self._done = False  # `[DONE]` is in
