@@ -2,10 +2,14 @@
 
 Producer and subscribers meet here. The producer appends; each subscriber asks for "everything
 after seq N", and waits on a wake-up event when it has seen it all. Each event is encoded to its
-SSE bytes once, at append time, and only those bytes are kept, end to end in one buffer with
-an array of where each event ends: ten tabs on one generation cost one encode per event, a
-replay is a slice of the buffer, and an event costs its bytes plus 8 (no object per event; a
-list of `Entry` tuples cost ~130 bytes more per event, the size of a short token's event).
+SSE bytes once, at append time, and handed to every reader as those bytes: ten tabs on one
+generation cost one encode per event. What is kept of them is end to end in one buffer with an
+array of where each event ends (no object per event; a list of `Entry` tuples cost ~130 bytes
+more per event, the size of a short token's event), and without what every event repeats: its
+`id: <stream id>:` line (the same but for the seq) and, for a `text` event, the JSON around its
+content. A token's event (~80 bytes on the wire) costs the journal its escaped content plus 9;
+a read puts the rest back in front of each event it hands out. The live journal was the largest
+thing an open stream holds (docs/benchmarks.md, issue 19).
 
 The journal is bounded in bytes (`max_bytes`): an event that would pass the bound is refused with
 `JournalFull`, and the generation ends with an error (its terminal event and `[DONE]` are always
@@ -36,8 +40,8 @@ from app import sse
 from app.sse import Entry
 
 # What the bound counts for an event besides its wire bytes, so that a bound in bytes also bounds
-# a flood of tiny events. The journal itself spends 8 (its end offset); an `Entry` handed to a
-# reader costs about 112 (the tuple, the bytes object's header, the int) while it is held.
+# a flood of tiny events. The journal itself spends 5 or 9 (its end offset and kind); an `Entry`
+# handed to a reader costs about 112 (the tuple, the bytes object's header, the int) while held.
 ENTRY_OVERHEAD = 112
 # Entries handed out per read: a reader far behind gets its backlog in slices, never a copy
 # of the whole list each time it writes.
@@ -50,6 +54,9 @@ SEALED_OVERHEAD = 200
 # A text event is the hot path: its JSON is this template around the escaped content, with no
 # dict built and no generic encoder walked. (`json.dumps` of a str is the C string encoder.)
 _TEXT_HEAD = b'\ndata: {"type":"text","content":'
+_TEXT_BODY = _TEXT_HEAD[1:] + b"%s}\n\n"  # a text event after its id line, around its content
+# The kinds of stored event: its bytes after the id line, or only a text event's escaped content.
+_RAW, _TEXT = 0, 1
 # What `json.JSONEncoder(ensure_ascii=False).encode` does for a str, without its Python frame.
 _escape = json.encoder.encode_basestring
 
@@ -62,12 +69,14 @@ class Journal:
     """Append-only sequence of events with a wake-up for followers, bounded in bytes."""
 
     __slots__ = ("stream_id", "nbytes", "max_bytes", "_buf", "_ends", "_done", "_prefix", "_wake", "_waiters",
-                 "_listeners", "_blocks", "_block_at", "_lengths", "_count", "_stripped")
+                 "_listeners", "_blocks", "_block_at", "_lengths", "_count", "_kinds")
 
     def __init__(self, stream_id: str, max_bytes: int = 0) -> None:
         self.stream_id = stream_id
-        self._buf = bytearray()  # every event's wire bytes, end to end
-        self._ends = array("Q")  # where event seq = i + 1 ends in `_buf`
+        self._buf = bytearray()  # every event, stored as its kind says, end to end
+        # where event seq = i + 1 ends in `_buf`: 4 bytes each when the bound keeps it below 2 GiB
+        self._ends = array("I" if 0 < max_bytes < 2**31 else "Q")
+        self._kinds = bytearray()  # event seq = i + 1 is stored as _RAW or _TEXT
         self._done = False  # `[DONE]` is in
         self.nbytes = 0
         self.max_bytes = max_bytes  # 0: unbounded
@@ -81,7 +90,6 @@ class Journal:
         self._block_at: list[int] = []
         self._lengths = b""
         self._count = 0
-        self._stripped = False  # each event's `id:` line was left out (rebuilt on replay)
 
     @property
     def last_seq(self) -> int:
@@ -108,23 +116,26 @@ class Journal:
         Raises `JournalFull` when `bounded` and the event would pass `max_bytes`.
         """
         data = payload if isinstance(payload, str) else sse.dumps(payload)
-        if "\n" in data or "\r" in data:  # never from JSON; a marker or a caller's own text
-            wire = sse.encode(data, id=f"{self.stream_id}:{len(self._ends) + 1}")
-            return self._add(wire, bounded)
-        return self._add(b"%s%d\ndata: %s\n\n" % (self._prefix, len(self._ends) + 1, data.encode()), bounded)
+        # A line break is never in JSON: a marker or a caller's own text, in several data lines.
+        # (`sse.encode` puts the id line first: without one, it gives what follows it.)
+        multiline = "\n" in data or "\r" in data
+        body = sse.encode(data) if multiline else b"data: %s\n\n" % data.encode()
+        return self._add(b"%s%d\n%s" % (self._prefix, len(self._ends) + 1, body), body, _RAW, bounded)
 
     def append_text(self, text: str, *, bounded: bool = True) -> Entry:
         """Add a `text` event: the hot path, from a template (see `_TEXT_HEAD`)."""
         content = _escape(text).encode()
-        return self._add(b"%s%d%s%s}\n\n" % (self._prefix, len(self._ends) + 1, _TEXT_HEAD, content), bounded)
+        wire = b"%s%d%s%s}\n\n" % (self._prefix, len(self._ends) + 1, _TEXT_HEAD, content)
+        return self._add(wire, content, _TEXT, bounded)
 
-    def _add(self, wire: bytes, bounded: bool) -> Entry:
-        size = len(wire) + ENTRY_OVERHEAD
+    def _add(self, wire: bytes, stored: bytes, kind: int, bounded: bool) -> Entry:
+        size = len(wire) + ENTRY_OVERHEAD  # the bound counts the wire bytes, whatever is stored
         if bounded and self.max_bytes and self.nbytes + size > self.max_bytes:
             raise JournalFull(self.max_bytes)
         entry = Entry(len(self._ends) + 1, wire)
-        self._buf += wire
+        self._buf += stored
         self._ends.append(len(self._buf))
+        self._kinds.append(kind)
         self._done = entry.done
         self.nbytes += size
         if self._listeners:
@@ -156,30 +167,34 @@ class Journal:
         if start >= stop:
             return []
         a = ends[start - 1] if start else 0
+        prefix, kinds = self._prefix, self._kinds
         out = []
         # Released before returning: a bytearray with a view open cannot grow (BufferError).
         with memoryview(self._buf) as view:
             for i in range(start, stop):
                 b = ends[i]
-                out.append(Entry(i + 1, view[a:b].tobytes()))
+                if kinds[i]:  # _TEXT
+                    wire = b"%s%d%s%s}\n\n" % (prefix, i + 1, _TEXT_HEAD, view[a:b])
+                else:
+                    wire = b"%s%d\n%s" % (prefix, i + 1, view[a:b])
+                out.append(Entry(i + 1, wire))
                 a = b
         return out
 
     def seal(self) -> int:
         """Compress the bytes of a closed journal, once; return what it holds in memory now.
 
-        Each event's `id: <stream id>:<seq>` line is left out (it is rebuilt on replay: it is
-        half of a short event's compressed size), unless one event does not begin with it.
-        Nothing may be appended after this (the journal is closed: `[DONE]` is in).
+        The events are compressed without their `id:` lines (rebuilt on replay: compressed, the
+        id line would be half of a short event's size). Nothing may be appended after this (the
+        journal is closed: `[DONE]` is in).
         """
         if self._blocks is not None:
             return self.held
-        ends, prefix, buf = self._ends, self._prefix, bytes(self._buf)
-        events = [buf[a:b] for a, b in zip([0, *ends], ends, strict=False)]
-        heads = [b"%s%d\n" % (prefix, seq) for seq in range(1, len(events) + 1)]
-        self._stripped = all(event.startswith(head) for event, head in zip(events, heads, strict=True))
-        if self._stripped:
-            events = [event[len(head):] for event, head in zip(events, heads, strict=True)]
+        ends, buf = self._ends, bytes(self._buf)
+        events = [
+            _TEXT_BODY % buf[a:b] if kind else buf[a:b]
+            for a, b, kind in zip([0, *ends], ends, self._kinds, strict=False)
+        ]
         blocks: list[bytes] = []
         block_at: list[int] = []
         piece: list[bytes] = []
@@ -197,7 +212,7 @@ class Journal:
         self._lengths = zlib.compress(array("I", map(len, events)).tobytes())
         self._count = len(events)
         self._block_at, self._blocks = block_at, blocks
-        self._buf, self._ends = bytearray(), array("Q")
+        self._buf, self._ends, self._kinds = bytearray(), array("I"), bytearray()
         return self.held
 
     @property
@@ -222,10 +237,10 @@ class Journal:
         base = self._block_at[first]
         out = []
         a -= base
-        prefix = self._prefix if self._stripped else None
+        prefix = self._prefix
         for i in range(start, stop):
             end = ends[i] - base
-            out.append(Entry(i + 1, raw[a:end] if prefix is None else b"%s%d\n%s" % (prefix, i + 1, raw[a:end])))
+            out.append(Entry(i + 1, b"%s%d\n%s" % (prefix, i + 1, raw[a:end])))
             a = end
         return out
 

@@ -6,8 +6,11 @@ a gate and decides exactly what the producer and the cancel see.
 
 from __future__ import annotations
 
+import tracemalloc
+
 import gevent
 
+from app import sse
 from app.backends.memory import MemoryBackend
 from app.backends.tombstones import Tombstones
 from app.config import Settings
@@ -63,6 +66,35 @@ def test_the_log_keeps_each_event_once_as_wire_bytes() -> None:
     assert done.done and journal.closed
     assert journal.nbytes >= sum(len(e.wire) for e in journal.after(0))
     assert not hasattr(entry, "__dict__")
+
+
+def test_the_journal_hands_back_each_event_as_the_encoder_writes_it_and_stores_less() -> None:
+    """Stored without its id line (and a text event without its JSON around the content), an
+    event is read back byte for byte as `sse.encode` writes it (issue 19: memory per stream)."""
+    sid = "s" * 22
+    journal = Journal(sid)
+    sent = [
+        journal.append({"type": "start", "stream_id": sid}),
+        *(journal.append_text(t) for t in ["t0 ", "", 'q"\\', "\u00e9\u4e2d\U0001f600", "two\nlines"]),
+        journal.append({"type": "text", "content": "two\nlines"}),  # the generic encoder's path
+        journal.append("a caller's\nown text"),  # several data lines
+    ]
+    for seq, entry in enumerate(sent, 1):
+        data = entry.data
+        assert entry.wire == sse.encode(data, id=f"{sid}:{seq}")
+    assert journal.after(0) == sent
+    for seq in range(len(sent) + 1):
+        assert journal.after(seq, 2) == sent[seq:seq + 2]
+    wire = 0
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            wire += len(journal.append_text(f"t{i} ").wire)  # the entry itself is not kept
+        stored = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert stored < wire / 3, (stored, wire)
 
 
 class JournalFeed:
