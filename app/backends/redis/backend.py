@@ -21,6 +21,7 @@ life; each part is a module of its own:
     messages.py    cancel / idle messages to the owner worker
     listener.py    the pub/sub listener greenlet and its once-a-second tick
     ledger.py      `backend.ledger`: budget counters, reserved and settled by Lua scripts
+    revocations.py `backend.revocations`: signed-out browser sessions
     cluster.py     Redis Cluster: the client, per-slot transactions, sharded pub/sub
 
 Faults. Redis is never on the path that keeps a local stream alive: `changed` only marks the
@@ -40,6 +41,7 @@ from app.backends.redis.ledger import RedisLedger
 from app.backends.redis.listener import Listener
 from app.backends.redis.presence import Presence
 from app.backends.redis.remote import RedisRemote
+from app.backends.redis.revocations import RedisRevocations
 from app.backends.redis.slots import RedisSlots
 from app.backends.redis.writer import Writer
 from app.config import Settings
@@ -63,6 +65,7 @@ class RedisBackend:
         self.mirror = self.writer
         self.remote = RedisRemote(self.connection, self.presence)
         self.ledger = RedisLedger(self.connection)
+        self.revocations = RedisRevocations(self.connection)
 
     def start(self, local: Local) -> None:
         self.connection.open()
