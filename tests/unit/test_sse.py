@@ -46,12 +46,22 @@ def test_json_payload_keeps_newlines_and_unicode_in_one_data_line() -> None:
 
 def test_retry_comment_and_event_fields() -> None:
     assert sse.retry(3000) == b"retry: 3000\n\n"
+    assert sse.retry_field(3000) + sse.encode("x", id="a:1") == sse.encode("x", id="a:1", retry=3000)
     assert sse.comment("ping") == b": ping\n\n"
     assert sse.encode("x", event="update", retry=5) == b"retry: 5\nevent: update\ndata: x\n\n"
     parser = SSEParser()
     events = parser.feed(sse.retry(3000) + sse.PING + sse.encode("x", id="a:1"))
     assert [e.data for e in events] == ["x"]
     assert parser.retry == 3000 and parser.comments == ["ping"]
+
+
+@pytest.mark.parametrize("content", ["hi", "caf\u00e9 \"q\" <b>", "line\nbreak", ""])
+def test_hot_path_templates_are_what_encode_makes(content: str) -> None:
+    prefix = sse.id_prefix("s1")
+    data = sse.dumps({"type": "text", "content": content})
+    assert sse.EVENT % (prefix, 7, data.encode()) == sse.encode(data, id="s1:7")
+    assert sse.TEXT_EVENT % (prefix, 7, json.dumps(content, ensure_ascii=False).encode()) == sse.encode(data, id="s1:7")
+    assert sse.ID_LINE % (prefix, 7) == b"id: s1:7\n"
 
 
 @pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\0b"])
