@@ -1,9 +1,9 @@
 """In-memory stand-ins for the registry's tests: a provider held at a gate, and a shared backend.
 
 `FakeBackend` is to `app.backends.base.Backend` what httpx's MockTransport is to a transport:
-the whole interface, in memory, one small fake per group (`ids`, `mirror`, `remote`, `slots`; `ledger` and `revocations` are
-the in-process ones), with
-"the other workers" as plain dicts a test fills in, and a record of what the registry asked.
+the whole interface, in memory, one small fake per group (`ids`, `mirror`, `remote`, `slots`;
+`ledger` and `revocations` are the in-process ones), with "the other workers" as plain dicts
+a test fills in, and a record of what the registry asked.
 """
 
 from __future__ import annotations

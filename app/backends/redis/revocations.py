@@ -14,20 +14,20 @@ import time
 from redis.exceptions import RedisError
 
 from app.backends.memory import LocalRevocations
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.backends.redis.keys import revoked_key
 
 
 class RedisRevocations:
     """SET with a TTL to revoke, EXISTS to check; this worker's own list besides."""
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
         self.here = LocalRevocations()
 
     def revoke(self, sid: str, until: float) -> None:
         self.here.revoke(sid, until)
-        conn = self.connection
+        conn = self.clients
         if not conn.usable():
             return
         try:
@@ -38,7 +38,7 @@ class RedisRevocations:
     def revoked(self, sid: str) -> bool:
         if self.here.revoked(sid):
             return True
-        conn = self.connection
+        conn = self.clients
         if not conn.usable():
             return False
         try:
