@@ -66,9 +66,8 @@ def comment(text: str = "") -> bytes:
 
 
 def retry_field(milliseconds: int) -> bytes:
-    """The `retry:` field line, to open the lines of the event that follows it (the browser's
-    reconnection delay is set as that event is read)."""
-    return f"retry: {int(milliseconds)}\n".encode()
+    """The `retry:` line alone, to put in front of an event (`retry_field(ms) + entry.wire`)."""
+    return b"retry: %d\n" % int(milliseconds)
 
 
 def retry(milliseconds: int) -> bytes:
@@ -106,3 +105,18 @@ class Entry(NamedTuple):
 def make_entry(stream_id: str, seq: int, data: str) -> Entry:
     """Encode one event with its `<stream_id>:<seq>` id."""
     return Entry(seq, encode(data, id=f"{stream_id}:{seq}"))
+
+
+# -- the hot path's templates (app.lifecycle.journal) ----------------------------------------
+# `%` templates over bytes, so an event costs one format and no call: `encode` would split and
+# check what needs neither. Each takes `id_prefix(stream_id)` (the id checked once) and the seq;
+# the data must be one line (JSON always is): anything else goes through `encode`.
+
+ID_LINE = b"%s%d\n"
+"""`id: <stream_id>:<seq>`: ID_LINE % (id_prefix, seq)."""
+
+EVENT = ID_LINE + b"data: %s\n\n"
+"""An event of one data line: EVENT % (id_prefix, seq, data)."""
+
+TEXT_EVENT = ID_LINE + b'data: {"type":"text","content":%s}\n\n'
+"""A `text` event: TEXT_EVENT % (id_prefix, seq, the content as a JSON string, UTF-8)."""

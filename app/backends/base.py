@@ -1,4 +1,4 @@
-"""What a worker shares with the other workers and hosts: three small interfaces and a life.
+"""What a worker shares with the other workers and hosts: small interfaces and a life.
 
 The registry keeps every generation this worker runs in memory and serves its subscribers
 from there (the fast path). The backend answers for everything else, one group a protocol,
@@ -14,13 +14,17 @@ so each caller depends only on the group it uses:
 
 - `Slots` (`backend.slots`): places a client holds at once, counted on every worker and host
   (its open event-stream responses, SLUICE_MAX_RESPONSES_PER_CLIENT; its running generations,
-  SLUICE_MAX_STREAMS_PER_CLIENT).
+  SLUICE_MAX_STREAMS_PER_CLIENT);
+- `Ledger` (`backend.ledger`): budget counters (app.lifecycle.budget);
+- `Revocations` (`backend.revocations`): browser sessions that were signed out
+  (app.web.session), refused everywhere until their cookie would have expired.
 
-`Backend` holds the four and its own life (start, settle, close, ready). A backend never sees
+`Backend` holds the groups and its own life (start, settle, close, ready). A backend never sees
 a `Generation`: it mirrors a `Mirrored` view (its events after a seq and its status), and what
 it must ask of this worker (a cancel from elsewhere, followers that left) goes through `Local`,
 which the registry implements. `MemoryBackend` is the single-process answer: its own
-tombstones, and null objects for the rest (`NO_MIRROR`, `NOWHERE`: nothing runs elsewhere).
+tombstones, slots, budgets and revocations, and null objects for the rest (`NO_MIRROR`,
+`NOWHERE`: nothing runs elsewhere).
 `tests/unit/fakes.py` plays "the other workers" in memory for the registry's tests.
 `RedisBackend` fills every group from Redis.
 """
@@ -218,8 +222,21 @@ class Ledger(Protocol):
         ...
 
 
+class Revocations(Protocol):
+    """Signed-out browser sessions (app.web.session): a signed cookie stays valid by itself, so
+    its session id is refused here until the time the cookie would have expired."""
+
+    def revoke(self, sid: str, until: float) -> None:
+        """Refuse session `sid` from now until `until` (unix time)."""
+        ...
+
+    def revoked(self, sid: str) -> bool:
+        """True when session `sid` was signed out (here, or with a shared backend anywhere)."""
+        ...
+
+
 class Backend(Protocol):
-    """Cross-worker state: the four groups and their life. Safe to call from any greenlet."""
+    """Cross-worker state: the groups and their life. Safe to call from any greenlet."""
 
     shared: bool
     """True when other workers/hosts can see this worker's generations (Redis)."""
@@ -238,6 +255,9 @@ class Backend(Protocol):
 
     @property
     def slots(self) -> Slots: ...
+
+    @property
+    def revocations(self) -> Revocations: ...
 
     def start(self, local: Local) -> None:
         """Begin background work (e.g. the pub/sub listener); `local` answers for this worker."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from app.backends.base import Feed, Local, Mirrored
@@ -86,12 +87,28 @@ class LocalSlots:
             self.counts.pop(key, None)
 
 
+class LocalRevocations:
+    """Signed-out sessions of this process (what the Redis backend also keeps, for when Redis is down)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}  # session id -> unix time its cookie expires
+
+    def revoke(self, sid: str, until: float) -> None:
+        now = time.time()
+        for old in [s for s, t in self._until.items() if t <= now]:
+            del self._until[old]
+        self._until[sid] = until
+
+    def revoked(self, sid: str) -> bool:
+        return sid in self._until
+
+
 NO_MIRROR = _NoMirror()
 NOWHERE = _Nowhere()
 
 
 class MemoryBackend:
-    """Tombstones and slots in dicts; no mirror and no other workers (see app.backends.base)."""
+    """Tombstones, slots and revocations in dicts; no mirror and no other workers (see app.backends.base)."""
 
     shared = False
     mirror = NO_MIRROR
@@ -102,6 +119,7 @@ class MemoryBackend:
         self.ids = LocalIds(settings.max_tombstones)
         self.ledger = LocalLedger()
         self.slots = LocalSlots()
+        self.revocations = LocalRevocations()
 
     def start(self, local: Local) -> None:
         """Nothing to start (app.backends.workers warns when several workers share nothing)."""

@@ -2,13 +2,16 @@
 
 The stream is opened with the SDK's `with_streaming_response` (typed errors for a non-2xx
 answer, auth, base URL), retried while the failure is transient and nothing was streamed
-(`_retry`), and its body is read off the connection (`_body.RawBody`) with the SSE splitter; each subclass turns the
-`(event, data)` pairs into provider events. Closing the generator closes the response.
+(`_retry`), and its body is read off the connection (`_body.RawBody`) with the SSE parser: that
+skeleton is `_streaming.StreamingProvider`'s, shared with Anthropic. Here are OpenAI's client,
+transient failures and error mapping; each subclass builds its request and turns the
+`(event, data)` pairs into provider events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httpx2
@@ -17,21 +20,17 @@ import openai
 from app.errors import UpstreamError
 from app.providers import _retry
 from app.providers import _sdk_errors as errs
-from app.providers._body import RawBody
-from app.providers._sse import SSEvent, iter_events_from
-from app.providers.base import REASONING_BUDGETS as REASONING_BUDGETS  # re-exported: the OpenAI modules read it here
-from app.providers.base import ProviderEvent, ProviderRequest, ToolResultPart
+from app.providers._streaming import DEFAULT_TIMEOUT, StreamingProvider
+from app.providers.base import REASONING_BUDGETS, ProviderRequest, ToolResultPart
 
 NAME = "OpenAI"
 KEY_ENV = "OPENAI_API_KEY"
 
-# Connect fast, but never cut a slow answer: Sluice enforces first-token / idle timeouts itself.
-DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
-
 # With reasoning on, the model's thinking counts against the output limit OpenAI enforces
 # (max_completion_tokens / max_output_tokens), so Sluice asks for the answer's max_tokens PLUS
-# REASONING_BUDGETS[effort] (app.providers.base). The answer itself is still bounded by max_tokens only loosely: the
-# upstream cannot split its limit between thinking and answer.
+# REASONING_BUDGETS[effort] (app.providers.base). The answer itself is still bounded by
+# max_tokens only loosely: the upstream cannot split its limit between thinking and answer.
+
 
 def token_budget(request: ProviderRequest) -> int:
     """The output limit to ask for: max_tokens, plus the thinking budget when reasoning is on."""
@@ -56,17 +55,8 @@ def tool_arguments(text: str) -> dict[str, Any]:
     return errs.tool_arguments(NAME, text)
 
 
-def transient(exc: Exception) -> float | None:
-    """For `_retry`: None if `exc` is final, else the wait the server asked for (0: none)."""
-    if isinstance(exc, openai.APIStatusError):
-        return _retry.status_hint(exc.status_code, exc.response.headers)
-    if isinstance(exc, (openai.APIConnectionError, httpx2.TransportError)):
-        return 0.0  # refused, reset or timed out before an answer
-    return None
-
-
-class OpenAIBase:
-    """Client on first use, stream opening with retries, error mapping; subclasses parse."""
+class OpenAIBase(StreamingProvider):
+    """OpenAI's client, transient failures and error mapping; subclasses build and parse."""
 
     name = "openai"
 
@@ -77,9 +67,7 @@ class OpenAIBase:
         timeout: httpx2.Timeout | float | None = DEFAULT_TIMEOUT,
         retry: _retry.RetryPolicy = _retry.DEFAULT,
     ) -> None:
-        self._client = client
-        self._timeout = timeout
-        self._retry = retry
+        super().__init__(client=client, timeout=timeout, retry=retry)
 
     def _get_client(self) -> openai.OpenAI:
         if self._client is None:
@@ -88,41 +76,36 @@ class OpenAIBase:
                 self._client = openai.OpenAI(max_retries=0, timeout=self._timeout)
             except openai.OpenAIError:
                 raise errs.missing_key_error(NAME, KEY_ENV) from None
-        return self._client
+        client: openai.OpenAI = self._client
+        return client
 
-    def _open(self, client: openai.OpenAI, request: ProviderRequest) -> Any:
-        """The SDK's `with_streaming_response....create(...)` context manager for `request`."""
+    def _params(self, client: openai.OpenAI, request: ProviderRequest) -> tuple[Any, dict[str, Any]]:
+        """The SDK's `with_streaming_response....create` and its keyword arguments for `request`."""
         raise NotImplementedError
 
-    def _translate(self, events: Iterable[SSEvent]) -> Iterator[ProviderEvent]:
-        raise NotImplementedError
+    def _opener(self, client: openai.OpenAI, request: ProviderRequest) -> Callable[[], Any]:
+        create, params = self._params(client, request)
+        return partial(_open_stream, create, params)
 
-    def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
-        """Yield this request's provider events; raise `UpstreamError` on failure."""
-        started = False
-        try:
-            client = self._get_client()
+    def _transient(self, exc: Exception) -> float | None:
+        if isinstance(exc, openai.APIStatusError):
+            return _retry.status_hint(exc.status_code, exc.response.headers)
+        if isinstance(exc, (openai.APIConnectionError, httpx2.TransportError)):
+            return 0.0  # refused, reset or timed out before an answer
+        return None
 
-            def attempt() -> Any:
-                return self._open(client, request).__enter__()
-
-            response = _retry.open_with_retries(attempt, transient, provider=self.name, policy=self._retry)
-            body = RawBody(response.http_response)
-            del response, attempt  # RawBody keeps what it needs of the response
-            try:
-                started = True
-                yield from self._translate(iter_events_from(body.read))
-                body.finish()  # the body's last chunk: then closing pools the connection
-            finally:
-                # Also on GeneratorExit / GreenletExit: a cancel closes the upstream at once.
-                body.close()
-        except UpstreamError:
-            raise
-        except openai.APIStatusError as exc:
-            raise errs.status_error(NAME, exc.status_code, exc.body, exc.response.headers, KEY_ENV) from None
-        except (openai.APIConnectionError, httpx2.RequestError):
+    def _failure(self, exc: Exception, started: bool) -> UpstreamError | None:
+        if isinstance(exc, openai.APIStatusError):
+            return errs.status_error(NAME, exc.status_code, exc.body, exc.response.headers, KEY_ENV)
+        if isinstance(exc, (openai.APIConnectionError, httpx2.RequestError)):
             # Mid-stream, reading the body raises raw httpx2 errors (RemoteProtocolError, ReadError).
-            raise errs.connection_error(NAME, mid_stream=started) from None
-        except ValueError:
+            return errs.connection_error(NAME, mid_stream=started)
+        if isinstance(exc, ValueError):
             # jiter: a malformed JSON event.
-            raise errs.stream_error(NAME, None, KEY_ENV) from None
+            return errs.stream_error(NAME, None, KEY_ENV)
+        return None
+
+
+def _open_stream(create: Any, params: dict[str, Any]) -> Any:
+    # The request is made on __enter__; a status >= 400 raises the SDK's typed error.
+    return create(**params).__enter__()

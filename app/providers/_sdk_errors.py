@@ -3,13 +3,13 @@
 What the SDKs raise (anthropic 2.x / openai 3.x, both on httpx2), and where it lands:
 
     status >= 400 before the stream   SDK APIStatusError subclass     by status
-    Anthropic `event: error` mid-stream  (parsed by anthropic.translate: stream_error)  by body type
+    Anthropic `event: error` mid-stream  (parsed in anthropic.py: stream_error)  by body type
     OpenAI `data: {"error": ...}` mid-stream  openai.APIError (no status)        by body type
     connect refused / reset / timeout  SDK APIConnectionError / APITimeoutError   connection
     connection lost mid-stream (either)  RAW httpx2.RemoteProtocolError / ReadError  connection
       (the body is read off the socket by `_body.RawBody`, which raises those; a body read
       through httpx2 instead (gzip) raises the same)
-    Anthropic body ends without message_stop  (anthropic.translate)                  connection
+    Anthropic body ends without message_stop  (anthropic.py)                            connection
 
 SDK messages embed the whole response body, so they are never passed on: each type gets its
 own sentence, and only an invalid-request message from upstream is quoted, scrubbed of keys.

@@ -4,10 +4,11 @@ The official SDK builds the request (auth, base URL, headers) and raises its typ
 an answer that fails before the stream starts (`messages.with_streaming_response.create`).
 The 200 body is then read off the connection's socket (`_body.RawBody`: no httpx2 / h11 per
 read; the connection goes back to the pool after the last event; the SDK's internals this and
-the thinking choice rely on are read in `app/seams/anthropic.py`), `_sse.iter_events_from` splits it
+the thinking choice rely on are read in `app/seams/anthropic.py`), `_sse_parser` splits it
 on large reads and `jiter` parses each event's JSON, with no SDK object per delta and no
-`MessageStream` snapshot (about half a worker's CPU under load went there). The wire format
-it reads, as the API sends it:
+`MessageStream` snapshot (about half a worker's CPU under load went there). Opening, reading
+and closing are `_streaming.StreamingProvider`'s, shared with OpenAI; what is Anthropic's is
+here: the client, the request, the errors, and the wire format, as the API sends it:
 
     message_start        message.usage: input_tokens, cache_read_ / cache_creation_input_tokens
     content_block_start  text | thinking | redacted_thinking | tool_use (id, name)
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -33,8 +34,8 @@ from jiter import from_json
 from app.errors import UpstreamError
 from app.providers import _retry
 from app.providers import _sdk_errors as errs
-from app.providers._body import RawBody
-from app.providers._sse import iter_events_from
+from app.providers._sse_parser import SSEvent
+from app.providers._streaming import DEFAULT_TIMEOUT, StreamingProvider
 from app.providers.base import (
     REASONING_BUDGETS,
     Finish,
@@ -54,9 +55,6 @@ from app.seams import anthropic as sdk
 NAME = "Anthropic"
 KEY_ENV = "ANTHROPIC_API_KEY"
 
-# Connect fast, but never cut a slow answer: Sluice enforces first-token / idle timeouts itself.
-DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
-
 _STOP_REASONS = {
     "end_turn": "end_turn",
     "max_tokens": "max_tokens",
@@ -66,10 +64,6 @@ _STOP_REASONS = {
     "refusal": "refusal",
     "model_context_window_exceeded": "max_tokens",
 }
-
-# Extended thinking budget per reasoning effort, in tokens (the API's minimum is 1024). It is
-# added to the answer's max_tokens: the API counts thinking inside max_tokens.
-THINKING_BUDGETS = REASONING_BUDGETS
 
 # Budgeted thinking (`type: enabled`) is deprecated from the 4.6 models on (the SDK warns) and
 # refused by later ones; they think `adaptive`ly, at an effort. Older models know only budgets.
@@ -100,10 +94,18 @@ def telemetry_option(*, traces: bool, content: bool) -> dict[str, Any]:
     return option
 
 
-class AnthropicProvider:
-    """Streams from Anthropic; the SDK client is made on first use, from the environment."""
+class AnthropicProvider(StreamingProvider):
+    """Streams from Anthropic; the SDK client is made on first use, from the environment.
+
+    Its `stream()` (StreamingProvider's) yields Usage(input), ReasoningDelta / Opaque /
+    TextDelta / ToolCall ..., Usage(output), Finish.
+    """
 
     name = "anthropic"
+    # The SDK's span-ending wrapper around the body's byte stream (its internals: the seam's).
+    unwrap = staticmethod(sdk.traced_body)
+    # An event without the fields its type always has (the SDK would fail as badly).
+    malformed = (KeyError, TypeError, AttributeError)
 
     def __init__(
         self,
@@ -113,9 +115,7 @@ class AnthropicProvider:
         retry: _retry.RetryPolicy = _retry.DEFAULT,
         open_telemetry: dict[str, Any] | None = None,
     ) -> None:
-        self._client = client
-        self._timeout = timeout
-        self.retry = retry
+        super().__init__(client=client, timeout=timeout, retry=retry)
         self._open_telemetry = open_telemetry if open_telemetry is not None else telemetry_option(
             traces=False, content=False
         )
@@ -131,45 +131,37 @@ class AnthropicProvider:
             except anthropic.CredentialsError:
                 # No key in the env: the SDK then looks for a profile on disk, and fails here.
                 raise errs.missing_key_error(NAME, KEY_ENV) from None
-        client = self._client
+        client: anthropic.Anthropic = self._client
         if client.api_key is None and client.auth_token is None and client.credentials is None:
             raise errs.missing_key_error(NAME, KEY_ENV)
         return client
 
-    def stream(self, request: ProviderRequest) -> Generator[ProviderEvent, None, None]:
-        """Yield Usage(input), ReasoningDelta / Opaque / TextDelta / ToolCall ..., Usage(output), Finish."""
-        params = build_params(request)
-        started = False
-        try:
-            client = self._get_client()
-            attempt = partial(_open_stream, client.messages.with_streaming_response, params)
-            response = _retry.open_with_retries(attempt, _transient, provider=self.name, policy=self.retry)
-            body = RawBody(response.http_response, unwrap=sdk.traced_body)
-            # RawBody keeps what it needs of the response; the request's parameters (the whole
-            # conversation, as dicts) are not kept while the answer streams.
-            del response, attempt, params
-            try:
-                started = True
-                try:
-                    # `_translate` itself, not `translate`: one generator level less between the
-                    # producer and its socket wait (its saved stack, per open stream, is smaller).
-                    yield from _translate(iter_events_from(body.read))
-                except (KeyError, TypeError, AttributeError):
-                    raise errs.malformed_event_error(NAME) from None
-                body.finish()  # the body's last chunk: then closing pools the connection
-            finally:
-                # Also on GeneratorExit / GreenletExit: closing the response cuts the upstream.
-                body.close()
-        except UpstreamError:
-            raise
-        except anthropic.APIStatusError as exc:
-            raise errs.status_error(NAME, exc.status_code, exc.body, exc.response.headers, KEY_ENV) from None
-        except (anthropic.APIConnectionError, httpx2.RequestError):
+    def _opener(self, client: anthropic.Anthropic, request: ProviderRequest) -> Callable[[], Any]:
+        return partial(_open_stream, client.messages.with_streaming_response, build_params(request))
+
+    def _transient(self, exc: Exception) -> float | None:
+        if isinstance(exc, anthropic.APIStatusError):
+            return _retry.status_hint(exc.status_code, exc.response.headers)
+        if isinstance(exc, anthropic.APIConnectionError):  # refused, reset, timed out: no answer
+            return 0.0
+        return None
+
+    def _translate(self, events: Iterable[SSEvent]) -> Iterator[ProviderEvent]:
+        return _translate(events)
+
+    def _malformed(self) -> UpstreamError:
+        return errs.malformed_event_error(NAME)
+
+    def _failure(self, exc: Exception, started: bool) -> UpstreamError | None:
+        if isinstance(exc, anthropic.APIStatusError):
+            return errs.status_error(NAME, exc.status_code, exc.body, exc.response.headers, KEY_ENV)
+        if isinstance(exc, (anthropic.APIConnectionError, httpx2.RequestError)):
             # Reading the body ourselves, a lost connection is a raw httpx2 error
             # (RemoteProtocolError, ReadError); before the answer, the SDK's APIConnectionError.
-            raise errs.connection_error(NAME, mid_stream=started) from None
-        except anthropic.APIError as exc:
-            raise errs.stream_error(NAME, exc.body, KEY_ENV) from None
+            return errs.connection_error(NAME, mid_stream=started)
+        if isinstance(exc, anthropic.APIError):
+            return errs.stream_error(NAME, exc.body, KEY_ENV)
+        return None
 
 
 def _open_stream(opener: Any, params: dict[str, Any]) -> Any:
@@ -177,25 +169,9 @@ def _open_stream(opener: Any, params: dict[str, Any]) -> Any:
     return opener.create(**params, stream=True).__enter__()
 
 
-def _transient(exc: Exception) -> float | None:
-    """For `_retry`: None if `exc` is permanent, else the server's wait hint (0: none)."""
-    if isinstance(exc, anthropic.APIStatusError):
-        return _retry.status_hint(exc.status_code, exc.response.headers)
-    if isinstance(exc, anthropic.APIConnectionError):  # refused, reset, timed out: no answer
-        return 0.0
-    return None
-
-
-def translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]:
-    """The API's SSE events -> provider events. Ends with Finish, or raises `UpstreamError`."""
-    try:
-        yield from _translate(events)
-    except (KeyError, TypeError, AttributeError):
-        # An event without the fields its type always has (the SDK would fail as badly).
-        raise errs.malformed_event_error(NAME) from None
-
-
-def _translate(events: Iterable[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]:
+def _translate(events: Iterable[SSEvent]) -> Iterator[ProviderEvent]:
+    """The API's SSE events -> provider events. Ends with Finish, or raises `UpstreamError`
+    (the skeleton turns a KeyError / TypeError / AttributeError from here into one)."""
     blocks: dict[int, _Block] = {}
     stop_reason: str | None = None
     for name, data in events:
@@ -312,7 +288,9 @@ def build_params(request: ProviderRequest) -> dict[str, Any]:
         system = f"{system}\n\n{JSON_INSTRUCTION}".strip()
     if system:
         params["system"] = system
-    budget = THINKING_BUDGETS.get(request.reasoning)
+    # Extended thinking, REASONING_BUDGETS[effort] tokens (the API's minimum is 1024), added to
+    # the answer's max_tokens: the API counts thinking inside max_tokens.
+    budget = REASONING_BUDGETS.get(request.reasoning)
     if budget is not None:
         # display "summarized": newer models default to "omitted" (empty thinking text, which
         # would show the client no reasoning at all).

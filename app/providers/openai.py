@@ -1,7 +1,7 @@
 """OpenAI Chat Completions provider (also any OpenAI-compatible server: vLLM, Ollama, llama.cpp).
 
 The SDK builds the request, authenticates, picks the base URL and raises its typed errors for
-an answer that fails before the stream starts. The streaming body is read here: `_sse`'s
+an answer that fails before the stream starts. The streaming body is read here: `_sse_parser`'s
 splitter over large reads and `jiter` per chunk, no SDK object per chunk (the SDK's typed
 chunks were half of a worker's CPU under load).
 
@@ -29,9 +29,10 @@ from jiter import from_json
 
 from app.providers import _openai_common as common
 from app.providers._openai_common import OpenAIBase
-from app.providers._sse import SSEvent
+from app.providers._sse_parser import SSEvent
 from app.providers._think_tags import ThinkTags
 from app.providers.base import (
+    REASONING_BUDGETS,
     Finish,
     Message,
     ProviderEvent,
@@ -72,9 +73,9 @@ class OpenAIProvider(OpenAIBase):
         self._max_tokens_param = max_tokens_param
         self._think_tags = think_tags
 
-    def _open(self, client: openai.OpenAI, request: ProviderRequest) -> Any:
+    def _params(self, client: openai.OpenAI, request: ProviderRequest) -> tuple[Any, dict[str, Any]]:
         params = build_params(request, self._max_tokens_param or _default_max_tokens_param(client))
-        return client.chat.completions.with_streaming_response.create(**params)
+        return client.chat.completions.with_streaming_response.create, params
 
     def _translate(self, events: Iterable[SSEvent]) -> Iterator[ProviderEvent]:
         return translate(events, self._think_tags)
@@ -194,7 +195,7 @@ def build_params(request: ProviderRequest, max_tokens_param: str = "max_tokens")
         "stream_options": {"include_usage": True},
         max_tokens_param: common.token_budget(request),
     }
-    if request.reasoning in common.REASONING_BUDGETS:
+    if request.reasoning in REASONING_BUDGETS:
         params["reasoning_effort"] = request.reasoning
     if request.temperature is not None:
         params["temperature"] = request.temperature

@@ -30,8 +30,9 @@ from jiter import from_json
 
 from app.providers import _openai_common as common
 from app.providers._openai_common import OpenAIBase
-from app.providers._sse import SSEvent
+from app.providers._sse_parser import SSEvent
 from app.providers.base import (
+    REASONING_BUDGETS,
     Finish,
     Message,
     Opaque,
@@ -54,8 +55,8 @@ _REASONING_DELTAS = frozenset({"response.reasoning_summary_text.delta", "respons
 class OpenAIResponsesProvider(OpenAIBase):
     """Streams from the Responses API; the SDK client is made on first use, from the env."""
 
-    def _open(self, client: openai.OpenAI, request: ProviderRequest) -> Any:
-        return client.responses.with_streaming_response.create(**build_params(request))
+    def _params(self, client: openai.OpenAI, request: ProviderRequest) -> tuple[Any, dict[str, Any]]:
+        return client.responses.with_streaming_response.create, build_params(request)
 
     def _translate(self, events: Iterable[SSEvent]) -> Iterator[ProviderEvent]:
         return translate(events)
@@ -131,7 +132,7 @@ def build_params(request: ProviderRequest) -> dict[str, Any]:
     }
     if request.system:
         params["instructions"] = request.system
-    if request.reasoning in common.REASONING_BUDGETS:
+    if request.reasoning in REASONING_BUDGETS:
         params["reasoning"] = {"effort": request.reasoning, "summary": "auto"}
     if request.temperature is not None:
         params["temperature"] = request.temperature

@@ -14,9 +14,10 @@ other site's page makes the browser send it) and Secure over HTTPS.
 
 Ending a session. A signed cookie stays valid by itself until it expires, so `DELETE /session`
 does two things: it clears the cookie in the browser, and it puts the session id on a
-revocation list until the time the cookie would have expired. The list lives in Redis
-(`sluice:{s:<sid>}:revoked`, with that TTL) when SLUICE_REDIS_URL is set, so a copied cookie
-stops working on every worker and host; without Redis it lives in this process only. A
+revocation list until the time the cookie would have expired: the backend's `revocations`
+(app.backends.base.Revocations). With SLUICE_REDIS_URL it lives in Redis
+(app.backends.redis.revocations), so a copied cookie stops working on every worker and host;
+without Redis it lives in this process only. A
 session whose key was removed from SLUICE_API_KEYS stops working at once, everywhere.
 """
 
@@ -26,13 +27,15 @@ import hashlib
 import logging
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from app.backends.base import Revocations
 from app.config import Settings
 from app.errors import RequestError
+from app.lifecycle.registry import Registry
 
 log = logging.getLogger("sluice.security")
 
@@ -45,7 +48,7 @@ _SALT = "sluice.session.v1"
 class Sessions:
     """Issues, checks and ends session cookies (see the module docstring)."""
 
-    def __init__(self, settings: Settings, shared: SharedRevocations | None = None) -> None:
+    def __init__(self, settings: Settings, revocations: Callable[[], Revocations]) -> None:
         secret = settings.secret_key
         if secret is None:
             secret = secrets.token_urlsafe(32)
@@ -57,8 +60,7 @@ class Sessions:
                 )
         self.max_age = settings.session_seconds
         self._serializer = URLSafeTimedSerializer(secret, salt=_SALT, signer_kwargs={"digest_method": hashlib.sha256})
-        self._revoked: dict[str, float] = {}  # session id -> unix time its cookie expires
-        self._shared = shared
+        self._revocations = revocations
 
     def issue(self, principal: str) -> str:
         """A new cookie value for `principal`."""
@@ -100,66 +102,11 @@ class Sessions:
         if loaded is None:
             return
         sid, _, until = loaded
-        now = time.time()
-        for old in [s for s, t in self._revoked.items() if t <= now]:
-            del self._revoked[old]
-        self._revoked[sid] = until
-        if self._shared is not None:
-            self._shared.add(sid, max(1, int(until - now) + 1))
+        self._revocations().revoke(sid, until)
 
     def revoked(self, sid: str) -> bool:
         """True when `sid` was ended here or (with Redis) anywhere."""
-        return sid in self._revoked or (self._shared is not None and self._shared.has(sid))
-
-
-class SharedRevocations:
-    """The revocation list in the shared backend's Redis, when there is one.
-
-    Trap: while Redis is down a revoked session is refused only by the worker that ended it
-    (it keeps its own list); refusing every session instead would sign every browser out for
-    the length of the outage.
-    """
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-
-    def _connection(self) -> Any:
-        """The Redis backend's connection (app.backends.redis.connection), while Redis answers."""
-        registry = self.app.extensions["sluice"]
-        if not getattr(registry.backend, "shared", False):
-            return None
-        registry.ensure_started()
-        conn = getattr(registry.backend, "connection", None)
-        return conn if conn is not None and conn.usable() else None
-
-    def add(self, sid: str, ttl: int) -> None:
-        conn = self._connection()
-        if conn is not None:
-            try:
-                conn.client.set(_revoked_key(sid), "1", ex=ttl)
-            except (_redis_error(), OSError) as exc:
-                conn.mark_down(exc)
-
-    def has(self, sid: str) -> bool:
-        conn = self._connection()
-        if conn is None:
-            return False
-        try:
-            return bool(conn.client.exists(_revoked_key(sid)))
-        except (_redis_error(), OSError) as exc:
-            conn.mark_down(exc)
-            return False
-
-
-def _redis_error() -> type[Exception]:
-    # Imported here: without SLUICE_REDIS_URL, redis is never imported (tests/unit/test_app_factory).
-    from redis.exceptions import RedisError
-
-    return RedisError
-
-
-def _revoked_key(sid: str) -> str:
-    return f"sluice:{{s:{sid}}}:revoked"
+        return self._revocations().revoked(sid)
 
 
 def sessions() -> Sessions:
@@ -201,5 +148,11 @@ def end() -> Response:
 
 def init_app(app: Flask) -> None:
     """Make this app's `Sessions` and add the routes."""
-    app.extensions["sluice_sessions"] = Sessions(app.config["SLUICE_SETTINGS"], SharedRevocations(app))
+
+    def revocations() -> Revocations:
+        registry: Registry = app.extensions["sluice"]
+        registry.ensure_started()  # the shared backend connects on first use, not at import
+        return registry.backend.revocations
+
+    app.extensions["sluice_sessions"] = Sessions(app.config["SLUICE_SETTINGS"], revocations)
     app.register_blueprint(bp)

@@ -4,12 +4,16 @@ and its signed blocks in the tool loop, cached-token usage, refusals, and the pr
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
+import anthropic
+import httpx2
 import pytest
 
 from app.errors import UpstreamError
-from app.providers.anthropic import THINKING_BUDGETS, AnthropicProvider, build_params, translate
+from app.providers.anthropic import AnthropicProvider, build_params
 from app.providers.base import (
+    REASONING_BUDGETS,
     Finish,
     Message,
     Opaque,
@@ -51,7 +55,7 @@ def test_reasoning_effort_turns_on_extended_thinking(upstream_env: FakeUpstream,
     req = make_request("x [fake tokens=3]", reasoning=effort, max_tokens=500, temperature=0.2)
     events = list(AnthropicProvider().stream(req))
     body = upstream_env.last_request.json
-    budget = THINKING_BUDGETS[effort]
+    budget = REASONING_BUDGETS[effort]
     assert body["thinking"] == {"type": "enabled", "budget_tokens": budget, "display": "summarized"}
     assert body["max_tokens"] == 500 + budget  # the answer keeps its own 500
     assert "temperature" not in body  # the API allows none but 1 with thinking on
@@ -67,7 +71,7 @@ def test_adaptive_thinking_where_the_sdk_deprecates_budgets(upstream_env: FakeUp
     body = upstream_env.last_request.json
     assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
     assert body["output_config"] == {"effort": "high"}
-    assert body["max_tokens"] == 300 + THINKING_BUDGETS["high"]
+    assert body["max_tokens"] == 300 + REASONING_BUDGETS["high"]
     assert reasoning_of(events) == "r0 r1 " and text_of(events) == "t0 t1 "
 
 
@@ -95,7 +99,7 @@ def test_thinking_kind_per_model(model: str, adaptive: bool) -> None:
 
 
 def test_budgets_grow_with_effort() -> None:
-    assert 1024 <= THINKING_BUDGETS["low"] < THINKING_BUDGETS["medium"] < THINKING_BUDGETS["high"]
+    assert 1024 <= REASONING_BUDGETS["low"] < REASONING_BUDGETS["medium"] < REASONING_BUDGETS["high"]
 
 
 def test_reasoning_off_sends_no_thinking(upstream_env: FakeUpstream) -> None:
@@ -245,6 +249,19 @@ def test_prefill_is_accepted_by_default(upstream_env: FakeUpstream) -> None:
 
 
 # -- the parser on recorded wire data (what the fake cannot send) ----------------------------------
+
+
+def translate(events: list[tuple[bytes, bytes]]) -> Iterator[ProviderEvent]:
+    """These (event, data) pairs as the body of a 200, through the real SDK over a mock
+    transport and the provider's own read path (`stream()`)."""
+    body = b"".join(b"event: %s\ndata: %s\n\n" % pair for pair in events)
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=iter([body]))
+
+    client = anthropic.Anthropic(api_key="sk-test", max_retries=0,
+                                 http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))
+    return AnthropicProvider(client=client).stream(make_request("x"))
 
 
 @pytest.mark.parametrize(

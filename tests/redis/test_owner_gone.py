@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.backends.redis.feed import RedisFeed
 from app.backends.redis.keys import Lifetimes
 from app.backends.redis.presence import Presence
@@ -65,19 +65,19 @@ def assert_one_clean_end(kinds: list[str], state: str) -> None:
 
 
 @pytest.fixture
-def backend(redis_server) -> Connection:  # type: ignore[no-untyped-def]
-    b = Connection(redis_server.url)
+def backend(redis_server) -> Clients:  # type: ignore[no-untyped-def]
+    b = Clients(redis_server.url)
     b.client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     return b
 
 
-def follower(conn: Connection, sid: str) -> RedisFeed:
+def follower(conn: Clients, sid: str) -> RedisFeed:
     """A follower (on another worker) of `sid`, owned by the worker `w-owner`."""
     settings = Settings.from_env({"SLUICE_PROVIDER": "demo"})
     return RedisFeed(conn, Presence(conn, Lifetimes.of(settings)), sid, "w-owner", closed=False)
 
 
-def test_owner_that_finished_meanwhile_keeps_its_end_and_state(backend: Connection) -> None:
+def test_owner_that_finished_meanwhile_keeps_its_end_and_state(backend: Clients) -> None:
     r = backend.client
     sid = "owner-finished-meanwhile"
     setup_stream(r, sid, 3)
@@ -96,7 +96,7 @@ def test_owner_that_finished_meanwhile_keeps_its_end_and_state(backend: Connecti
     assert_one_clean_end(kinds, state)
 
 
-def test_owner_that_wrote_meanwhile_is_not_followed_by_done(backend: Connection) -> None:
+def test_owner_that_wrote_meanwhile_is_not_followed_by_done(backend: Clients) -> None:
     r = backend.client
     sid = "owner-wrote-meanwhile"
     setup_stream(r, sid, 3)
@@ -109,7 +109,7 @@ def test_owner_that_wrote_meanwhile_is_not_followed_by_done(backend: Connection)
         assert state == "error"
 
 
-def test_dead_owner_gets_one_ending_and_a_last_terminal_event_only_done(backend: Connection) -> None:
+def test_dead_owner_gets_one_ending_and_a_last_terminal_event_only_done(backend: Clients) -> None:
     r = backend.client
     sid = "owner-dead"
     setup_stream(r, sid, 3)
@@ -129,7 +129,7 @@ def test_dead_owner_gets_one_ending_and_a_last_terminal_event_only_done(backend:
     assert_one_clean_end(kinds, state)
 
 
-def test_living_owner_is_left_alone(backend: Connection) -> None:
+def test_living_owner_is_left_alone(backend: Clients) -> None:
     r = backend.client
     sid = "owner-alive"
     setup_stream(r, sid, 3)

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from app.backends.redis import writer as writer_module
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.backends.redis.keys import Lifetimes
 from app.backends.redis.writer import MAX_HELD, Writer
 from app.config import Settings
@@ -69,7 +69,7 @@ class Broken(View):
 
 
 def make_writer(url: str) -> Writer:
-    conn = Connection(url)
+    conn = Clients(url)
     conn.open()
     return Writer(conn, Lifetimes.of(Settings.from_env({"SLUICE_PROVIDER": "demo"})), 20000)
 
@@ -121,7 +121,7 @@ def test_a_long_backlog_goes_in_bounded_transactions_and_arrives_whole(redis_ser
     w = make_writer(redis_server.url)
     views = [View(f"backlog-{i:02d}-aaaaaaaaaaaa", 900) for i in range(5)]
     for view in views:
-        w.mirrors[view.id] = writer_module.Copy(view)
+        w.mirrors[view.id] = writer_module.MirrorState(view)
         w.mark(w.mirrors[view.id])
     flush_all(w, 50)
     assert not w.dirty, "the backlog was never all written"
@@ -137,7 +137,7 @@ def test_a_generation_that_cannot_be_written_does_not_stall_the_others(redis_ser
     good, bad = View("good-aaaaaaaaaaaaaaaa", 10), Broken("bad-aaaaaaaaaaaaaaaaa", 10)
     before = dropped("failed")
     for view in (bad, good):
-        w.mirrors[view.id] = writer_module.Copy(view)
+        w.mirrors[view.id] = writer_module.MirrorState(view)
         w.mark(w.mirrors[view.id])
     w.flush()
     assert kinds(r, good.id)[-2:] == ["done", DONE], "the good generation waited on the broken one"
@@ -169,7 +169,7 @@ def test_memory_is_bounded_while_redis_is_down_and_what_is_given_up_ends_honestl
         assert dropped("outage") == before + 51
     finally:
         r.execute_command("ACL", "SETUSER", "default", "+@all")
-    w.connection.mark_up()
+    w.clients.health.mark_up()
     flush_all(w, 100)
     # The given-up generation Redis held part of is not left `running` nor resumed across a
     # hole: its stream ends, after what Redis has, with an error and [DONE].

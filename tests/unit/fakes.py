@@ -1,8 +1,9 @@
 """In-memory stand-ins for the registry's tests: a provider held at a gate, and a shared backend.
 
 `FakeBackend` is to `app.backends.base.Backend` what httpx's MockTransport is to a transport:
-the whole interface, in memory, one small fake per group (`ids`, `mirror`, `remote`, `slots`), with
-"the other workers" as plain dicts a test fills in, and a record of what the registry asked.
+the whole interface, in memory, one small fake per group (`ids`, `mirror`, `remote`, `slots`;
+`ledger` and `revocations` are the in-process ones), with "the other workers" as plain dicts
+a test fills in, and a record of what the registry asked.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gevent.event import Event
 
 from app.backends.base import Feed, Local, Mirrored
 from app.backends.ledger import LocalLedger
-from app.backends.memory import LocalSlots
+from app.backends.memory import LocalRevocations, LocalSlots
 from app.backends.tombstones import tombstone_name
 from app.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta, Usage
 
@@ -149,6 +150,7 @@ class FakeBackend:
         self.remote = FakeRemote()
         self.ledger = LocalLedger()  # budgets: the in-process one is the reference
         self.slots = FakeSlots()
+        self.revocations = LocalRevocations()  # sessions: the in-process list is the reference
         self.local: Local | None = None
         self.closed = False
 

@@ -55,6 +55,15 @@ def test_retry_comment_and_event_fields() -> None:
     assert parser.retry == 3000 and parser.comments == ["ping"]
 
 
+@pytest.mark.parametrize("content", ["hi", "caf\u00e9 \"q\" <b>", "line\nbreak", ""])
+def test_hot_path_templates_are_what_encode_makes(content: str) -> None:
+    prefix = sse.id_prefix("s1")
+    data = sse.dumps({"type": "text", "content": content})
+    assert sse.EVENT % (prefix, 7, data.encode()) == sse.encode(data, id="s1:7")
+    assert sse.TEXT_EVENT % (prefix, 7, json.dumps(content, ensure_ascii=False).encode()) == sse.encode(data, id="s1:7")
+    assert sse.ID_LINE % (prefix, 7) == b"id: s1:7\n"
+
+
 @pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\0b"])
 def test_id_with_line_break_or_nul_is_refused(bad: str) -> None:
     with pytest.raises(ValueError):

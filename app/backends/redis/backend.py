@@ -9,7 +9,8 @@
 This module is the facade (`app.backends.base.Backend`): it builds the parts and runs their
 life; each part is a module of its own:
 
-    connection.py  the clients, the worker id, Redis up / down (and /readyz)
+    clients.py     the clients and the worker id (and the PING of /readyz)
+    health.py      Redis up / down, and just back (resyncing)
     sentinel.py    redis+sentinel:// URLs: the primary found and followed through Sentinel
     keys.py        key layout, lifetimes, the status hash written and read back
     ids.py         `backend.ids`: id claims and early-cancel tombstones
@@ -21,10 +22,11 @@ life; each part is a module of its own:
     messages.py    cancel / idle messages to the owner worker
     listener.py    the pub/sub listener greenlet and its once-a-second tick
     ledger.py      `backend.ledger`: budget counters, reserved and settled by Lua scripts
+    revocations.py `backend.revocations`: signed-out browser sessions
     cluster.py     Redis Cluster: the client, per-slot transactions, sharded pub/sub
 
 Faults. Redis is never on the path that keeps a local stream alive: `changed` only marks the
-generation dirty. When a call fails the connection goes "down": request-path calls skip Redis
+generation dirty. When a call fails Redis is marked "down": request-path calls skip Redis
 at once (local behaviour only, cross-worker features pause), /readyz answers 503 with the
 reason, the listener reconnects with backoff, and on its return the writer resyncs every local
 generation. No connection is opened before `start()` (the first request).
@@ -33,13 +35,14 @@ generation. No connection is opened before `start()` (the first request).
 from __future__ import annotations
 
 from app.backends.base import Local
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.backends.redis.ids import RedisIds
 from app.backends.redis.keys import Lifetimes
 from app.backends.redis.ledger import RedisLedger
 from app.backends.redis.listener import Listener
 from app.backends.redis.presence import Presence
 from app.backends.redis.remote import RedisRemote
+from app.backends.redis.revocations import RedisRevocations
 from app.backends.redis.slots import RedisSlots
 from app.backends.redis.writer import Writer
 from app.config import Settings
@@ -52,20 +55,21 @@ class RedisBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.connection = Connection(settings.redis_url or "")
+        self.clients = Clients(settings.redis_url or "")
         lifetimes = Lifetimes.of(settings)
-        self.presence = Presence(self.connection, lifetimes)
-        self.writer = Writer(self.connection, lifetimes, settings.max_replay_events)
-        self.slots = RedisSlots(self.connection)
-        self.listener = Listener(self.connection, self.presence, self.writer.holds, self.slots)
-        self.connection.on_return = self.writer.resync
-        self.ids = RedisIds(self.connection)
+        self.presence = Presence(self.clients, lifetimes)
+        self.writer = Writer(self.clients, lifetimes, settings.max_replay_events)
+        self.slots = RedisSlots(self.clients)
+        self.listener = Listener(self.clients, self.presence, self.writer.holds, self.slots)
+        self.clients.health.on_return = self.writer.resync
+        self.ids = RedisIds(self.clients)
         self.mirror = self.writer
-        self.remote = RedisRemote(self.connection, self.presence)
-        self.ledger = RedisLedger(self.connection)
+        self.remote = RedisRemote(self.clients, self.presence)
+        self.ledger = RedisLedger(self.clients)
+        self.revocations = RedisRevocations(self.clients)
 
     def start(self, local: Local) -> None:
-        self.connection.open()
+        self.clients.open()
         self.writer.start()
         self.listener.start(local)
 
@@ -75,7 +79,7 @@ class RedisBackend:
     def close(self) -> None:
         self.writer.close()
         self.listener.close()
-        self.connection.close()
+        self.clients.close()
 
     def ready(self) -> tuple[bool, str]:
-        return self.connection.ready()
+        return self.clients.ready()

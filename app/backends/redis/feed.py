@@ -21,7 +21,7 @@ from gevent.event import Event
 from redis.exceptions import RedisError, ResponseError
 
 from app import sse
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.backends.redis.keys import entry_id, seq_of, stream_key, worker_alive
 from app.backends.redis.presence import Presence
 from app.sse import DONE, Entry, make_entry
@@ -83,7 +83,7 @@ class RedisFeed:
 
     def __init__(
         self,
-        connection: Connection,
+        clients: Clients,
         presence: Presence,
         stream_id: str,
         worker: str | None,
@@ -91,7 +91,7 @@ class RedisFeed:
         *,
         owner: str | None = None,
     ) -> None:
-        self.connection = connection
+        self.clients = clients
         self.presence = presence
         self.stream_id = stream_id
         self.worker = worker
@@ -118,7 +118,7 @@ class RedisFeed:
             rows = self._read(seq, timeout, interrupt)
         except (RedisError, OSError) as exc:
             self._failed = True
-            self.connection.mark_down(exc)
+            self.clients.mark_down(exc)
             log.warning("redis failed while following %s; ending this response (the client resumes)", self.stream_id)
             if interrupt is not None:
                 interrupt.set()
@@ -152,7 +152,7 @@ class RedisFeed:
         return entries
 
     def _read(self, seq: int, timeout: float | None, interrupt: Event | None) -> list[tuple[str, dict[str, str]]]:
-        r = self.connection.client
+        r = self.clients.client
         if self._closed or timeout is None or timeout <= 0:
             rows: list[tuple[str, dict[str, str]]] = r.xrange(self._key, min=f"({entry_id(seq)}", count=READ_COUNT)
             return rows
@@ -182,7 +182,7 @@ class RedisFeed:
         it writes) is never followed by our `[DONE]`, and its state is never overwritten. The
         alive key lives in the worker's slot, not the generation's, so it is not in the script.
         """
-        r = self.connection.client
+        r = self.clients.client
         last = r.xrevrange(self._key, "+", "-", count=1)
         if last and last[0][1].get("d") == DONE:
             # It ended, and this reader (a Last-Event-ID beyond its end) has seen all there is:
@@ -191,7 +191,7 @@ class RedisFeed:
             return
         if not self.worker or not last or r.exists(worker_alive(self.worker)):
             return
-        script = self.connection.script(END_ORPHAN)
+        script = self.clients.script(END_ORPHAN)
         try:
             ended = script(
                 keys=[self._key, stream_key(self.stream_id, "meta")],
@@ -211,7 +211,7 @@ class RedisFeed:
     # -- presence: the owner must not cancel for "disconnect" while we follow from here ---------
 
     def attach(self) -> None:
-        self._member = f"{self.connection.worker_id}:{uuid.uuid4().hex[:12]}"
+        self._member = f"{self.clients.worker_id}:{uuid.uuid4().hex[:12]}"
         self.presence.add(self.stream_id, self._member)
 
     def detach(self) -> None:

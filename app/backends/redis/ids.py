@@ -6,7 +6,7 @@ import math
 
 from redis.exceptions import RedisError
 
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.backends.redis.keys import stream_key, tomb_key
 
 
@@ -18,12 +18,12 @@ class RedisIds:
     registry then says so (503) rather than guess.
     """
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
 
     def claim(self, stream_id: str, ttl: float) -> bool | None:
-        conn = self.connection
-        if not conn.usable() or conn.resyncing():
+        conn = self.clients
+        if not conn.usable() or conn.health.resyncing():
             return None
         try:
             return bool(conn.client.set(stream_key(stream_id, "claim"), conn.worker_id, nx=True, ex=max(1, int(ttl))))
@@ -32,8 +32,8 @@ class RedisIds:
             return None
 
     def add_tombstone(self, stream_id: str, ttl: float, principal: str | None) -> bool:
-        conn = self.connection
-        if not conn.usable() or conn.resyncing():
+        conn = self.clients
+        if not conn.usable() or conn.health.resyncing():
             return False
         try:
             conn.client.set(tomb_key(stream_id, principal), "1", ex=max(1, int(math.ceil(ttl))))
@@ -43,7 +43,7 @@ class RedisIds:
             return False
 
     def take_tombstone(self, stream_id: str, principal: str | None) -> bool:
-        conn = self.connection
+        conn = self.clients
         if not conn.usable():
             return False
         try:

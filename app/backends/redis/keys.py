@@ -21,6 +21,10 @@ Per worker (hash tag `{w:<worker id>}`) and per client key (`{c:<digest>}`):
                                            running generations)
     sluice:{c:<digest>}:<kind>:alive zset  worker id, score = until when its count is believed
 
+Per browser session (`{s:<session id>}`, app.web.session):
+
+    sluice:{s:<sid>}:revoked  string  the session was signed out  until its cookie expires
+
 The status hash (`meta`) is written by `encode_status`/`encode_progress` and read back by
 `decode_status`, here together, so the two sides cannot drift apart.
 """
@@ -51,6 +55,11 @@ def tomb_key(stream_id: str, principal: str | None) -> str:
     """The tombstone of `principal`'s early cancel (hash-tagged on the id, as its other keys)."""
     name = tombstone_name(stream_id, principal)
     return stream_key(stream_id, "tomb" + name[len(stream_id) :])
+
+
+def revoked_key(sid: str) -> str:
+    """The mark of a signed-out browser session (app.backends.redis.revocations)."""
+    return f"{PREFIX}:{{s:{sid}}}:revoked"
 
 
 def worker_channel(worker_id: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.errors import RequestError
 
 # KEYS: the counters (hashes of used, reserved). ARGV: want, least, ttl, then one budget per key.
@@ -54,12 +54,12 @@ def _unavailable() -> RequestError:
 class RedisLedger:
     """Budget counters as Redis hashes, changed only by the two scripts above."""
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
 
     def reserve(self, keys: Sequence[str], budgets: Sequence[int], want: int, least: int,
                 ttl: int) -> tuple[int, int]:
-        conn = self.connection
+        conn = self.clients
         if not conn.usable():
             raise _unavailable()
         try:
@@ -70,7 +70,7 @@ class RedisLedger:
         return int(granted), max(0, int(left))
 
     def settle(self, keys: Sequence[str], reserved: int, charged: int, ttl: int) -> None:
-        conn = self.connection
+        conn = self.clients
         try:
             conn.script(SETTLE)(keys=list(keys), args=[reserved, charged, ttl])
         except (RedisError, OSError) as exc:
@@ -78,7 +78,7 @@ class RedisLedger:
             conn.mark_down(exc)
 
     def read(self, key: str) -> tuple[int, int]:
-        conn = self.connection
+        conn = self.clients
         if not conn.usable():
             raise _unavailable()
         try:

@@ -21,8 +21,8 @@ from redis.exceptions import RedisError
 
 from app.backends.base import Local
 from app.backends.redis import messages
+from app.backends.redis.clients import Clients
 from app.backends.redis.cluster import ShardedSubscriber
-from app.backends.redis.connection import Connection
 from app.backends.redis.keys import ALIVE_TTL, worker_alive, worker_channel, worker_inbox
 from app.backends.redis.presence import Presence
 from app.backends.redis.slots import RedisSlots
@@ -36,9 +36,9 @@ RECONNECT_MAX = 2.0  # seconds between reconnect attempts, at most
 class Listener:
     """Receives this worker's messages; `mirrored(sid)` tells whether `sid` is ours (yet)."""
 
-    def __init__(self, connection: Connection, presence: Presence, mirrored: Callable[[str], bool],
+    def __init__(self, clients: Clients, presence: Presence, mirrored: Callable[[str], bool],
                  slots: RedisSlots | None = None) -> None:
-        self.connection = connection
+        self.clients = clients
         self.presence = presence
         self.slots = slots
         self.mirrored = mirrored
@@ -56,7 +56,7 @@ class Listener:
             self._greenlet.kill(block=True, timeout=1.0)
 
     def _listen(self) -> None:
-        conn = self.connection
+        conn = self.clients
         backoff = 0.1
         channel = worker_channel(conn.worker_id)
         while not self._closing:
@@ -93,7 +93,7 @@ class Listener:
 
     def _subscribe(self, channel: str) -> Any:
         """This worker's one subscription: plain pub/sub, or sharded on a Cluster."""
-        conn = self.connection
+        conn = self.clients
         if conn.cluster:
             conn.open_cluster()
             return ShardedSubscriber(conn.client, channel)
@@ -118,13 +118,13 @@ class Listener:
         return True
 
     def _tick(self) -> None:
-        conn = self.connection
+        conn = self.clients
         r = conn.client
         inbox = worker_inbox(conn.worker_id)
         r.set(worker_alive(conn.worker_id), "1", ex=ALIVE_TTL)
         pending = r.hgetall(inbox)
-        if not conn.is_up:
-            conn.mark_up()
+        if not conn.health.is_up:
+            conn.health.mark_up()
         done = [sid for sid, data in pending.items() if self._handle(data, from_inbox=True)]
         if done:
             r.hdel(inbox, *done)

@@ -12,13 +12,13 @@ import json
 import time
 from typing import Any
 
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.backends.redis.keys import worker_channel, worker_inbox
 
 INBOX_TTL = 120  # seconds an unhandled cancel message is kept
 
 
-def send(conn: Connection, worker: str, message: dict[str, Any], *, inbox: bool = False) -> None:
+def send(conn: Clients, worker: str, message: dict[str, Any], *, inbox: bool = False) -> None:
     """Publish `message` (it names its `sid`) to `worker`; with `inbox`, also keep it until handled.
     On a Cluster, by sharded pub/sub: channel and inbox share the worker's slot, one node."""
     message["at"] = time.time()

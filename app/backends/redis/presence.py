@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from app.backends.base import Local
 from app.backends.redis import messages
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.backends.redis.keys import Lifetimes, stream_key
 
 PRESENCE_TTL = 15.0  # a follower's presence lasts this long unless refreshed
@@ -25,8 +25,8 @@ PRESENCE_REFRESH = 5.0
 class Presence:
     """This worker's followers of remote generations, and the check of our generations' followers."""
 
-    def __init__(self, connection: Connection, lifetimes: Lifetimes) -> None:
-        self.connection = connection
+    def __init__(self, clients: Clients, lifetimes: Lifetimes) -> None:
+        self.clients = clients
         self.lifetimes = lifetimes
         self.following: dict[str, str] = {}  # presence member -> stream id (remote feeds here)
         self._next_refresh = 0.0
@@ -34,7 +34,7 @@ class Presence:
     def add(self, stream_id: str, member: str) -> None:
         """A client here started following `stream_id` (owned elsewhere) as `member`."""
         self.following[member] = stream_id
-        conn = self.connection
+        conn = self.clients
         if not conn.usable():
             return
         try:
@@ -48,7 +48,7 @@ class Presence:
     def remove(self, stream_id: str, member: str, owner_worker: str | None) -> None:
         """That client left; the last one to leave tells the owner."""
         self.following.pop(member, None)
-        conn = self.connection
+        conn = self.clients
         if not conn.usable():
             return
         try:
@@ -65,7 +65,7 @@ class Presence:
 
     def elsewhere(self, stream_id: str) -> bool:
         """True if clients follow `stream_id` through other workers."""
-        conn = self.connection
+        conn = self.clients
         if not conn.usable():
             return False
         try:
@@ -81,7 +81,7 @@ class Presence:
         if now < self._next_refresh:
             return
         self._next_refresh = now + PRESENCE_REFRESH
-        pipe = self.connection.client.pipeline(transaction=False)
+        pipe = self.clients.client.pipeline(transaction=False)
         expires = time.time() + PRESENCE_TTL
         for member, sid in list(self.following.items()):
             pipe.zadd(stream_key(sid, "subs"), {member: expires})

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from app.backends.base import Feed
 from app.backends.redis import messages
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.backends.redis.feed import RedisFeed
 from app.backends.redis.keys import decode_owner, decode_status, entry_id, seq_of, stream_key, worker_alive
 from app.backends.redis.presence import Presence
@@ -29,12 +29,12 @@ CANCEL_WAIT = 1.0  # how long POST /cancel waits for the owner's terminal event
 class RedisRemote:
     """The other workers' generations, as Redis holds them."""
 
-    def __init__(self, connection: Connection, presence: Presence) -> None:
-        self.connection = connection
+    def __init__(self, clients: Clients, presence: Presence) -> None:
+        self.clients = clients
         self.presence = presence
 
     def status(self, stream_id: str) -> dict[str, Any] | None:
-        conn = self.connection
+        conn = self.clients
         if not conn.usable():
             return None
         try:
@@ -45,9 +45,9 @@ class RedisRemote:
         return decode_status(stream_id, meta) if meta else None
 
     def feed(self, stream_id: str) -> Feed | None:
-        conn = self.connection
+        conn = self.clients
         # A Redis that refuses writes still answers reads: follow (RedisFeed ends, bounded).
-        if not conn.usable() and not conn.refusing:
+        if not conn.usable() and not conn.health.refusing:
             return None
         try:
             pipe = conn.client.pipeline(transaction=False)
@@ -65,7 +65,7 @@ class RedisRemote:
     def cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
         """'cancelled' or 'finished' as the generation's own terminal event says, 'unknown', or
         'unreachable' while Redis cannot tell (down, or rewriting after a return)."""
-        conn = self.connection
+        conn = self.clients
         if not conn.usable():
             return "unreachable"
         try:
@@ -83,7 +83,7 @@ class RedisRemote:
             elif claimed_by:
                 worker = claimed_by  # starting right now on that worker: it checks the owner
             else:
-                return "unreachable" if conn.resyncing() else "unknown"
+                return "unreachable" if conn.health.resyncing() else "unknown"
             if meta and not conn.client.exists(worker_alive(worker)):
                 # Its worker is gone: nobody can stop it, and it is not running any more (a
                 # follower ends it with an error once it notices).
@@ -107,7 +107,7 @@ class RedisRemote:
         key = stream_key(stream_id, "events")
         deadline = time.monotonic() + CANCEL_WAIT
         while (left := deadline - time.monotonic()) > 0:
-            found = self.connection.client.xread(
+            found = self.clients.client.xread(
                 {key: entry_id(after)}, count=100, block=max(1, int(min(left, 1.0) * 1000))
             )
             rows = (list(found.values())[0][0] if isinstance(found, dict) else found[0][1]) if found else []

@@ -20,7 +20,7 @@ import gevent
 from redis.exceptions import ReadOnlyError, RedisError
 
 from app.backends.memory import LocalSlots
-from app.backends.redis.connection import Connection
+from app.backends.redis.clients import Clients
 from app.backends.redis.keys import client_slot_keys
 
 SLOT_TTL = 15.0  # a worker's count is believed this long unless refreshed
@@ -62,14 +62,14 @@ return 1
 class RedisSlots(LocalSlots):
     """This worker's places (`LocalSlots`), and every worker's in Redis."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, clients: Clients) -> None:
         super().__init__()
-        self.connection = connection
+        self.clients = clients
         self._next_refresh = 0.0
         self._asking: dict[tuple[str, str], int] = {}  # reserves waiting for Redis's answer
 
     def reserve(self, kind: str, client: str, limit: int) -> bool:
-        conn = self.connection
+        conn = self.clients
         # Asked first: it may wait for a Cluster client being made, and places taken here
         # meanwhile would reach Redis through the tick's refresh as held (refusing them all).
         shared = conn.usable()
@@ -97,7 +97,7 @@ class RedisSlots(LocalSlots):
 
     def release(self, kind: str, client: str) -> None:
         self._forget(kind, client)
-        if self.connection.usable():
+        if self.clients.usable():
             # Called from the event loop's callbacks too (a direct delivery's close): no I/O here.
             gevent.spawn(self._release, kind, client)
 
@@ -108,14 +108,14 @@ class RedisSlots(LocalSlots):
         self.counts[key] = max(0, self.counts.get(key, 0) - 1)
 
     def _release(self, kind: str, client: str) -> None:
-        conn = self.connection
+        conn = self.clients
         try:
             self._run(RELEASE, [client_slot_keys(client, kind)[0]], [conn.worker_id])
         except (RedisError, OSError) as exc:
             conn.mark_down(exc)
 
     def _run(self, source: str, keys: list[str], args: list[object]) -> Any:
-        conn = self.connection
+        conn = self.clients
         try:
             return conn.script(source)(keys=keys, args=args)
         except ReadOnlyError:
@@ -136,7 +136,7 @@ class RedisSlots(LocalSlots):
         if now < self._next_refresh or not self.counts:
             return
         self._next_refresh = now + SLOT_REFRESH
-        conn = self.connection
+        conn = self.clients
         until = time.time() + SLOT_TTL
         # Not the counts that reserves in flight already raised here: Redis would take them as
         # held and refuse those very reserves (a first burst of requests). Their next refresh.

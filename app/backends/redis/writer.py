@@ -12,8 +12,8 @@ So a token costs no round trip of its own: one flush carries every event of ever
 that arrived in the last FLUSH_INTERVAL, and only a stream's end is written at once.
 
 Nothing is queued but a reference to a view of the generation (`app.backends.base.Mirrored`):
-the entries to write are its events after the last seq written (`Copy.written`). So a failed
-flush loses nothing and holds no extra memory — the copy is marked unsynced and, once Redis
+the entries to write are its events after the last seq written (`MirrorState.written`). So a
+failed flush loses nothing and holds no extra memory — the copy is marked unsynced and, once Redis
 answers again, the writer asks Redis for the last entry it has (`XREVRANGE + - COUNT 1`) and
 writes the rest, status and claim included. That also covers a Redis that restarted empty.
 
@@ -56,8 +56,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from app import sse
 from app.backends.base import Mirrored
+from app.backends.redis.clients import Clients
 from app.backends.redis.cluster import per_slot
-from app.backends.redis.connection import Connection
 from app.backends.redis.feed import END_ORPHAN
 from app.backends.redis.keys import (
     ALIVE_TTL,
@@ -94,8 +94,8 @@ GIVEN_UP = {
 }
 
 
-class Copy:
-    """What Redis holds of one local generation."""
+class MirrorState:
+    """How far Redis's copy of one local generation is written (the writer's state of it)."""
 
     __slots__ = ("view", "written", "synced", "final", "progress_at", "forgotten")
 
@@ -105,18 +105,18 @@ class Copy:
         self.synced = False  # claim/meta written and `written` trustworthy
         self.final = False  # terminal status written (or the stream was ended elsewhere)
         self.progress_at = 0.0  # monotonic time of the last progress update in the status hash
-        self.forgotten = False  # the registry forgot it: drop this copy once its end is written
+        self.forgotten = False  # the registry forgot it: drop this state once its end is written
 
 
 class Writer:
     """Batches the mirror writes of every local generation of this worker."""
 
-    def __init__(self, connection: Connection, lifetimes: Lifetimes, max_events: int) -> None:
-        self.connection = connection
+    def __init__(self, clients: Clients, lifetimes: Lifetimes, max_events: int) -> None:
+        self.clients = clients
         self.lifetimes = lifetimes
         self.max_events = max_events  # MAXLEN ~ of each events stream
-        self.mirrors: dict[str, Copy] = {}
-        self.dirty: dict[str, Copy] = {}
+        self.mirrors: dict[str, MirrorState] = {}
+        self.dirty: dict[str, MirrorState] = {}
         self._pending = 0
         self._wake = Event()
         self._urgent = Event()
@@ -124,7 +124,7 @@ class Writer:
         self._closing = False
         self._idle = Event()  # set while nothing is dirty and no flush is under way
         self._idle.set()
-        self._held: OrderedDict[str, Copy] = OrderedDict()  # forgotten, end not in Redis: MAX_HELD
+        self._held: OrderedDict[str, MirrorState] = OrderedDict()  # forgotten, end not in Redis: MAX_HELD
         self.lost: OrderedDict[str, None] = OrderedDict()  # given up: their end is written once Redis takes it
 
     def start(self) -> None:
@@ -134,9 +134,9 @@ class Writer:
 
     def add(self, view: Mirrored) -> None:
         """Mirror a generation that just started: its registration is written now."""
-        mirror = Copy(view)
+        mirror = MirrorState(view)
         self.mirrors[view.id] = mirror
-        conn = self.connection
+        conn = self.clients
         if conn.usable():
             try:
                 pipe = conn.client.pipeline(transaction=False)
@@ -175,13 +175,13 @@ class Writer:
             while len(self._held) > MAX_HELD:
                 self._give_up(next(iter(self._held.values())), "outage")
 
-    def _drop_if_done(self, mirror: Copy) -> None:
+    def _drop_if_done(self, mirror: MirrorState) -> None:
         # Until then it stays, so that its end still reaches Redis (a resync rewrites it too).
         if mirror.forgotten and mirror.final and self.mirrors.get(mirror.view.id) is mirror:
             del self.mirrors[mirror.view.id]
             self._held.pop(mirror.view.id, None)
 
-    def _give_up(self, mirror: Copy, reason: str) -> None:
+    def _give_up(self, mirror: MirrorState, reason: str) -> None:
         """Stop mirroring `mirror` (counted); what Redis holds of it is ended when it can be."""
         sid = mirror.view.id
         if self.mirrors.get(sid) is mirror:
@@ -208,7 +208,7 @@ class Writer:
 
     # -- batching -----------------------------------------------------------------------------
 
-    def mark(self, mirror: Copy, urgent: bool = False) -> None:
+    def mark(self, mirror: MirrorState, urgent: bool = False) -> None:
         """Queue a flush of `mirror` (cheap: called on every event)."""
         self.dirty[mirror.view.id] = mirror
         self._idle.clear()
@@ -248,7 +248,7 @@ class Writer:
         self._closing = True
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=1.0)
-        if self.dirty and self.connection.usable():
+        if self.dirty and self.clients.usable():
             with gevent.Timeout(timeout, False), contextlib.suppress(RedisError, OSError):
                 self.flush()
 
@@ -270,9 +270,9 @@ class Writer:
                 if not self.dirty:
                     self._idle.set()
             except (RedisError, OSError) as exc:
-                self.connection.mark_down(exc)
+                self.clients.mark_down(exc)
                 # Keep everything (it is in the generations' logs); retry when Redis is back.
-                self.connection.up.wait(backoff)
+                self.clients.health.up.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 self._wake.set()
             except Exception:  # never let the writer die: local streams do not depend on it
@@ -305,7 +305,7 @@ class Writer:
                     self.dirty.setdefault(mirror.view.id, mirror)
             raise
 
-    def _isolate(self, chunk: Sequence[Copy]) -> None:
+    def _isolate(self, chunk: Sequence[MirrorState]) -> None:
         for mirror in chunk:
             try:
                 self._write([mirror])
@@ -320,7 +320,7 @@ class Writer:
         entry (nothing if Redis holds nothing, or their end already)."""
         if not self.lost:
             return
-        script = self.connection.script(END_ORPHAN)
+        script = self.clients.script(END_ORPHAN)
         for sid in list(self.lost)[:BATCH_GENERATIONS]:
             # END_ORPHAN's third key is the owner's alive key: one that nobody writes (the owner
             # gave the generation up), so the end is written.
@@ -339,17 +339,17 @@ class Writer:
     def _queue_registration(self, pipe: Any, view: Mirrored) -> None:
         """Claim and status hash of a generation, queued on `pipe`. (Its client's count is a
         slot, taken atomically at the start: app.backends.redis.slots.)"""
-        worker_id, ttl = self.connection.worker_id, self.lifetimes.of_view(view)
+        worker_id, ttl = self.clients.worker_id, self.lifetimes.of_view(view)
         meta = stream_key(view.id, "meta")
         pipe.set(stream_key(view.id, "claim"), worker_id, ex=ttl)
         pipe.hset(meta, mapping=encode_status(view, worker_id))
         pipe.expire(meta, ttl)
 
-    def _write(self, batch: Sequence[Copy]) -> None:
+    def _write(self, batch: Sequence[MirrorState]) -> None:
         """One transaction for `batch` (at most BATCH_GENERATIONS), after one read for those
         whose state in Redis is unknown."""
-        worker_id = self.connection.worker_id
-        r = self.connection.client
+        worker_id = self.clients.worker_id
+        r = self.clients.client
         unsynced = [m for m in batch if not m.synced and not m.final]
         if unsynced:
             pipe = r.pipeline(transaction=False)
@@ -367,7 +367,7 @@ class Writer:
             return
         share = max(1, BATCH_ENTRIES // len(todo))  # events per generation in this transaction
         now = time.monotonic()
-        if self.connection.cluster:
+        if self.clients.cluster:
             # A transaction holds one slot's keys: one per slot, the alive key on its own.
             r.set(worker_alive(worker_id), "1", ex=ALIVE_TTL)
             for group in per_slot(todo, lambda m: stream_key(m.view.id, "meta")):
@@ -377,11 +377,11 @@ class Writer:
         pipe.set(worker_alive(worker_id), "1", ex=ALIVE_TTL)  # a worker that writes is alive
         self._send(pipe, todo, now, share)
 
-    def _send(self, pipe: Any, todo: list[Copy], now: float, share: int) -> None:
+    def _send(self, pipe: Any, todo: list[MirrorState], now: float, share: int) -> None:
         """One transaction writing `todo` (new entries, progress or end, `share` events each at
         most); their copies learn what was written once Redis took it all."""
-        worker_id = self.connection.worker_id
-        plan: list[tuple[Copy, int, bool, bool, int | None]] = []
+        worker_id = self.clients.worker_id
+        plan: list[tuple[MirrorState, int, bool, bool, int | None]] = []
         for m in todo:
             view = m.view
             meta = stream_key(view.id, "meta")

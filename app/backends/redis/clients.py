@@ -1,10 +1,9 @@
-"""The Redis connection of one worker, and whether Redis answers (up / down).
+"""The Redis clients of one worker (commands, and pub/sub) and its worker id.
 
-Redis is never on the path that keeps a local stream alive. When a call fails, `mark_down`:
+Whether Redis answers is their `health` (app.backends.redis.health). Redis is never on the
+path that keeps a local stream alive: when a call through the clients fails, `mark_down`, and
 request-path calls skip Redis at once (`usable()` is False: local behaviour only, cross-worker
-features pause) and /readyz answers 503 with the reason. The listener's reconnect (or its
-next tick) calls `mark_up`; on a return after a fault, `on_return` lets the writer resync
-every local generation. No connection is opened before `open()` (the first request).
+features pause). No connection is opened before `open()` (the first request).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +25,7 @@ from redis.exceptions import ReadOnlyError, RedisClusterException, RedisError, R
 from redis.retry import Retry
 
 from app.backends.redis.cluster import cluster_client, is_cluster_url
+from app.backends.redis.health import Health
 from app.backends.redis.keys import redacted_url
 from app.backends.redis.sentinel import is_sentinel_url, master_clients
 from app.backends.redis.sentinel import parse as parse_sentinel_url
@@ -36,11 +35,10 @@ log = logging.getLogger("sluice.redis")
 SOCKET_TIMEOUT = 3.0  # > the feed's BLOCK_SLICE, so a blocking XREAD never trips it
 CONNECT_TIMEOUT = 1.0
 HEALTH_CHECK_INTERVAL = 10
-RESYNC_WINDOW = 3.0  # seconds after Redis returns during which other workers may still be resyncing
 
 
-class Connection:
-    """Two clients (commands, and pub/sub) of one worker, its id, and Redis's health."""
+class Clients:
+    """The two clients (commands, and pub/sub) of one worker, its id, and their `health`."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -49,12 +47,7 @@ class Connection:
         self.worker_id = ""
         self.client: Any = None  # redis.Redis, created in open()
         self.pubsub_client: Any = None
-        self.up = Event()  # set while Redis answers
-        self.on_return: Callable[[], None] | None = None  # called when Redis answers again after a fault
-        self._state = "unknown"  # unknown | up | down
-        self._reason = "not started"
-        self.refusing = False  # down because Redis refuses writes (it still answers reads)
-        self._resync_until = 0.0
+        self.health = Health(redacted_url(url))
         self._scripts: dict[str, Any] = {}
         self.cluster = is_cluster_url(url)  # a Redis Cluster (app.backends.redis.cluster)
         self._cluster_options: dict[str, Any] = {}
@@ -132,9 +125,10 @@ class Connection:
         """(ready, reason) for /readyz: a PING, unless Redis is known down or just came back."""
         if self.client is None:
             return False, "redis backend not started"
-        if self._state == "down":
-            return False, self._reason
-        if time.monotonic() < self._resync_until:
+        health = self.health
+        if health.down:
+            return False, health.reason
+        if health.resyncing():
             # Redis came back (maybe empty): until every worker has written its generations
             # again, "not found" may only mean "not rewritten yet".
             return False, "redis is back; workers are resyncing their generations"
@@ -142,7 +136,7 @@ class Connection:
             self.client.ping()
         except (RedisError, OSError) as exc:
             self.mark_down(exc)
-            return False, self._reason
+            return False, health.reason
         return True, "redis"
 
     def usable(self) -> bool:
@@ -150,26 +144,11 @@ class Connection:
         if self.client is None and self._opening is not None and not self._opening.is_set() and \
                 gevent.getcurrent() is not gevent.get_hub():
             self._opening.wait(CONNECT_TIMEOUT * 3)  # a Cluster client being made (open_cluster)
-        return self.client is not None and self._state != "down"
-
-    def resyncing(self) -> bool:
-        """True for RESYNC_WINDOW s after Redis returned: "not found" may mean "not rewritten yet"."""
-        return time.monotonic() < self._resync_until
-
-    @property
-    def is_up(self) -> bool:
-        return self._state == "up"
+        return self.client is not None and not self.health.down
 
     def mark_down(self, exc: BaseException) -> None:
-        # A refusal (OOM under noeviction, READONLY replica, no permission) is "down" too: a
-        # Redis that takes no writes cannot carry cancels, replays or status.
-        self.refusing = isinstance(exc, ResponseError)
-        what = "refuses writes" if self.refusing else "unreachable"
-        self._reason = f"redis {what} at {redacted_url(self.url)}: {type(exc).__name__}: {exc}"
-        if self._state != "down":
-            log.warning("%s; cross-worker cancel, resume and status are paused, local streams continue", self._reason)
-        self._state = "down"
-        self.up.clear()
+        """A call through these clients failed: Redis is down (see `Health.mark_down`)."""
+        self.health.mark_down(exc)
         if isinstance(exc, ReadOnlyError) or (isinstance(exc, ResponseError) and str(exc).startswith("UNBLOCKED")):
             # A failover made this server a replica: writes say READONLY, and a blocking read
             # (XREAD BLOCK) is cut with "UNBLOCKED ... (master -> replica?)". The URL's name (DNS,
@@ -177,25 +156,14 @@ class Connection:
             # ask the old one (stale reads, then READONLY again, a second outage) until they fail.
             self.drop_idle()
 
-    def mark_up(self) -> None:
-        was = self._state
-        self._state = "up"
-        self._reason = "redis"
-        if was == "down":
-            self._resync_until = time.monotonic() + RESYNC_WINDOW
-            log.warning("redis is reachable again at %s; resyncing this worker's generations", redacted_url(self.url))
-            if self.on_return is not None:
-                self.on_return()
-        self.up.set()
-
     def follow_primary(self) -> bool:
         """Once a tick: True when Sentinel names a new primary. The clients then point at it, and
         this worker writes its generations there again (what went to the old one is lost)."""
         if self._primary_changed is None or not self._primary_changed():
             return False
         log.warning("sentinel named a new primary; reconnecting and writing this worker's generations again")
-        if self.on_return is not None:
-            self.on_return()
+        if self.health.on_return is not None:
+            self.health.on_return()
         return True
 
     def script(self, source: str) -> Any:

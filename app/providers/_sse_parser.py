@@ -1,4 +1,6 @@
-"""A lean Server-Sent Events splitter over a raw byte stream: `(event, data)` pairs, as bytes.
+"""A lean Server-Sent Events parser over a raw byte stream: `(event, data)` pairs, as bytes.
+
+(It reads what an upstream sends; `app.sse` writes what Sluice sends.)
 
 The providers read their upstream's streaming body with this instead of the SDKs' decoders,
 which build a line object per line and an event object per event. Here each network read is
@@ -22,8 +24,7 @@ Everything stays bytes: `jiter.from_json` parses bytes directly, and names compa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from functools import partial
+from collections.abc import Callable, Iterator
 
 SSEvent = tuple[bytes, bytes]
 """(event name, data) of one dispatched event."""
@@ -31,13 +32,9 @@ SSEvent = tuple[bytes, bytes]
 _BOM = b"\xef\xbb\xbf"
 
 
-def iter_events(chunks: Iterable[bytes]) -> Iterator[SSEvent]:
-    """Split a stream of byte chunks (any sizes) into `(event, data)` pairs."""
-    return iter_events_from(partial(next, iter(chunks), None))
-
-
 def iter_events_from(read: Callable[[], bytes | None]) -> Iterator[SSEvent]:
-    """`iter_events` over `read()`, called for each chunk (b"": none this time) until it returns None.
+    """The `(event, data)` pairs of the chunks (any sizes) that `read()` returns: it is called
+    for each chunk (b"": none this time) until it returns None.
 
     The providers pass `RawBody.read`: a plain call, where iterating a generator would add a
     level to the C stack that the producer's greenlet saves while it waits (per open stream).

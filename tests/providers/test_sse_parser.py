@@ -1,10 +1,18 @@
-"""The lean SSE splitter: input bytes -> exact (event, data) pairs, whatever the read sizes."""
+"""The lean SSE parser: input bytes -> exact (event, data) pairs, whatever the read sizes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from functools import partial
+
 import pytest
 
-from app.providers._sse import iter_events
+from app.providers._sse_parser import SSEvent, iter_events_from
+
+
+def iter_events(chunks: Iterable[bytes]) -> Iterator[SSEvent]:
+    """The parser over these chunks, read one at a time as the providers read `RawBody.read`."""
+    return iter_events_from(partial(next, iter(chunks), None))
 
 CASES: list[tuple[str, bytes, list[tuple[bytes, bytes]]]] = [
     ("one event", b"event: ping\ndata: {}\n\n", [(b"ping", b"{}")]),
