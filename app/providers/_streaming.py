@@ -27,6 +27,7 @@ from app.providers import _retry
 from app.providers._body import RawBody
 from app.providers._sse_parser import SSEvent, iter_events_from
 from app.providers.base import ProviderEvent, ProviderRequest
+from app.seams.httpcore import Unwrap
 
 # Connect fast, but never cut a slow answer: Sluice enforces first-token / idle timeouts itself.
 DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
@@ -36,6 +37,9 @@ class StreamingProvider:
     """A provider whose stream a vendor SDK opens and Sluice reads (see the module docstring)."""
 
     name: str
+
+    unwrap: Unwrap | None = None
+    """Takes a vendor SDK's own wrapper off the response's byte stream (see `RawBody`)."""
 
     malformed: tuple[type[Exception], ...] = ()
     """What `_translate` raises for an event without the fields its type always has; it
@@ -84,7 +88,7 @@ class StreamingProvider:
         try:
             attempt = self._opener(self._get_client(), request)
             response = _retry.open_with_retries(attempt, self._transient, provider=self.name, policy=self.retry)
-            body = RawBody(response.http_response)
+            body = RawBody(response.http_response, self.unwrap)
             # RawBody keeps what it needs of the response; the request's parameters (the whole
             # conversation, as dicts, held by `attempt`) are not kept while the answer streams.
             del response, attempt
