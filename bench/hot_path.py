@@ -94,15 +94,15 @@ def main() -> None:
 
     def follower(gen: Generation) -> gevent.Greenlet:
         if not (args.sockets or args.direct):
-            return gevent.spawn(follow, Delivery(gen, 0, heartbeat=15.0, attached=True))
+            return gevent.spawn(follow, Delivery(gen.feed, 0, heartbeat=15.0, attached=True))
         ours, theirs = socket.socketpair()
         if args.direct:
             raw = _socket.socket(fileno=ours.detach())
             raw.setblocking(False)
-            DirectDelivery(gen, 0, raw, heartbeat=15.0, send_timeout=30.0, max_write=65536, attached=True,
+            DirectDelivery(gen.feed, 0, raw, heartbeat=15.0, send_timeout=30.0, max_write=65536, attached=True,
                            chunked=False).start(b"")
         else:
-            gevent.spawn(write, Delivery(gen, 0, heartbeat=15.0, attached=True), ours)
+            gevent.spawn(write, Delivery(gen.feed, 0, heartbeat=15.0, attached=True), ours)
         return gevent.spawn(read, theirs)
 
     def drain() -> None:
@@ -119,7 +119,7 @@ def main() -> None:
             continue
         gen = Generation(f"bench-{i:06d}-xxxxxxxxxx", spec, settings, lambda name: provider)
         for _ in range(args.followers):
-            gen.attach()
+            gen.feed.attach()
             readers.append(follower(gen))
         gen.start()
     gevent.joinall(readers)
