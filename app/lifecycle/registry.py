@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ from app.errors import RequestError
 from app.lifecycle.budget import Budgets, Hold
 from app.lifecycle.ended import Ended
 from app.lifecycle.generation import Generation, ProviderFactory
+from app.lifecycle.replays import Replays
 from app.lifecycle.slots import Slot
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.usage import BREAKDOWN
@@ -99,10 +99,8 @@ class Registry:
         self.backend = backend
         self.providers = providers
         self.local: dict[str, Generation] = {}  # running here (and ending: see `finished`)
-        # Ended here and still replayable, oldest first; together at most SLUICE_REPLAY_MAX_BYTES.
-        self.ended: OrderedDict[str, Ended] = OrderedDict()
-        self.ended_bytes = 0
-        self._expiry: Any = None  # one libev timer: the oldest ended generation's replay TTL
+        # Ended here and still replayable (SLUICE_REPLAY_TTL_SECONDS, SLUICE_REPLAY_MAX_BYTES).
+        self.replays = Replays(settings.replay_ttl_seconds, settings.replay_max_bytes, backend.mirror.forget)
         self.draining = False
         self.closing = False  # past the drain deadline: what still runs is being ended
         self._live = 0  # running generations, counted: `running()` lists them (a walk of `local`)
@@ -170,7 +168,7 @@ class Registry:
                 raise RequestError(429, "Too many streams running for this client; wait for one to end",
                                    type="rate_limit", headers={"Retry-After": "5"})
             stream_id = spec.stream_id or new_stream_id()
-            if stream_id in self.local or stream_id in self.ended:
+            if stream_id in self.local or stream_id in self.replays:
                 raise RequestError(409, "stream_id is already in use", field="stream_id")
             # Before the claim: a refusal (429) must leave the id free for a retry.
             spec, hold = self.budgets.reserve(spec, owner or client)
@@ -257,45 +255,17 @@ class Registry:
             fields["answer"] = gen.relay.answer
         log_generation(fields, content=self.settings.log_content)
         # From here on only its events and status are kept (compressed), not the Generation:
-        # responses that follow it hold that until they have sent its end.
-        ended = Ended(gen, time.monotonic() + self.settings.replay_ttl_seconds)
+        # responses that follow it hold its feed (the journal) until they have sent its end.
+        ended = Ended(gen, self.replays.expires())
         if self.local.get(gen.id) is gen:
             del self.local[gen.id]
-        self.ended[gen.id] = ended
-        self.ended_bytes += ended.nbytes
         self.backend.mirror.finished(gen.id, ended)
-        while self.ended_bytes > self.settings.replay_max_bytes and self.ended:
-            self._forget(next(iter(self.ended)))  # the oldest first
-        if self._expiry is None:
-            self._arm_expiry()
-
-    def _forget(self, stream_id: str) -> None:
-        """Drop an ended generation: its replay TTL is over, or the replay cap needs its bytes."""
-        ended = self.ended.pop(stream_id)
-        self.ended_bytes -= ended.nbytes
-        self.backend.mirror.forget(stream_id)
-
-    def _arm_expiry(self) -> None:
-        # One timer for all: ended generations are kept in the order they ended, with one TTL,
-        # so the oldest is always the next to expire (thousands may wait out their TTL at once).
-        if self._expiry is not None:
-            self._expiry.close()
-            self._expiry = None
-        if self.ended:
-            oldest = next(iter(self.ended.values()))
-            self._expiry = gevent.get_hub().loop.timer(max(0.0, oldest.expires - time.monotonic()))
-            self._expiry.start(self._expire)
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        while self.ended and next(iter(self.ended.values())).expires <= now:
-            self._forget(next(iter(self.ended)))
-        self._arm_expiry()
+        self.replays.keep(ended)
 
     def find(self, stream_id: str) -> Generation | Ended | None:
         """This worker's generation `stream_id`, running or ended (and still replayable)."""
         gen = self.local.get(stream_id)
-        return gen if gen is not None else self.ended.get(stream_id)
+        return gen if gen is not None else self.replays.get(stream_id)
 
     # -- lookups ------------------------------------------------------------------------------
 
