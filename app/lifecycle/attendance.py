@@ -5,9 +5,10 @@ a reload or a dropped connection gets that long to come back. The timer is a gre
 by `gevent.spawn_later` only while nobody follows here, never one per reader.
 
 What varies is injected: `leave` (what to do when the grace runs out: the generation's cancel)
-and `followed_elsewhere` (do clients follow through other workers? the shared backend knows;
-by default nobody does). The generation calls `end()` when it ends: from then on nothing is
-armed or cancelled, and the callbacks (which hold the generation) are let go.
+and `followed_elsewhere(stream_id)` (do clients follow it through other workers? the shared
+backend knows, `Remote.followed`; by default nobody does). The generation calls `end()` when
+it ends: from then on nothing is armed or cancelled, and the callbacks (which hold the
+generation) are let go.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from app.observability import greenlets
 FIRST_READER_SECONDS = 10.0
 
 
-def _nobody() -> bool:
+def _nobody(stream_id: str) -> bool:
     return False
 
 
@@ -34,14 +35,16 @@ def _nothing() -> None:
 class Attendance:
     """The count of local readers, and the grace timer that runs while it is zero."""
 
-    __slots__ = ("count", "grace_seconds", "_grace", "_leave", "_followed_elsewhere", "_over")
+    __slots__ = ("stream_id", "count", "grace_seconds", "_grace", "_leave", "_followed_elsewhere", "_over")
 
     def __init__(
         self,
+        stream_id: str,
         grace_seconds: float,
         leave: Callable[[], None],
-        followed_elsewhere: Callable[[], bool] = _nobody,
+        followed_elsewhere: Callable[[str], bool] = _nobody,
     ) -> None:
+        self.stream_id = stream_id
         self.count = 0
         self.grace_seconds = grace_seconds
         self._grace: Greenlet | None = None
@@ -99,5 +102,5 @@ class Attendance:
 
     def _fire(self) -> None:
         self._grace = None
-        if self.count == 0 and not self._over and not self._followed_elsewhere():
+        if self.count == 0 and not self._over and not self._followed_elsewhere(self.stream_id):
             self._leave()

@@ -81,7 +81,7 @@ class _Unwatched:
 UNWATCHED: Watcher = _Unwatched()
 
 
-def _nobody_elsewhere() -> bool:
+def _nobody_elsewhere(stream_id: str) -> bool:
     return False
 
 
@@ -119,7 +119,7 @@ class Generation:
         owner: str | None = None,
         client: str = "",
         mirror: Mirror | None = None,
-        followed_elsewhere: Callable[[], bool] = _nobody_elsewhere,
+        followed_elsewhere: Callable[[str], bool] = _nobody_elsewhere,
         watcher: Watcher = UNWATCHED,
         trace: Trace = NO_TRACE,
     ) -> None:
@@ -129,7 +129,7 @@ class Generation:
         self.providers = providers
         self.client = client
         self.journal = Journal(stream_id, settings.max_stream_bytes)
-        attendance = Attendance(settings.disconnect_grace_seconds, self._nobody_left, followed_elsewhere)
+        attendance = Attendance(stream_id, settings.disconnect_grace_seconds, self._nobody_left, followed_elsewhere)
         self.feed = LocalFeed(stream_id, owner, self.journal, attendance)
         self.state = "running"
         self.outcome_reason: str | None = None

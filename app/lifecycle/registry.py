@@ -108,6 +108,7 @@ class Registry:
         self.tracing = Tracing(settings.otel_traces)
         self.budgets = Budgets(settings, backend.ledger)
         self._holds: dict[str, Hold] = {}  # budget reservations of running generations, by id
+        self._followed_elsewhere = backend.remote.followed  # bound once: shared by every generation
 
     def ensure_started(self) -> None:
         """Start the backend's background work on first use (never at import time)."""
@@ -189,7 +190,7 @@ class Registry:
                 owner=owner, client=client,
                 # Nobody reads the mirror of a backend that shares nothing: not a call per event.
                 mirror=backend.mirror if backend.shared else None,
-                followed_elsewhere=partial(backend.remote.followed, stream_id),
+                followed_elsewhere=self._followed_elsewhere,
                 watcher=self,
                 trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
             )

@@ -14,7 +14,7 @@ GRACE = 0.05
 
 def watched(followed_elsewhere: bool = False) -> tuple[Attendance, list[str]]:
     left: list[str] = []
-    return Attendance(GRACE, lambda: left.append("left"), lambda: followed_elsewhere), left
+    return Attendance("s" * 22, GRACE, lambda: left.append("left"), lambda stream_id: followed_elsewhere), left
 
 
 def test_the_last_reader_leaving_starts_the_grace_and_a_return_stops_it() -> None:
