@@ -94,7 +94,7 @@ def main() -> None:
         sock.close()
 
     def follower(gen: Generation) -> gevent.Greenlet:
-        cursor = Cursor(gen, 0, heartbeat=15.0, max_write=65536, attached=True)
+        cursor = Cursor(gen.feed, 0, heartbeat=15.0, max_write=65536, attached=True)
         if not (args.sockets or args.direct):
             return gevent.spawn(follow, WsgiBody(cursor))
         ours, theirs = socket.socketpair()
@@ -120,7 +120,7 @@ def main() -> None:
             continue
         gen = Generation(f"bench-{i:06d}-xxxxxxxxxx", spec, settings, lambda name: provider)
         for _ in range(args.followers):
-            gen.attach()
+            gen.feed.attach()
             readers.append(follower(gen))
         gen.start()
     gevent.joinall(readers)

@@ -2,7 +2,7 @@
 
 Nothing else: not its spec (the whole prompt), its producer (one string per delta of the last
 round), its relay or its greenlet. The registry swaps a `Generation` for its `Ended` the moment
-it ends; responses already following it keep the `Generation` until they have sent `[DONE]`.
+it ends; responses already following it keep its `LocalFeed` until they have sent `[DONE]`.
 An `Ended` is a `Feed` (a replay that never waits) and a `Mirrored` (the Redis writer may still
 have its last events to write).
 """
@@ -33,7 +33,6 @@ class Ended:
     running = False
     ended = True
     lost = False  # a local journal is never trimmed
-    unattended = False
 
     def __init__(self, gen: Generation, expires: float) -> None:
         self.id = gen.id
@@ -83,6 +82,3 @@ class Ended:
 
     def join(self, timeout: float | None = None) -> None:
         """Nothing runs."""
-
-    def recheck_attached(self) -> None:
-        """Nothing to cancel."""

@@ -1,6 +1,6 @@
 """One generation's life: its journal, its state, and exactly one ending.
 
-    provider ──next()──▶ producer greenlet ──append──▶ Journal ──▶ subscribers (HTTP responses)
+    provider ──next()──▶ producer greenlet ──append──▶ Journal ◀── LocalFeed ◀── readers (HTTP responses)
                                ▲
      cancel / disconnect / timeout / shutdown: one path — the greenlet is killed (or a deadline
      fires) *while it is blocked in the provider's socket read*; the exception unwinds through
@@ -8,8 +8,14 @@
      bill stops), and `_run` turns it into exactly one terminal event.
 
 A flag checked between chunks would do nothing while the model is silent; killing the greenlet
-works wherever it is blocked. The rounds themselves are the producer's (`producer.py`), the
-deadlines `deadlines.py`'s, who follows and the disconnect grace `attendance.py`'s.
+works wherever it is blocked. The rounds themselves are the producer's (`producer.py`, which
+also yields to the other greenlets now and then), the deadlines `deadlines.py`'s; what readers
+see of it is `local_feed.py`'s, who follows and the disconnect grace `attendance.py`'s.
+
+What varies is injected, by the registry: the `Mirror` that copies each event for the other
+workers (none without a shared backend), whether clients follow through other workers
+(`followed_elsewhere`), the `Trace`, and the `Watcher` that hears how it went (budgets,
+metrics, the log line, replay).
 """
 
 from __future__ import annotations
@@ -18,31 +24,65 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 from gevent import Greenlet, GreenletExit
-from gevent.event import Event
 from gevent.hub import get_hub
 
+from app.backends.base import Mirror
 from app.config import Settings
 from app.errors import SluiceError, UpstreamError
 from app.lifecycle.attendance import Attendance
 from app.lifecycle.deadlines import Deadline
 from app.lifecycle.journal import Journal, JournalFull
+from app.lifecycle.local_feed import LocalFeed
 from app.lifecycle.producer import Producer, ProviderFactory
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.text_relay import TextRelay
 from app.lifecycle.usage import UsageMeter
-from app.observability import greenlets, metrics
-from app.observability.tracing import NO_TRACE, NoTrace
+from app.observability import greenlets
+from app.observability.tracing import NO_TRACE, Trace
 from app.sse import DONE, Entry
 
-__all__ = ["FAIR_SHARE", "Generation", "ProviderFactory"]
+__all__ = ["UNWATCHED", "Generation", "ProviderFactory", "Watcher"]
 
 log = logging.getLogger("sluice.generation")
 
-FAIR_SHARE = 64  # text deltas relayed between yields to the other greenlets (and metric updates)
+
+class Watcher(Protocol):
+    """Who hears how a generation goes, besides its readers (the registry: budgets, metrics,
+    the log line, replay). Called in the generation's own greenlet, or where it was cancelled."""
+
+    def relayed(self, deltas: int) -> None:
+        """`deltas` more text deltas were relayed (in bulk: see `producer.FAIR_SHARE`)."""
+
+    def ending(self, gen: Generation) -> None:
+        """Its usage is final and its terminal event not yet in (a client that reads that event
+        then finds the budget already settled)."""
+
+    def finished(self, gen: Generation) -> None:
+        """Its terminal event and `[DONE]` are in."""
+
+
+class _Unwatched:
+    """Nobody to tell (a generation made outside a registry: tests, benchmarks)."""
+
+    def relayed(self, deltas: int) -> None:
+        pass
+
+    def ending(self, gen: Generation) -> None:
+        pass
+
+    def finished(self, gen: Generation) -> None:
+        pass
+
+
+UNWATCHED: Watcher = _Unwatched()
+
+
+def _nobody_elsewhere(stream_id: str) -> bool:
+    return False
 
 
 class _ProducerGreenlet(Greenlet):  # type: ignore[misc]  # gevent ships no stubs
@@ -56,16 +96,18 @@ class _ProducerGreenlet(Greenlet):  # type: ignore[misc]  # gevent ships no stub
 
 
 class Generation:
-    """A generation: its spec, its journal, its state, and the greenlet that produces it."""
+    """A generation: its spec, its journal, its state, and the greenlet that produces it.
+
+    Readers do not read it: they follow its `feed` (a `LocalFeed`).
+    """
 
     # One per open stream: no per-instance dict.
     __slots__ = (
-        "id", "spec", "settings", "providers", "owner", "client", "provider_name", "model", "journal",
-        "state", "outcome_reason", "stop_reason", "created_at", "ended_at", "_t0", "ttft_ms", "duration_ms",
-        "relay", "_attendance", "_on_entry", "_on_ending", "_on_end", "trace", "meter", "producer", "_greenlet",
-        "_producing", "_cancel_reason", "_full", "_counted",
+        "id", "spec", "settings", "providers", "client", "journal", "feed",
+        "state", "outcome_reason", "stop_reason", "created_at", "_t0", "ttft_ms", "duration_ms",
+        "relay", "meter", "producer", "trace", "watcher", "_mirror",
+        "_greenlet", "_producing", "_cancel_reason", "_full",
     )
-    lost = False  # as a Feed: a local journal is never trimmed
 
     def __init__(
         self,
@@ -76,25 +118,23 @@ class Generation:
         *,
         owner: str | None = None,
         client: str = "",
-        on_entry: Callable[[Generation, Entry], None] | None = None,
-        on_end: Callable[[Generation], None] | None = None,
-        on_ending: Callable[[Generation], None] | None = None,
-        trace: NoTrace = NO_TRACE,
+        mirror: Mirror | None = None,
+        followed_elsewhere: Callable[[str], bool] = _nobody_elsewhere,
+        watcher: Watcher = UNWATCHED,
+        trace: Trace = NO_TRACE,
     ) -> None:
         self.id = stream_id
         self.spec = spec
         self.settings = settings
         self.providers = providers
-        self.owner = owner
         self.client = client
-        self.provider_name = spec.provider
-        self.model = spec.model
         self.journal = Journal(stream_id, settings.max_stream_bytes)
+        attendance = Attendance(stream_id, settings.disconnect_grace_seconds, self._nobody_left, followed_elsewhere)
+        self.feed = LocalFeed(stream_id, owner, self.journal, attendance)
         self.state = "running"
         self.outcome_reason: str | None = None
         self.stop_reason: str | None = None  # the model's (end_turn, max_tokens...); a cancel's is _cancel_reason
         self.created_at = time.time()
-        self.ended_at: float | None = None
         self._t0 = time.monotonic()
         self.ttft_ms: int | None = None
         self.duration_ms: int | None = None
@@ -107,18 +147,30 @@ class Generation:
             keep_answer=settings.log_content,
             on_first=self.first_output,
         )
-        self._attendance = Attendance(self._grace_expired)
-        self._on_entry = on_entry
-        self._on_end = on_end
-        self._on_ending = on_ending  # before the terminal event: its usage is final (budgets)
-        self.trace = trace
         self.meter = UsageMeter()
         self.producer = Producer(self)
+        self.trace = trace
+        self.watcher = watcher
+        self._mirror = mirror  # each event, for the other workers: None when nobody else reads it
         self._greenlet: Greenlet | None = None
         self._producing = False  # the producer greenlet has begun (`running` is the state)
         self._cancel_reason = "shutdown"
         self._full = False  # the journal reached its byte bound: only the ending goes in now
-        self._counted = 0  # text deltas already added to sluice_tokens_relayed_total
+
+    @property
+    def owner(self) -> str | None:
+        """The principal that started it (None: authentication off)."""
+        return self.feed.owner
+
+    @property
+    def provider_name(self) -> str:
+        """The provider the request asked for (`upstream`: the one answering)."""
+        return self.spec.provider
+
+    @property
+    def model(self) -> str:
+        """The model the request asked for."""
+        return self.spec.model
 
     # -- events -------------------------------------------------------------------------------
 
@@ -132,16 +184,7 @@ class Generation:
 
     def emit_text(self, text: str) -> Entry | None:
         """`emit` for a `text` event: the hot path (see `Journal.append_text`)."""
-        entry = self._add(self.journal.append_text, text, False)
-        if self.relay.deltas - self._counted >= FAIR_SHARE:
-            self._count_deltas()
-            if gevent.getcurrent() is self._greenlet:
-                # A fast upstream keeps the socket readable, so the SDK's reads never block and
-                # this greenlet would never let another run: the worker's other streams, and
-                # /healthz, would wait for this whole answer. Yield now and then; the responses
-                # then find several events waiting and write them in one send.
-                gevent.sleep(0)
-        return entry
+        return self._add(self.journal.append_text, text, False)
 
     def _add(self, add: Callable[..., Entry], item: Any, terminal: bool) -> Entry | None:
         if self._full and not terminal:
@@ -151,14 +194,9 @@ class Generation:
         except JournalFull:
             self._overflow()
             return None
-        if self._on_entry is not None:
-            self._on_entry(self, entry)
+        if self._mirror is not None:
+            self._mirror.changed(self.id, entry.done)
         return entry
-
-    def _count_deltas(self) -> None:
-        # In bulk: a Prometheus update per delta would cost more than relaying the delta.
-        metrics.text_deltas_relayed(self.relay.deltas - self._counted)
-        self._counted = self.relay.deltas
 
     def _overflow(self) -> None:
         """The journal is full: end with an error, from the producer (raise) or from elsewhere (kill)."""
@@ -184,20 +222,6 @@ class Generation:
         """The provider answering: the request's, or the fallback once it took over."""
         return self.producer.upstream
 
-    # -- as a Feed (app.backends.base): subscribers on this worker read the journal directly ----
-
-    def wait_after(self, seq: int, timeout: float | None, interrupt: Event | None = None) -> list[Entry]:
-        """Entries after `seq`, waiting up to `timeout` for one."""
-        return self.journal.wait_after(seq, timeout, interrupt)
-
-    def listen(self, wake: Callable[[], None]) -> None:
-        """Call `wake()` once, in the hub, at the next event (see `Journal.listen`)."""
-        self.journal.listen(wake)
-
-    @property
-    def closed(self) -> bool:
-        return self.journal.closed
-
     # -- control ------------------------------------------------------------------------------
 
     def start(self, cancelled: bool = False) -> None:
@@ -219,9 +243,7 @@ class Generation:
             self._end_cancelled("user")
             return
         self._greenlet = greenlets.spawn(self._run, cls=_ProducerGreenlet)
-        if self._attendance.count == 0:
-            # Created without a reader (POST /streams): give the client time to attach.
-            self._attendance.arm(max(self.settings.disconnect_grace_seconds, 10.0))
+        self.feed.attendance.begin()
 
     def cancel(self, reason: str = "user") -> bool:
         """Stop the generation; True if it was running. Returns at once (the kill is async)."""
@@ -242,39 +264,9 @@ class Generation:
         if self._greenlet is not None:
             self._greenlet.join(timeout)
 
-    # -- subscribers (see `Attendance`) ------------------------------------------------------
-
-    @property
-    def subscribers(self) -> int:
-        """Clients following this generation through this worker."""
-        return self._attendance.count
-
-    def attach(self) -> None:
-        """A subscriber arrived: it stops a pending disconnect cancel."""
-        self._attendance.attach()
-
-    def detach(self) -> None:
-        """A subscriber left: with nobody left, cancel after the grace period."""
-        if self._attendance.detach() and self.running:
-            self._attendance.arm(self.settings.disconnect_grace_seconds)
-
-    @property
-    def unattended(self) -> bool:
-        """Running, with no subscriber here and no disconnect grace counting down."""
-        return self.running and self._attendance.count == 0 and not self._attendance.counting_down
-
-    def recheck_attached(self) -> None:
-        """Remote followers left (or vanished): start the grace if nobody follows here either."""
-        if self.unattended:
-            self._attendance.arm(self.settings.disconnect_grace_seconds)
-
-    def _grace_expired(self) -> None:
-        if self._attendance.count == 0 and self.running and not self.remote_subscribers():
-            self.cancel("disconnect")
-
-    def remote_subscribers(self) -> bool:
-        """Overridden by the shared backend: are clients attached through other workers?"""
-        return False
+    def _nobody_left(self) -> None:
+        # The disconnect grace ran out with nobody following, here or elsewhere (`Attendance`).
+        self.cancel("disconnect")
 
     def first_output(self) -> None:
         """The first output (text, reasoning or a tool call) reached the client: the TTFT."""
@@ -337,24 +329,19 @@ class Generation:
             payload = {"type": "error", "error": exc.to_event_error()}
         self.state = state
         self.outcome_reason = reason
-        self.ended_at = time.time()
         self.relay.stop()
-        self._attendance.stop()
-        if self._on_ending is not None:
-            # A client that reads the terminal event then finds the budget already settled.
-            self._on_ending(self)
+        self.feed.attendance.end()
+        self.watcher.ending(self)
         self.emit(payload, terminal=True)
         self.emit(DONE, terminal=True)
-        self._count_deltas()
         self.trace.end(state, self.stop_reason, self.usage(), reason)
-        if self._on_end is not None:
-            self._on_end(self)
+        self.watcher.finished(self)
         self._release()
 
     def _release(self) -> None:
-        """Ended: drop what only the run needed, now. The relay, producer and attendance refer
-        back to this generation, so without this the prompt and the round's deltas would wait
-        for a full garbage collection (responses still following it hold it meanwhile)."""
+        """Ended: drop what only the run needed, now. The relay and producer refer back to this
+        generation, so without this the prompt and the round's deltas would wait for a full
+        garbage collection. (Responses still following it hold only its feed.)"""
         self.spec = replace(self.spec, messages=(), system=None)
         self.producer.release()
         self.relay.parts = []

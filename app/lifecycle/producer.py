@@ -6,6 +6,9 @@ One `run()` is the whole answer: tool rounds (the tools run here, their results 
 model), a fallback to another provider before the first output, and a mid-stream recovery
 after a dropped connection. It raises whatever ends the answer otherwise; the generation
 (`generation.py`) turns that into exactly one terminal event.
+
+Fair share: every FAIR_SHARE text deltas the producer yields to the other greenlets, and tells
+the generation's watcher how many it relayed (`sluice_tokens_relayed_total`, in bulk).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.text_relay import TextRelay
 from app.lifecycle.usage import UsageMeter
 from app.observability import greenlets
-from app.observability.tracing import NoTrace
+from app.observability.tracing import Trace
 from app.providers.base import (
     REASONING_BUDGETS,
     Finish,
@@ -52,6 +55,13 @@ from app.toolbox import toolbox_for
 ProviderFactory = Callable[[str], Provider]
 
 TEXT_PIECES = 64  # a round's text deltas kept apart before they are joined (see `Round.add`)
+FAIR_SHARE = 64  # text deltas relayed between yields to the other greenlets (and metric updates)
+
+
+class Relayed(Protocol):
+    """Told how many text deltas were relayed (the generation's watcher)."""
+
+    def relayed(self, deltas: int) -> None: ...
 
 
 class Outlet(Protocol):
@@ -62,7 +72,8 @@ class Outlet(Protocol):
     providers: ProviderFactory
     relay: TextRelay
     meter: UsageMeter
-    trace: NoTrace
+    trace: Trace
+    watcher: Relayed
     ttft_ms: int | None
 
     def emit(self, payload: dict[str, Any] | str, *, terminal: bool = False) -> Entry | None: ...
@@ -107,7 +118,7 @@ class Producer:
     """The rounds of one generation's answer (runs in the generation's greenlet)."""
 
     __slots__ = ("gen", "_relay", "_meter", "upstream", "upstream_model", "current", "resume", "_recovered",
-                 "_fell_back")
+                 "_fell_back", "_reported")
 
     def __init__(self, gen: Outlet) -> None:
         self.gen = gen
@@ -117,6 +128,7 @@ class Producer:
         self.resume: Resume | None = None
         self._recovered = False
         self._fell_back = False
+        self._reported = 0  # text deltas already told to the watcher
 
     def release(self) -> None:
         """The generation ended: drop the last round's text (one string per delta) and any resume."""
@@ -134,29 +146,52 @@ class Producer:
         # request that asks for the rest, never here (so it never reaches a later round).
         conversation = list(spec.messages)
         rounds = 0
-        while True:
-            resume = self.resume
-            sent = resume.messages if resume is not None else conversation
-            request = self._request(sent)
-            if request.max_tokens < 1:
-                return "max_tokens"  # the budget's reservation is spent: no further round
-            try:
-                result = self._round(self.gen.providers(self.upstream), request, resume)
-            except UpstreamError as exc:
-                if self._retry_after(exc, conversation):
+        try:
+            while True:
+                resume = self.resume
+                sent = resume.messages if resume is not None else conversation
+                request = self._request(sent)
+                if request.max_tokens < 1:
+                    return "max_tokens"  # the budget's reservation is spent: no further round
+                try:
+                    result = self._round(self.gen.providers(self.upstream), request, resume)
+                except UpstreamError as exc:
+                    if self._retry_after(exc, conversation):
+                        continue
+                    raise
+                self.resume = None
+                if result.stop == "tool_use" and result.calls and rounds < self.gen.settings.max_tool_rounds:
+                    rounds += 1
+                    conversation += [
+                        # Opaque blocks (thinking + signature) go back exactly as received: the API
+                        # rejects a tool round that drops them.
+                        Message("assistant", result.answer, tool_calls=tuple(result.calls),
+                                opaque=tuple(result.opaque)),
+                        Message("user", tool_results=self._run_tools(result.calls)),
+                    ]
                     continue
-                raise
-            self.resume = None
-            if result.stop == "tool_use" and result.calls and rounds < self.gen.settings.max_tool_rounds:
-                rounds += 1
-                conversation += [
-                    # Opaque blocks (thinking + signature) go back exactly as received: the API
-                    # rejects a tool round that drops them.
-                    Message("assistant", result.answer, tool_calls=tuple(result.calls), opaque=tuple(result.opaque)),
-                    Message("user", tool_results=self._run_tools(result.calls)),
-                ]
-                continue
-            return result.stop
+                return result.stop
+        finally:
+            self._report()  # however it ended (a cancel too): before the generation's ending
+
+    def _report(self) -> None:
+        # In bulk: a Prometheus update per delta would cost more than relaying the delta.
+        deltas = self._relay.deltas
+        if deltas > self._reported:
+            self.gen.watcher.relayed(deltas - self._reported)
+            self._reported = deltas
+
+    def _share(self) -> int:
+        """FAIR_SHARE more text deltas: report them and let the other greenlets run; the next mark.
+
+        A fast upstream keeps the socket readable, so the SDK's reads never block and this
+        greenlet would never let another run: the worker's other streams, and /healthz, would
+        wait for this whole answer. The responses then find several events waiting and write
+        them in one send.
+        """
+        self._report()
+        gevent.sleep(0)
+        return self._relay.deltas + FAIR_SHARE
 
     def _request(self, messages: list[Message]) -> ProviderRequest:
         spec = self.gen.spec
@@ -254,6 +289,8 @@ class Producer:
         settings = self.gen.settings
         timer = RoundTimer(gevent.getcurrent(), settings.first_token_timeout, settings.idle_timeout)
         clock = time.monotonic
+        relay = self._relay
+        share_at = relay.deltas + FAIR_SHARE
         # The round's span is current from here to `upstream_end`, in this greenlet: the SDK's
         # span of each attempt (a retry too) is its child.
         self.gen.trace.upstream_start(provider.name, request.model)
@@ -268,6 +305,8 @@ class Producer:
                     break
                 timer.since = None
                 self._take(event, state, overlap)
+                if relay.deltas >= share_at:
+                    share_at = self._share()
                 if state.relayed and not timer.relayed:
                     timer.now_relayed()
         finally:

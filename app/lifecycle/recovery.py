@@ -11,10 +11,16 @@ Two ways to ask a model for the rest of a cut answer:
   the beginning or repeat its last words: `Overlap` drops what the client already has.
 
 Sluice tries prefill where it can work, and on its 400 asks again with a user turn (and
-remembers, per worker, that this model refuses prefill).
+remembers, per worker, that this model refuses prefill). That memory is bounded: a refusal is
+forgotten after PREFILL_REFUSAL_SECONDS (a model may learn prefill, a 400 may have had another
+cause), and at most PREFILL_REFUSALS_MAX models are remembered (the oldest refusal goes first),
+since with `SLUICE_ALLOWED_MODELS=*` the model names are the clients'. Forgetting costs one
+refused request: the next recovery of that model tries prefill once more.
 """
 
 from __future__ import annotations
+
+import time
 
 from app.providers.base import Message
 
@@ -31,17 +37,33 @@ CONTINUE_INSTRUCTION = (
     "no quotation, nothing repeated."
 )
 
-_prefill_refused: set[tuple[str, str]] = set()
+PREFILL_REFUSAL_SECONDS = 3600.0  # how long a model's refusal of prefill is remembered
+PREFILL_REFUSALS_MAX = 256  # models remembered at most (per worker)
+
+# (provider, model) -> monotonic time its refusal is forgotten; in refusal order (oldest first).
+_prefill_refused: dict[tuple[str, str], float] = {}
 
 
 def prefill_allowed(provider: str, model: str, reasoning: str) -> bool:
-    """Whether to try continuing by prefill (Anthropic, thinking off, not refused before)."""
-    return provider == "anthropic" and reasoning == "off" and (provider, model) not in _prefill_refused
+    """Whether to try continuing by prefill (Anthropic, thinking off, not refused lately)."""
+    if provider != "anthropic" or reasoning != "off":
+        return False
+    until = _prefill_refused.get((provider, model))
+    if until is None:
+        return True
+    if until > time.monotonic():
+        return False
+    del _prefill_refused[(provider, model)]
+    return True
 
 
 def prefill_refused(provider: str, model: str) -> None:
-    """The model answered a prefill with a 400: ask it with a user turn from now on."""
-    _prefill_refused.add((provider, model))
+    """The model answered a prefill with a 400: ask it with a user turn for a while."""
+    key = (provider, model)
+    _prefill_refused.pop(key, None)  # to the end: the newest refusal
+    _prefill_refused[key] = time.monotonic() + PREFILL_REFUSAL_SECONDS
+    while len(_prefill_refused) > PREFILL_REFUSALS_MAX:
+        del _prefill_refused[next(iter(_prefill_refused))]
 
 
 def continuation(conversation: list[Message], partial: str, *, prefill: bool) -> list[Message]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ from app.errors import RequestError
 from app.lifecycle.budget import Budgets, Hold
 from app.lifecycle.ended import Ended
 from app.lifecycle.generation import Generation, ProviderFactory
+from app.lifecycle.replays import Replays
 from app.lifecycle.slots import Slot
 from app.lifecycle.spec import GenerationSpec
 from app.lifecycle.usage import BREAKDOWN
@@ -41,19 +41,6 @@ def visible_to(owner: str | None, principal: str | None) -> bool:
 def new_stream_id() -> str:
     """22 characters of URL-safe base64: 128 random bits, unguessable."""
     return secrets.token_urlsafe(16)
-
-
-class _Followed(Generation):
-    """A generation whose clients may also follow it through other workers (the backend knows)."""
-
-    __slots__ = ("_backend",)
-
-    def __init__(self, *args: Any, backend: Backend, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._backend = backend
-
-    def remote_subscribers(self) -> bool:
-        return self._backend.remote.followed(self.id)
 
 
 class GenerationView:
@@ -111,20 +98,17 @@ class Registry:
         self.settings = settings
         self.backend = backend
         self.providers = providers
-        self.local: dict[str, Generation] = {}  # running here (and ending: see `_on_end`)
-        # Ended here and still replayable, oldest first; together at most SLUICE_REPLAY_MAX_BYTES.
-        self.ended: OrderedDict[str, Ended] = OrderedDict()
-        self.ended_bytes = 0
-        self._expiry: Any = None  # one libev timer: the oldest ended generation's replay TTL
+        self.local: dict[str, Generation] = {}  # running here (and ending: see `finished`)
+        # Ended here and still replayable (SLUICE_REPLAY_TTL_SECONDS, SLUICE_REPLAY_MAX_BYTES).
+        self.replays = Replays(settings.replay_ttl_seconds, settings.replay_max_bytes, backend.mirror.forget)
         self.draining = False
         self.closing = False  # past the drain deadline: what still runs is being ended
-        self._live = 0  # running generations: `running()` walks every one kept for replay too
+        self._live = 0  # running generations, counted: `running()` lists them (a walk of `local`)
         self._started = False
         self.tracing = Tracing(settings.otel_traces)
         self.budgets = Budgets(settings, backend.ledger)
         self._holds: dict[str, Hold] = {}  # budget reservations of running generations, by id
-        # Bound once: every generation shares them (not two new bound methods per stream).
-        self._entry_hook, self._end_hook, self._settle_hook = self._on_entry, self._on_end, self._settle
+        self._followed_elsewhere = backend.remote.followed  # bound once: shared by every generation
 
     def ensure_started(self) -> None:
         """Start the backend's background work on first use (never at import time)."""
@@ -134,7 +118,7 @@ class Registry:
 
     # -- counts -------------------------------------------------------------------------------
 
-    def active(self) -> list[Generation]:
+    def running(self) -> list[Generation]:
         """This worker's generations that are still running (what SLUICE_MAX_STREAMS bounds)."""
         return [g for g in self.local.values() if g.running]
 
@@ -185,7 +169,7 @@ class Registry:
                 raise RequestError(429, "Too many streams running for this client; wait for one to end",
                                    type="rate_limit", headers={"Retry-After": "5"})
             stream_id = spec.stream_id or new_stream_id()
-            if stream_id in self.local or stream_id in self.ended:
+            if stream_id in self.local or stream_id in self.replays:
                 raise RequestError(409, "stream_id is already in use", field="stream_id")
             # Before the claim: a refusal (429) must leave the id free for a retry.
             spec, hold = self.budgets.reserve(spec, owner or client)
@@ -200,12 +184,15 @@ class Registry:
             if claimed is False:
                 raise RequestError(409, "stream_id is already in use", field="stream_id")
             cancelled = self.backend.ids.take_tombstone(stream_id, owner)
-            gen = _Followed(
+            backend = self.backend
+            gen = Generation(
                 stream_id, spec, self.settings, self.providers,
-                owner=owner, client=client, on_entry=self._entry_hook, on_end=self._end_hook,
-                on_ending=self._settle_hook,
+                owner=owner, client=client,
+                # Nobody reads the mirror of a backend that shares nothing: not a call per event.
+                mirror=backend.mirror if backend.shared else None,
+                followed_elsewhere=self._followed_elsewhere,
+                watcher=self,
                 trace=self.tracing.generation(trace_headers, provider=spec.provider, model=spec.model, spec=spec),
-                backend=self.backend,
             )
         except BaseException:
             self._live -= 1
@@ -221,24 +208,28 @@ class Registry:
         view: Mirrored = GenerationView(gen)
         self.backend.mirror.add(view)
         if attached:
-            gen.attach()
+            gen.feed.attach()
         gen.start(cancelled=cancelled)
         return gen
 
-    def _on_entry(self, gen: Generation, entry: Entry) -> None:
-        self.backend.mirror.changed(gen.id, entry.done)
+    # -- what a generation tells its registry (`generation.Watcher`) ----------------------------
 
-    def _settle(self, gen: Generation) -> None:
+    def relayed(self, deltas: int) -> None:
+        """Text deltas relayed, in bulk: `sluice_tokens_relayed_total`."""
+        metrics.text_deltas_relayed(deltas)
+
+    def ending(self, gen: Generation) -> None:
         """Charge a generation's budget what it used (see app.lifecycle.budget)."""
         hold = self._holds.pop(gen.id, None)
         if hold is not None:
             self.budgets.settle(hold, gen.usage())
 
-    def _on_end(self, gen: Generation) -> None:
+    def finished(self, gen: Generation) -> None:
+        """A generation ended: its slot back, metrics, its log line; keep what replays need."""
         self._live -= 1
         self.backend.slots.release(GENERATIONS, gen.client)
         usage = gen.usage()
-        self._settle(gen)  # already done, unless the generation never got to its ending
+        self.ending(gen)  # already done, unless the generation never got to its ending
         metrics.generation_finished(
             gen.state, gen.outcome_reason,
             None if gen.ttft_ms is None else gen.ttft_ms / 1000.0, (gen.duration_ms or 0) / 1000.0,
@@ -265,45 +256,17 @@ class Registry:
             fields["answer"] = gen.relay.answer
         log_generation(fields, content=self.settings.log_content)
         # From here on only its events and status are kept (compressed), not the Generation:
-        # responses that follow it hold that until they have sent its end.
-        ended = Ended(gen, time.monotonic() + self.settings.replay_ttl_seconds)
+        # responses that follow it hold its feed (the journal) until they have sent its end.
+        ended = Ended(gen, self.replays.expires())
         if self.local.get(gen.id) is gen:
             del self.local[gen.id]
-        self.ended[gen.id] = ended
-        self.ended_bytes += ended.nbytes
         self.backend.mirror.finished(gen.id, ended)
-        while self.ended_bytes > self.settings.replay_max_bytes and self.ended:
-            self._forget(next(iter(self.ended)))  # the oldest first
-        if self._expiry is None:
-            self._arm_expiry()
-
-    def _forget(self, stream_id: str) -> None:
-        """Drop an ended generation: its replay TTL is over, or the replay cap needs its bytes."""
-        ended = self.ended.pop(stream_id)
-        self.ended_bytes -= ended.nbytes
-        self.backend.mirror.forget(stream_id)
-
-    def _arm_expiry(self) -> None:
-        # One timer for all: ended generations are kept in the order they ended, with one TTL,
-        # so the oldest is always the next to expire (thousands may wait out their TTL at once).
-        if self._expiry is not None:
-            self._expiry.close()
-            self._expiry = None
-        if self.ended:
-            oldest = next(iter(self.ended.values()))
-            self._expiry = gevent.get_hub().loop.timer(max(0.0, oldest.expires - time.monotonic()))
-            self._expiry.start(self._expire)
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        while self.ended and next(iter(self.ended.values())).expires <= now:
-            self._forget(next(iter(self.ended)))
-        self._arm_expiry()
+        self.replays.keep(ended)
 
     def find(self, stream_id: str) -> Generation | Ended | None:
         """This worker's generation `stream_id`, running or ended (and still replayable)."""
         gen = self.local.get(stream_id)
-        return gen if gen is not None else self.ended.get(stream_id)
+        return gen if gen is not None else self.replays.get(stream_id)
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -313,7 +276,10 @@ class Registry:
         None, as for an unknown id, when the generation belongs to another principal.
         """
         gen = self.find(stream_id)
-        feed = gen if gen is not None else self.backend.remote.feed(stream_id)
+        if gen is not None:
+            feed: Feed | None = gen.feed if isinstance(gen, Generation) else gen
+        else:
+            feed = self.backend.remote.feed(stream_id)
         return feed if feed is not None and visible_to(feed.owner, principal) else None
 
     def status(self, stream_id: str, principal: str | None = None) -> dict[str, Any] | None:
@@ -340,16 +306,17 @@ class Registry:
         """Clients following through other workers left: nobody here either starts the grace."""
         gen = self.local.get(stream_id)
         if gen is not None:
-            gen.recheck_attached()
+            gen.feed.attendance.recheck()
 
     def unattended(self) -> list[str]:
         """Running generations nobody follows here, with no disconnect grace counting down."""
-        return [sid for sid, gen in self.local.items() if gen.unattended]
+        return [sid for sid, gen in self.local.items() if gen.feed.attendance.unattended]
 
-    def cancel(self, stream_id: str, owner: str | None) -> tuple[int, dict[str, Any]]:
-        """POST /cancel: (status, body) per the contract."""
+    def cancel(self, stream_id: str, caller: str | None) -> tuple[int, dict[str, Any]]:
+        """POST /cancel by `caller` (the principal asking; None with authentication off):
+        (status, body) per the contract."""
         gen = self.find(stream_id)
-        if gen is not None and visible_to(gen.owner, owner):
+        if gen is not None and visible_to(gen.owner, caller):
             if gen.cancel("user"):
                 gen.join(timeout=1.0)  # the terminal event is in the journal before we answer
                 # The producer may have run to its end before the kill reached it (its last
@@ -358,12 +325,12 @@ class Registry:
                     return 200, {"stream_id": stream_id, "status": "cancelled"}
             return 200, {"stream_id": stream_id, "status": "finished"}
         if gen is None:
-            outcome = self.backend.remote.cancel(stream_id, "user", owner)
+            outcome = self.backend.remote.cancel(stream_id, "user", caller)
             if outcome in ("cancelled", "finished"):
                 return 200, {"stream_id": stream_id, "status": outcome}
             # Unknown, or not the caller's: remember it, and answer exactly the same either way.
             if outcome == "unreachable" or not self.backend.ids.add_tombstone(
-                stream_id, self.settings.cancel_tombstone_seconds, owner
+                stream_id, self.settings.cancel_tombstone_seconds, caller
             ):
                 # Redis cannot tell where it runs, nor keep the early cancel: say so, not 202.
                 raise RequestError(503, "The server cannot reach this stream now; send the cancel again shortly",
@@ -390,14 +357,14 @@ class Registry:
         if self.draining:
             return
         self.draining = True
-        log.info("draining: %d generations running, %.0f s to finish", len(self.active()), grace)
+        log.info("draining: %d generations running, %.0f s to finish", len(self.running()), grace)
         start = time.monotonic()
         deadline = start + grace
         end = start + (grace + 2.0 if limit is None else max(grace, limit))
-        while (self.active() or (serving is not None and serving())) and time.monotonic() < deadline:
+        while (self.running() or (serving is not None and serving())) and time.monotonic() < deadline:
             gevent.sleep(0.1)
         self.closing = True
-        left = self.active()
+        left = self.running()
         for gen in left:
             gen.cancel("shutdown")
         for gen in left:

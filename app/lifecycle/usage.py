@@ -23,7 +23,7 @@ class UsageMeter:
     """
 
     __slots__ = (
-        "_in_done", "_out_done", "_parts_done", "_estimated", "_active", "_round_in", "_round_out", "_round_parts",
+        "_in_done", "_out_done", "_parts_done", "_estimated", "_in_round", "_round_in", "_round_out", "_round_parts",
         "_round_chars", "round_deltas",
     )
 
@@ -32,7 +32,7 @@ class UsageMeter:
         self._out_done = 0
         self._parts_done: dict[str, int] = {}
         self._estimated = False
-        self._active = False
+        self._in_round = False  # an upstream call is open (its usage counts, reported or estimated)
         self._round_in: int | None = None
         self._round_out: int | None = None
         self._round_parts: dict[str, int] = {}
@@ -41,7 +41,7 @@ class UsageMeter:
 
     def open_round(self, prompt_chars: int) -> None:
         """An upstream call starts."""
-        self._active = True
+        self._in_round = True
         self._round_in = self._round_out = None
         self._round_parts = {}
         self._round_chars = prompt_chars
@@ -59,7 +59,7 @@ class UsageMeter:
                 self._round_parts[name] = value
 
     def _round(self) -> tuple[int, int, bool]:
-        if not self._active:
+        if not self._in_round:
             return 0, 0, False
         estimated = self._round_in is None or self._round_out is None
         round_in = self._round_in if self._round_in is not None else self._round_chars // 4 + 1
@@ -75,7 +75,7 @@ class UsageMeter:
             self._estimated = self._estimated or estimated
             for name, value in self._round_parts.items():
                 self._parts_done[name] = self._parts_done.get(name, 0) + value
-        self._active = False
+        self._in_round = False  # an upstream call is open (its usage counts, reported or estimated)
         self._round_parts = {}
 
     def as_dict(self) -> dict[str, Any]:

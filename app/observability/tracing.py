@@ -2,8 +2,9 @@
 
 Off unless the standard `OTEL_*` variables ask for traces (an OTLP endpoint, or
 `OTEL_TRACES_EXPORTER`) and the `otel` extra is installed. When off, nothing of OpenTelemetry is
-imported and every hook is a no-op method on `NO_TRACE` (a few calls per generation, none per
-token).
+imported and every hook is a no-op method of `NO_TRACE`, a `NullTrace` (a few calls per
+generation, none per token). `Trace` is the interface a generation and its producer call;
+`GenerationTrace` is the real one.
 
     POST /stream (traceparent: 00-<trace>-<parent>-01)
       └─ chat <model>                 one per generation: gen_ai.* request, usage, finish reasons,
@@ -24,8 +25,8 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
 
 log = logging.getLogger("sluice.tracing")
 
@@ -46,8 +47,8 @@ def wanted(env: Mapping[str, str]) -> bool:
     )
 
 
-class NoTrace:
-    """The hooks a generation calls, doing nothing (tracing off)."""
+class Trace(Protocol):
+    """The hooks a generation (and its producer) calls: `NullTrace` or `GenerationTrace`."""
 
     def first_chunk(self) -> None:
         """The first text, reasoning or tool call of the generation arrived."""
@@ -59,20 +60,39 @@ class NoTrace:
     def upstream_end(self, error: BaseException | None) -> None:
         """That upstream call ended: closed, failed, cancelled or timed out."""
 
-    @contextmanager
-    def tool(self, name: str, call_id: str) -> Iterator[None]:
+    def tool(self, name: str, call_id: str) -> AbstractContextManager[None]:
         """Around one tool run."""
-        yield
+        ...
 
     def end(self, state: str, stop_reason: str | None, usage: Mapping[str, Any], error_type: str | None) -> None:
         """The generation ended (once)."""
 
 
-NO_TRACE = NoTrace()
+class NullTrace:
+    """Every hook of `Trace`, doing nothing (tracing off)."""
+
+    def first_chunk(self) -> None:
+        pass
+
+    def upstream_start(self, provider: str, model: str) -> None:
+        pass
+
+    def upstream_end(self, error: BaseException | None) -> None:
+        pass
+
+    @contextmanager
+    def tool(self, name: str, call_id: str) -> Iterator[None]:
+        yield
+
+    def end(self, state: str, stop_reason: str | None, usage: Mapping[str, Any], error_type: str | None) -> None:
+        pass
 
 
-class GenerationTrace(NoTrace):
-    """The span of one generation and its children."""
+NO_TRACE: Trace = NullTrace()
+
+
+class GenerationTrace:
+    """The span of one generation and its children (a `Trace`)."""
 
     def __init__(self, tracer: Any, parent: Any, *, provider: str, model: str, spec: Any) -> None:
         from opentelemetry import context, trace
@@ -206,7 +226,7 @@ class Tracing:
         self._tracer = provider.get_tracer(_TRACER_NAME)
         self._propagate = propagate
 
-    def generation(self, headers: Mapping[str, str] | None, *, provider: str, model: str, spec: Any) -> NoTrace:
+    def generation(self, headers: Mapping[str, str] | None, *, provider: str, model: str, spec: Any) -> Trace:
         """A trace for a new generation, continuing the caller's `traceparent` if it sent one."""
         if not self.enabled:
             return NO_TRACE

@@ -176,7 +176,7 @@ def _start(spec: GenerationSpec) -> Response:
     except BaseException:
         slot.release()
         raise
-    return _sse_response(gen, 0, slot, attached=True)
+    return _sse_response(gen.feed, 0, slot, attached=True)
 
 
 @bp.get("/stream")

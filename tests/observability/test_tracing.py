@@ -56,7 +56,7 @@ def run(prompt: str, *, tools: list[str] | None = None) -> Generation:
     spec = parse_spec({"prompt": prompt, "tools": tools or []}, settings)
     trace = Tracing(True).generation({"Traceparent": TRACEPARENT}, provider=spec.provider, model=spec.model, spec=spec)
     gen = Generation("trace-test-0123456789", spec, settings, ProviderPool(settings), trace=trace)
-    gen.attach()
+    gen.feed.attach()
     gen.start()
     gen.join(20)
     assert not gen.running

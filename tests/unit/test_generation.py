@@ -68,7 +68,7 @@ def run(provider: Any, body: dict[str, Any] | None = None, **env: str) -> tuple[
                                   "SLUICE_ALLOWED_MODELS": "*", **env})
     spec = parse_spec({"prompt": "hi", "provider": provider.name, "model": "m", **(body or {})}, settings)
     gen = Generation("s" * 22, spec, settings, lambda name: provider)
-    gen.attach()
+    gen.feed.attach()
     gen.start()
     gen.join(20)
     events = [json.loads(e.data) for e in gen.journal.entries if e.data != "[DONE]"]
@@ -287,7 +287,7 @@ def test_a_cancel_reports_the_breakdown_so_far_with_estimates() -> None:
     settings = Settings.from_env({"SLUICE_PROVIDER": "demo", "OPENAI_API_KEY": "k", "SLUICE_ALLOWED_MODELS": "*"})
     gen = Generation("c" * 22, parse_spec({"prompt": "hi", "provider": "openai"}, settings), settings,
                      lambda name: Slow("openai"))
-    gen.attach()
+    gen.feed.attach()
     gen.start()
     while not any('"text"' in e.data for e in gen.journal.entries):
         gevent.sleep(0.01)
@@ -304,7 +304,7 @@ def test_a_fallback_answers_and_is_billed_as_the_upstream() -> None:
                                   "SLUICE_FALLBACK_PROVIDER": "demo"})
     gen = Generation("f" * 22, parse_spec({"prompt": "hi", "provider": "openai", "reasoning": "low"}, settings),
                      settings, providers.__getitem__)
-    gen.attach()
+    gen.feed.attach()
     gen.start()
     gen.join(20)
     events = [json.loads(e.data) for e in gen.journal.entries if e.data != "[DONE]"]

@@ -48,7 +48,7 @@ def run(provider: Paced, **env: str) -> tuple[list[dict[str, Any]], float]:
                                   **env})
     spec = parse_spec({"prompt": "hi", "provider": "anthropic", "model": "m"}, settings)
     gen = Generation("s" * 22, spec, settings, lambda name: provider)
-    gen.attach()
+    gen.feed.attach()
     started = time.monotonic()
     gen.start()
     gen.join(20)
@@ -80,7 +80,7 @@ def test_a_first_token_that_never_comes_is_a_first_token_timeout() -> None:
 
 
 class LocalFeed(JournalFeed):
-    """A bare Journal as a local Feed, with the journal's cheap wait (`listen`), as a Generation is."""
+    """A bare Journal as a local Feed, with the journal's cheap wait (`listen`), as a generation's `LocalFeed` is."""
 
     def __init__(self, journal: Journal) -> None:
         super().__init__(journal)

@@ -1,9 +1,13 @@
-"""Overlap: the start of a continuation that repeats what the client already has is dropped."""
+"""Overlap: the start of a continuation that repeats what the client already has is dropped;
+a model's refusal of prefill is remembered, for a while and for so many models."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from app.lifecycle import recovery
 from app.lifecycle.recovery import Overlap
 
 
@@ -39,3 +43,26 @@ def test_after_the_decision_text_passes_at_once() -> None:
     overlap = Overlap("one two ")
     assert overlap.push("three") == "three"
     assert overlap.push(" one two") == " one two"
+
+
+@pytest.fixture
+def refusals() -> Iterator[None]:
+    recovery._prefill_refused.clear()
+    yield
+    recovery._prefill_refused.clear()
+
+
+def test_a_refusal_of_prefill_is_forgotten_after_a_while(refusals: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(recovery.time, "monotonic", lambda: now[0])
+    recovery.prefill_refused("anthropic", "m")
+    assert not recovery.prefill_allowed("anthropic", "m", "off")
+    now[0] += recovery.PREFILL_REFUSAL_SECONDS + 1
+    assert recovery.prefill_allowed("anthropic", "m", "off"), "tried again once the refusal is old"
+
+
+def test_refusals_of_prefill_are_remembered_for_so_many_models_the_oldest_forgotten_first(refusals: None) -> None:
+    for i in range(recovery.PREFILL_REFUSALS_MAX + 10):
+        recovery.prefill_refused("anthropic", f"model-{i}")
+    assert not recovery.prefill_allowed("anthropic", f"model-{recovery.PREFILL_REFUSALS_MAX + 9}", "off")
+    assert recovery.prefill_allowed("anthropic", "model-0", "off")

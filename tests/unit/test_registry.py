@@ -154,7 +154,7 @@ def test_followers_on_other_workers_keep_a_generation_until_they_leave() -> None
     gen = reg.create(spec(), owner=None, client="c", attached=True)
     assert provider.waiting.wait(5)
     backend.remote.followed_elsewhere.add(gen.id)
-    gen.detach()  # the last client here left; one still follows through another worker
+    gen.feed.detach()  # the last client here left; one still follows through another worker
     assert wait_until(lambda: reg.unattended() == [gen.id]), "the grace ran out without a cancel"
     assert gen.running
     backend.remote.followed_elsewhere.clear()

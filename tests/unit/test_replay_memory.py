@@ -57,9 +57,9 @@ def test_past_the_cap_the_oldest_ended_generation_is_forgotten_first() -> None:
         gen.join(5)
         ids.append(gen.id)
     assert wait_until(lambda: not reg.local)
-    kept = [sid for sid in ids if sid in reg.ended]
+    kept = [sid for sid in ids if sid in reg.replays]
     assert kept == ids[-len(kept):] and 0 < len(kept) < len(ids)
-    assert reg.ended_bytes <= 6000
+    assert reg.replays.nbytes <= 6000
     assert backend.mirror.forgotten_ids == ids[:len(ids) - len(kept)]
     assert reg.feed(ids[0]) is None and reg.status(ids[0]) is None
     ended = reg.feed(ids[-1])
@@ -75,10 +75,10 @@ def test_ended_generations_are_forgotten_after_the_replay_ttl_in_the_order_they_
     gevent.sleep(0.4)
     second = reg.create(spec(), owner=None, client="c")
     second.join(5)
-    assert first.id in reg.ended and second.id in reg.ended
-    assert wait_until(lambda: first.id not in reg.ended, 3)
-    assert second.id in reg.ended, "one timer for all, re-armed for the next to expire"
-    assert wait_until(lambda: not reg.ended, 3) and reg.ended_bytes == 0
+    assert first.id in reg.replays and second.id in reg.replays
+    assert wait_until(lambda: first.id not in reg.replays, 3)
+    assert second.id in reg.replays, "one timer for all, re-armed for the next to expire"
+    assert wait_until(lambda: not reg.replays, 3) and reg.replays.nbytes == 0
 
 
 def test_a_round_keeps_its_text_in_a_few_strings_not_one_per_delta() -> None:
