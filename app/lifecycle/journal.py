@@ -1,9 +1,9 @@
-"""The journal: a generation's events, numbered, encoded once, stored once, replayable, followed live.
+"""The journal: a generation's events, numbered, encoded once, stored compactly, replayable, followed live.
 
 Producer and subscribers meet here. The producer appends; each subscriber asks for "everything
-after seq N", and waits on a wake-up event when it has seen it all. Each event is encoded to its
-SSE bytes once, at append time, and handed to every reader as those bytes: ten tabs on one
-generation cost one encode per event. What is kept of them is end to end in one buffer with an
+after seq N", and waits on a wake-up event when it has seen it all. Each event's JSON is encoded
+once, at append time (ten tabs on one generation cost one JSON encode per event); a read turns
+it into SSE bytes with one bytes format per event. What is kept of them is end to end in one buffer with an
 array of where each event ends (no object per event; a list of `Entry` tuples cost ~130 bytes
 more per event, the size of a short token's event), and without what every event repeats: its
 `id: <stream id>:` line (the same but for the seq) and, for a `text` event, the JSON around its
