@@ -3,8 +3,9 @@
 deploy/gunicorn.conf.py makes it the `worker_class`. Everything here is one of gunicorn's
 extension points of a worker class:
 
-- `load_wsgi` (worker start): hands the worker to `app.seams.gunicorn` before the app loads,
-  and once the app is loaded freezes the heap it left (`freeze_heap`);
+- `load_wsgi` (worker start): makes the worker `Worker.current` before the app loads (where
+  `app.seams.gunicorn` finds it), and once the app is loaded freezes the heap it left
+  (`freeze_heap`);
 - `run`: gunicorn's gevent loop, keeping its servers (`stop_accepting`, `serving`) and
   waiting, after SIGTERM, for its connections AND for what the app `hold`s (the drain);
 - `handle_exit` (SIGTERM): the app's reaction when it has set one (`on_sigterm`), else
@@ -17,7 +18,8 @@ things through gunicorn's internals (and counts it).
 
 Loaded by gunicorn's master from this file (deploy/gunicorn.conf.py), not as part of the `app`
 package: importing that in the master would load Flask and the SDKs before gevent patches the
-workers. So no app imports at module level: the app is imported in the worker, once patched.
+workers. So no app imports here at all: the worker serves any WSGI app (the deploy tests' echo
+app boots as fast as under plain `-k gevent`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import gc
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import gevent
 from gevent.pool import Pool
@@ -49,6 +51,8 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type inform
     """gunicorn's gevent worker with the drain's extension points (see the module doc)."""
 
     sluice_seam = 1  # what app.seams.gunicorn looks for (with the methods below)
+    current: ClassVar[Worker | None] = None  # the worker this process is, once it loads the app
+    taken_over: ClassVar[object] = object()  # what the app returns for a response it wrote itself
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,15 +61,12 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type inform
         self.on_sigterm: Callable[[int, Any], None] | None = None
         self.keepalive_wait: Callable[[], Any] | None = None
         self.close_taken_over = True  # is_already_handled closes a taken-over connection
-        self.taken_over: object = object()  # app.seams.gunicorn.TAKEN_OVER, once the app loads
 
     # -- worker start --
 
     def load_wsgi(self) -> None:
-        from app.seams import gunicorn as seam  # here: gevent has patched this process
-
-        seam.adopt(self)
-        self.taken_over = seam.TAKEN_OVER
+        # In the worker process (__init__ runs in the master, before the fork).
+        type(self).current = self
         super().load_wsgi()
         freeze_heap()  # before run(): the servers and every connection stay young
 

@@ -4,7 +4,9 @@ Two paths, chosen once per worker when the app first asks for its worker (`curre
 and logged then:
 
 - **worker class** (`app.process.worker.Worker`, deploy/gunicorn.conf.py's `worker_class`).
-  The worker hands itself over here as it loads the app (`adopt`) and offers what the drain
+  The worker is its class's `current` from the moment it loads the app (found here among
+  the subclasses of gunicorn's GeventWorker: the class is loaded from its file by gunicorn's
+  master, so it is not importable by name), and offers what the drain
   and the takeover need through gunicorn's own extension points: its `run` (it keeps its
   servers, stops them accepting, and waits for what the drain holds), `handle_exit` (SIGTERM),
   `timeout_ctx` (the wait for a connection's next request) and `is_already_handled` (a
@@ -49,35 +51,39 @@ try:
     from gunicorn import SERVER
     from gunicorn.util import http_date
     from gunicorn.workers.base_async import AsyncWorker
+    from gunicorn.workers.ggevent import GeventWorker
 except ImportError:  # pragma: no cover - gunicorn is a dependency; then there is no worker to find
-    AsyncWorker = None
+    AsyncWorker = GeventWorker = None
 
 log = logging.getLogger("sluice.seams.gunicorn")
 
 # What the worker class of ours offers (app.process.worker.Worker); checked at start-up.
 OURS = ("sluice_seam", "servers", "stop_accepting", "serving", "hold", "on_sigterm", "exit_as_gunicorn",
-        "keepalive_wait", "close_taken_over")
+        "keepalive_wait", "close_taken_over", "taken_over")
 
-TAKEN_OVER = object()  # returned by a WSGI app whose response left gunicorn (see `handed_over`)
-
-_adopted: Any | None = None  # the worker class of ours this process runs, once it has loaded
 _checked: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # worker -> its path
-
-
-def adopt(worker: Any) -> None:
-    """The worker class of ours, as it loads the app: this process is `worker`."""
-    global _adopted
-    _adopted = worker
 
 
 def current_worker() -> Any | None:
     """The gunicorn worker this process is (checked, its path logged once); None outside gunicorn."""
-    worker = _adopted
+    worker = _ours_running()
     if worker is None:
         worker = _by_sigterm_handler()
     if worker is not None:
         check(worker)
     return worker
+
+
+def _ours_running() -> Any | None:
+    """The worker of a class of ours that has loaded (or is loading) the app in this process."""
+    classes = list(GeventWorker.__subclasses__()) if GeventWorker is not None else []
+    while classes:
+        cls = classes.pop()
+        worker = getattr(cls, "current", None) if getattr(cls, "sluice_seam", None) else None
+        if worker is not None:
+            return worker
+        classes.extend(cls.__subclasses__())
+    return None
 
 
 def _by_sigterm_handler() -> Any | None:
@@ -349,7 +355,7 @@ def handed_over(worker: Any) -> Iterable[bytes]:
     detached): gunicorn closes its side of the connection, reads no next request off it, and
     writes and logs nothing."""
     if _ours(worker) and worker.close_taken_over:
-        return TAKEN_OVER  # type: ignore[return-value]  # the worker's is_already_handled closes
+        return worker.taken_over  # type: ignore[no-any-return]  # its is_already_handled closes
     # gunicorn's keep-alive loop ignores handle_request's "already handled" and would read the
     # next request off the socket: StopIteration is its own "close this connection".
     fast_path_fallback("gunicorn_close")

@@ -14,6 +14,7 @@ from gunicorn.workers import base_async
 from gunicorn.workers.ggevent import GeventWorker
 from prometheus_client import REGISTRY
 
+from app.process import worker as process_worker
 from app.process.worker import Worker
 from app.seams import gunicorn as seam
 
@@ -35,7 +36,7 @@ def make(cls: type) -> Any:
 
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(seam, "_adopted", None)
+    monkeypatch.setattr(Worker, "current", None)
     monkeypatch.setattr(seam, "_checked", type(seam._checked)())
     previous = signal.getsignal(signal.SIGTERM)
     yield
@@ -47,12 +48,17 @@ def test_outside_gunicorn_there_is_no_worker() -> None:
     assert seam.current_worker() is None
 
 
-def test_the_worker_class_of_ours_is_used_through_its_extension_points(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_worker_class_of_ours_is_used_through_its_extension_points(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
     worker = make(Worker)
-    seam.adopt(worker)
+    seen: list[Any] = []
+    monkeypatch.setattr(GeventWorker, "load_wsgi", lambda self: seen.append(seam.current_worker()))
+    monkeypatch.setattr(process_worker.gc, "freeze", lambda: seen.append("frozen"))
     before = fallbacks("gunicorn_worker")
     with caplog.at_level(logging.INFO, logger="sluice.seams.gunicorn"):
-        assert seam.current_worker() is worker
+        worker.load_wsgi()  # worker start: the app finds its worker, then the heap is frozen
+        assert seen == [worker, "frozen"]
         assert seam.current_worker() is worker
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["gunicorn: Sluice's worker class (app.process.worker.Worker): drain and takeover through "
@@ -61,10 +67,9 @@ def test_the_worker_class_of_ours_is_used_through_its_extension_points(caplog: p
 
     gate = seam.gate_keepalive(worker)
     assert gate is not None and worker.keepalive_wait is gate and "timeout_ctx" not in vars(worker)
-    assert seam.handed_over(worker) is seam.TAKEN_OVER
-    worker.taken_over = seam.TAKEN_OVER
-    with pytest.raises(StopIteration):
-        worker.is_already_handled(seam.TAKEN_OVER)
+    with pytest.raises(StopIteration):  # gunicorn closes the connection, reads no next request
+        worker.is_already_handled(seam.handed_over(worker))
+    assert not worker.is_already_handled([b"an ordinary body"])
     called: list[int] = []
     gunicorns = seam.on_sigterm(worker, lambda signum, frame: called.append(signum))
     worker.handle_exit(signal.SIGTERM, None)
@@ -111,8 +116,7 @@ def test_a_missing_shape_falls_back_and_is_counted(
     # gunicorn's keep-alive loop and request handling no longer calling the methods ours overrides.
     monkeypatch.setattr(base_async.AsyncWorker, "handle", lambda self, listener, client, addr: None)
     monkeypatch.setattr(base_async.AsyncWorker, "handle_request", lambda self, name, req, sock, addr: None)
-    worker = make(Worker)
-    seam.adopt(worker)
+    worker = Worker.current = make(Worker)
     before = {w: fallbacks(w) for w in ("gunicorn_keepalive", "gunicorn_close")}
     with caplog.at_level(logging.INFO, logger="sluice.seams.gunicorn"):
         assert seam.current_worker() is worker
@@ -126,7 +130,6 @@ def test_a_missing_shape_falls_back_and_is_counted(
 def test_a_worker_class_missing_a_method_of_ours_is_taken_as_plain() -> None:
     worker = make(Worker)
     worker.__class__ = type("Broken", (GeventWorker,), {"sluice_seam": 1})  # the class lost its methods
-    seam.adopt(worker)
     before = fallbacks("gunicorn_worker")
     assert seam.check(worker) == "plain"
     assert fallbacks("gunicorn_worker") == before + 1
