@@ -5,9 +5,9 @@ and logged then:
 
 - **worker class** (`app.process.worker.Worker`, deploy/gunicorn.conf.py's `worker_class`).
   The worker is its class's `current` from the moment it loads the app (found here among
-  the subclasses of gunicorn's GeventWorker: the class is loaded from its file by gunicorn's
-  master, so it is not importable by name), and offers what the drain
-  and the takeover need through gunicorn's own extension points: its `run` (it keeps its
+  the subclasses of gunicorn's GeventWorker: gunicorn's master loads the class from its file,
+  not as `app.process.worker`), and offers what the drain and the takeover need through
+  gunicorn's own extension points: its `run` (it keeps its
   servers, stops them accepting, and waits for what the drain holds), `handle_exit` (SIGTERM),
   `timeout_ctx` (the wait for a connection's next request) and `is_already_handled` (a
   response the app wrote itself). gunicorn only has to call those as it does today: checked
@@ -123,6 +123,11 @@ def check(worker: Any) -> str:
         fast_path_fallback("gunicorn_worker")
         log.info("gunicorn: plain worker %s (no worker class of Sluice's): drain and takeover "
                  "through gunicorn's internals", type(worker).__name__)
+        missing = [name for name in ("sockets", "alive", "timeout_ctx", "run") if not hasattr(worker, name)]
+        if not hasattr(BaseServer, "stop_accepting"):
+            missing.append("gevent's BaseServer.stop_accepting")
+        if missing:
+            log.warning("gunicorn: the worker's drain may fail: no %s", ", ".join(missing))
     _checked[worker] = path
     return path
 
