@@ -70,7 +70,8 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type inform
         super().load_wsgi()
         freeze_heap()  # before run(): the servers and every connection stay young
 
-    # -- the loop: as gunicorn's GeventWorker.run (server_class None), keeping its servers --
+    # -- the loop: as gunicorn's GeventWorker.run (27.0.1, server_class None), keeping its
+    # servers; `run` is the method gunicorn's Worker asks a worker class to provide --
 
     def run(self) -> None:
         ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
