@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 from flask import Flask
@@ -73,9 +72,6 @@ def create_app(settings: Settings | None = None) -> Flask:
             warn_if_unshared(int(worker.cfg.workers))
         else:
             app.wsgi_app = MultiprocessCheck(app.wsgi_app)  # type: ignore[method-assign]
-    # The SDKs leave ~200k long-lived objects; a full collection walking them pauses every
-    # stream of the worker for 100+ ms (docs/benchmarks.md). Freeze what exists now.
-    gc.collect()
-    gc.freeze()
+    # The worker freezes the heap this left once it is loaded (worker start: app.process.worker).
     return app
 

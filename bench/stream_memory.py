@@ -97,8 +97,11 @@ def main() -> None:
         measure_in_gunicorn(args.streams)
         return
     from app import create_app
+    from app.process.worker import freeze_heap
 
-    server = pywsgi.WSGIServer(("127.0.0.1", 0), create_app(), handler_class=Handler, log=None)
+    wsgi_app = create_app()
+    freeze_heap()  # as a gunicorn worker does once the app is loaded
+    server = pywsgi.WSGIServer(("127.0.0.1", 0), wsgi_app, handler_class=Handler, log=None)
     server.start()
     port = server.server_port
 

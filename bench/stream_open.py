@@ -80,8 +80,11 @@ def main() -> None:
     fake_url = fake.stdout.readline().strip()
     os.environ.update(base_env(SLUICE_PROVIDER="anthropic", ANTHROPIC_API_KEY="sk-bench", ANTHROPIC_BASE_URL=fake_url))
     from app import create_app
+    from app.process.worker import freeze_heap
 
-    server = pywsgi.WSGIServer(("127.0.0.1", 0), create_app(), handler_class=Handler, log=None)
+    wsgi_app = create_app()
+    freeze_heap()  # as a gunicorn worker does once the app is loaded
+    server = pywsgi.WSGIServer(("127.0.0.1", 0), wsgi_app, handler_class=Handler, log=None)
     server.start()
 
     def streams(n: int) -> None:

@@ -32,6 +32,20 @@ def _env_int(name, default):
     return int(value)
 
 
+def _app_module(relpath):
+    # A module of the app with no app imports, loaded from its file: importing the `app` package
+    # in the master would load Flask, the SDKs and ssl before any worker's gevent patching (the
+    # preload_app trap below). Loaded once per master (this file is read again on reload).
+    name = "_sluice_" + relpath.replace("/", "_").removesuffix(".py")
+    module = sys.modules.get(name)
+    if module is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "app", *relpath.split("/"))
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
 #
 # Server socket
 #
@@ -48,9 +62,17 @@ backlog = 2048
 #
 # Worker processes
 #
-#   worker_class - gevent: one greenlet per connection, so one process holds hundreds of
-#       open streams that mostly wait on the model. The app's wsgi.py patches the standard
-#       library first thing; the worker patches it too.
+#   worker_class - Sluice's worker (app/process/worker.py): gunicorn's gevent worker, one
+#       greenlet per connection, so one process holds hundreds of open streams that mostly
+#       wait on the model; with what a graceful stop or reload needs as methods of its own
+#       (stop accepting, hold the worker for the drain, close keep-alive connections, close a
+#       connection whose stream the app writes itself), and the worker-start step (freezing
+#       the loaded app's heap for the garbage collector). The app's wsgi.py patches the
+#       standard library first thing; the worker patches it too. Loaded from its file, not as
+#       `app.process.worker` (that would import the app into the master: see preload_app), so
+#       a change to that file needs a restart, not a reload. Plain `-k gevent` still works
+#       (the app then reaches the same things through gunicorn's internals, and counts it in
+#       sluice_fast_path_fallbacks_total).
 #
 #   workers - Processes. SLUICE_WORKERS, else WEB_CONCURRENCY (Heroku-style), else: the
 #       number of CPUs when SLUICE_REDIS_URL is set, and 1 when it is not. More than one
@@ -97,7 +119,7 @@ backlog = 2048
 #       the Prometheus metrics before PROMETHEUS_MULTIPROC_DIR is set (see on_starting).
 #
 
-worker_class = "gevent"
+worker_class = _app_module("process/worker.py").Worker
 _shared = bool(os.environ.get("SLUICE_REDIS_URL", "").strip())
 workers = _env_int("SLUICE_WORKERS", _env_int("WEB_CONCURRENCY", (os.cpu_count() or 1) if _shared else 1))
 worker_connections = _env_int("SLUICE_WORKER_CONNECTIONS", _env_int("SLUICE_MAX_STREAMS", 1000) + 100)
@@ -187,8 +209,8 @@ control_socket_disable = not os.environ.get("SLUICE_CONTROL_SOCKET")
 #   child_exit - In the master, after a worker died: drop its live Prometheus gauges.
 #
 # No hook is needed for a graceful stop or reload: the app finds the gevent worker it runs in
-# when it loads (app.process.shutdown.install), whatever config started gunicorn, and on
-# SIGTERM stops accepting, closes its idle keep-alive connections (nginx retries a request
+# when it loads (app.process.shutdown.install; worker_class above, or any gevent worker), and
+# on SIGTERM stops accepting, closes its idle keep-alive connections (nginx retries a request
 # that meets one on a fresh connection: a live worker), and drains its streams until a
 # deadline inside this worker's graceful_timeout.
 #
@@ -247,20 +269,6 @@ def worker_abort(worker):
         "blocked. Open streams on it are lost.",
         worker.pid, worker.cfg.timeout,
     )
-
-
-def _app_module(relpath):
-    # A module of the app with no app imports, loaded from its file: importing the `app` package
-    # in the master would load Flask, the SDKs and ssl before any worker's gevent patching (the
-    # preload_app trap above). Loaded once per master (this file is read again on reload).
-    name = "_sluice_" + relpath.replace("/", "_").removesuffix(".py")
-    module = sys.modules.get(name)
-    if module is None:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "app", *relpath.split("/"))
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
 
 
 def _board(server):

@@ -25,13 +25,7 @@ from typing import Any
 from app.backends.base import Feed
 from app.delivery.loop_writer import LoopWriter, LoopWriters
 from app.delivery.wsgi_body import WsgiBody
-
-try:
-    from gunicorn import SERVER
-    from gunicorn.util import http_date
-    from gunicorn.workers.base_async import AsyncWorker
-except ImportError:  # pragma: no cover - gunicorn is a dependency; the layer is simply not installed
-    AsyncWorker = None
+from app.seams import gunicorn
 
 log = logging.getLogger("sluice.delivery")
 
@@ -49,11 +43,9 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 def offer(environ: dict[str, Any], body: WsgiBody, feed: Feed) -> None:
     """Mark `body` for direct delivery when this connection and feed allow it."""
-    sock = environ.get("gunicorn.socket")
     if (
         environ.get(_INSTALLED)
-        and sock is not None
-        and not hasattr(sock, "getpeercert")  # TLS: an SSL socket is not written this way
+        and gunicorn.detachable(environ)  # not TLS: an SSL socket is not written this way
         and environ.get("SERVER_PROTOCOL") in ("HTTP/1.0", "HTTP/1.1")
         and environ.get("REQUEST_METHOD") != "HEAD"
         and hasattr(feed, "listen")  # a generation of this worker, not a Redis-followed one
@@ -106,9 +98,7 @@ class DirectLayer:
             return app_iter
         status, headers = captured
         try:
-            # Detached, not dup()ed: gunicorn's close of its object then leaves the descriptor
-            # open, and the event loop never sees a closed number whose connection lives on.
-            raw = _socket.socket(fileno=environ["gunicorn.socket"].detach())
+            raw = _socket.socket(fileno=gunicorn.detach(environ))
             raw.setblocking(False)
         except (OSError, ValueError):
             start_response(status, headers)  # closed already: the ordinary path ends it
@@ -116,15 +106,13 @@ class DirectLayer:
         self._take_over(environ, body, raw, status, headers)
         if hasattr(app_iter, "close"):
             app_iter.close()  # werkzeug's: the handed-over WsgiBody's close does nothing
-        # gunicorn's keep-alive loop ignores handle_request's "already handled" and would read
-        # the next request off the socket: StopIteration is its own "close this connection".
-        raise StopIteration("the stream is written from the event loop")
+        return gunicorn.handed_over(self.worker)  # gunicorn closes its side, writes nothing
 
     def _take_over(self, environ: dict[str, Any], body: WsgiBody, raw: Any, status: str,
                    headers: list[tuple[str, str]]) -> None:
         protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
         chunked = protocol == "HTTP/1.1"  # as gunicorn frames it (an HTTP/1.0 body ends with the connection)
-        lines = [f"{protocol} {status}", f"Server: {SERVER}", f"Date: {http_date()}", "Connection: close"]
+        lines = [f"{protocol} {status}", *gunicorn.head_fields(), "Connection: close"]
         if chunked:
             lines.append("Transfer-Encoding: chunked")
         lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _HOP]
@@ -158,6 +146,6 @@ def _no_write(data: bytes) -> None:
 def install(app: Any, worker: Any, writers: LoopWriters) -> None:
     """Make `DirectLayer` the outermost layer of `app` under gunicorn's async worker (`worker`:
     the gunicorn worker this process is, or None); the streams it takes over are `writers`'."""
-    if AsyncWorker is None or not isinstance(worker, AsyncWorker):
+    if not gunicorn.can_take_over(worker):
         return
     app.wsgi_app = DirectLayer(app.wsgi_app, worker, writers)

@@ -41,7 +41,7 @@ def print_config(**env: str) -> dict[str, str]:
 
 def test_gunicorn_settings_from_the_environment() -> None:
     cfg = print_config(SLUICE_WORKERS="3", SLUICE_BIND="127.0.0.1:9123", SLUICE_GRACEFUL_TIMEOUT="45")
-    assert cfg["worker_class"] == "gevent"
+    assert cfg["worker_class"] == "<Worker()>"  # app/process/worker.py's, loaded from its file
     assert cfg["workers"] == "3"
     assert cfg["bind"] == "['127.0.0.1:9123']"
     assert cfg["graceful_timeout"] == "45"

@@ -15,10 +15,12 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import requests
 
+from tests.deploy.conftest import GUNICORN_CONF
 from tests.fake_upstream import FakeUpstream
 from tests.support.servers import Gunicorn
 from tests.support.sse import dechunk, open_stream, types, unread_get
@@ -188,18 +190,23 @@ def test_a_closed_connection_is_noticed_and_the_upstream_closed(
     assert wait_for(lambda: active_subscribers(server) == 0, 2)
 
 
-def test_the_access_log_has_one_line_per_direct_stream(upstream: FakeUpstream, fresh: FakeUpstream) -> None:
+@pytest.mark.parametrize("config", [None, GUNICORN_CONF], ids=["plain-gevent-worker", "worker-class"])
+def test_the_access_log_has_one_line_per_direct_stream(upstream: FakeUpstream, fresh: FakeUpstream,
+                                                       config: Path | None) -> None:
     from tests.conftest import sluice_env
 
     # gunicorn logs no request it was told is handled: the app writes the line at the stream's end.
-    with Gunicorn(sluice_env(upstream), args=("--access-logfile", "-")) as server:
+    # Under plain `-k gevent` the app closes gunicorn's side through its internals; with the
+    # config's worker class, through its is_already_handled (app.seams.gunicorn).
+    with Gunicorn(sluice_env(upstream), config=config, args=("--access-logfile", "-")) as server:
         sock = request(server, "GET /stream?prompt=x+%5Bfake+tokens%3D2%5D HTTP/1.1\r\nHost: localhost\r\n"
                                "User-Agent: direct-test\r\n")
         head, _ = read_to_eof(sock)
         assert_direct(head)
-        assert wait_for(lambda: '"GET /stream?prompt=' in server.log(), 5)
-        lines = [line for line in server.log().splitlines() if "GET /stream?prompt=" in line]
+        assert wait_for(lambda: '"GET /stream' in server.log(), 5)
+        lines = [line for line in server.log().splitlines() if '"GET /stream' in line]  # the config logs no query
         assert len(lines) == 1 and " 200 " in lines[0] and "direct-test" in lines[0]
+        assert ("Sluice's worker class" in server.log()) == (config is not None)
 
 
 def test_past_worker_connections_direct_streams_a_stream_takes_the_ordinary_path(

@@ -50,8 +50,8 @@ def base_env(**overrides: str) -> dict[str, str]:
 class Gunicorn:
     """One gunicorn master (gevent workers) running `wsgi:app` from the repo root.
 
-    Use as a context manager. `config` is a gunicorn config file (e.g. deploy/gunicorn.conf.py);
-    without one the server runs with `-k gevent -w N`.
+    Use as a context manager. `config` is a gunicorn config file (e.g. deploy/gunicorn.conf.py,
+    with its worker class); without one the server runs with `-k gevent -w N`.
     """
 
     def __init__(
@@ -78,8 +78,10 @@ class Gunicorn:
     def command(self) -> list[str]:
         cmd = [str(VENV_BIN / "gunicorn")]
         if self.config:
-            cmd += ["-c", str(self.config)]
-        cmd += ["-k", "gevent", "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}"]
+            cmd += ["-c", str(self.config)]  # its worker_class (app.process.worker.Worker)
+        else:
+            cmd += ["-k", "gevent"]  # plain: the app reaches gunicorn's internals (app.seams.gunicorn)
+        cmd += ["-w", str(self.workers), "-b", f"127.0.0.1:{self.port}"]
         if self.graceful_timeout is not None:
             cmd += ["--graceful-timeout", str(self.graceful_timeout)]
         return [*cmd, *self.args, "wsgi:app"]
