@@ -49,15 +49,15 @@ class LoopWriters:
     and to the drain (`app.lifecycle.registry.WrittenElsewhere`: it waits for both).
     """
 
-    __slots__ = ("_active", "_deciding")
+    __slots__ = ("_writing", "_deciding")
 
     def __init__(self) -> None:
-        self._active: set[LoopWriter] = set()
+        self._writing: set[LoopWriter] = set()
         self._deciding = 0
 
-    def active(self) -> list[LoopWriter]:
+    def writing(self) -> list[LoopWriter]:
         """The writers that have not ended."""
-        return list(self._active)
+        return list(self._writing)
 
     def deciding(self) -> int:
         """Requests that may yet become a loop writer (the drain waits for them: once handed
@@ -74,10 +74,10 @@ class LoopWriters:
             self._deciding -= 1
 
     def add(self, writer: LoopWriter) -> None:
-        self._active.add(writer)
+        self._writing.add(writer)
 
     def discard(self, writer: LoopWriter) -> None:
-        self._active.discard(writer)
+        self._writing.discard(writer)
 
 
 class LoopWriter:

@@ -74,7 +74,7 @@ class DirectLayer:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         # Taken-over streams leave gunicorn's pool: at most worker_connections of them, so that
         # past it a stream holds a pool slot again and the worker stops accepting, as before.
-        if len(self.writers.active()) + self.writers.deciding() >= self.limit:
+        if len(self.writers.writing()) + self.writers.deciding() >= self.limit:
             return self.app(environ, start_response)
         environ[_INSTALLED] = True
         with self.writers.considering():  # a request may switch greenlets before it is taken over, or not

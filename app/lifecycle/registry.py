@@ -87,9 +87,10 @@ class _Closable(Protocol):
 class WrittenElsewhere(Protocol):
     """Responses the worker's server no longer counts (written from the event loop)."""
 
-    def active(self) -> Sequence[_Closable]: ...
+    def writing(self) -> Sequence[_Closable]: ...
 
     def deciding(self) -> int: ...
+
 
 class Registry:
     """Generations owned by this worker, plus the backend for the ones it does not own."""
@@ -375,8 +376,8 @@ class Registry:
         # Streams written from the event loop (they went on writing meanwhile) are no connection
         # gunicorn waits for: wait here until they have written their ending; close what is left.
         if elsewhere is not None:
-            while (elsewhere.active() or elsewhere.deciding()) and time.monotonic() < end:
+            while (elsewhere.writing() or elsewhere.deciding()) and time.monotonic() < end:
                 gevent.sleep(0.05)
-            for response in elsewhere.active():
+            for response in elsewhere.writing():
                 response.close()
         self.backend.close()

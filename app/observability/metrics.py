@@ -139,8 +139,8 @@ def _build() -> _Metrics:
         ),
         fallbacks=Counter(
             "sluice_fast_path_fallbacks",
-            "Times a fast path that relies on another library's internals was not taken (app/seams),"
-            " by what fell back.",
+            "Times Sluice took its slower or internals-based path because another library's shapes"
+            " were not as expected, or were not offered by its extension points (app/seams), by what.",
             ["what"],
         ),
         ttft=Histogram(

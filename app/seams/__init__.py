@@ -8,8 +8,10 @@ in use, and counts every fallback to the slow path in `sluice_fast_path_fallback
     gevent.py      the real socket under gevent's                                   what="gevent"
     prometheus.py  prometheus_client's storage, chosen again in a worker           what="prometheus"
 
-(gunicorn's are in gunicorn.py.) `prometheus.py` imports nothing of Sluice's: the metrics
-module itself uses it.
+    gunicorn.py    gunicorn's worker, servers, pool, keep-alive wait, socket       what="gunicorn_*"
+                   (under plain `-k gevent`; app.process.worker.Worker needs none)
+
+`prometheus.py` imports nothing of Sluice's: the metrics module itself uses it.
 """
 
 from __future__ import annotations

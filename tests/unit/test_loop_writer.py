@@ -89,13 +89,13 @@ class Started:
     def wait_ended(self, limit: float) -> float:
         """Seconds until the writer has ended (at most `limit`)."""
         t0 = time.monotonic()
-        while self.writers.active() and time.monotonic() - t0 < limit:
+        while self.writers.writing() and time.monotonic() - t0 < limit:
             gevent.sleep(0.01)
         return time.monotonic() - t0
 
     def assert_ended_once(self, attached: int) -> None:
         """Ended, and everything it held given back once: the feed, the slot, the gauge."""
-        assert not self.writers.active()
+        assert not self.writers.writing()
         assert (self.feed.attached, self.feed.detached) == (attached, 1)
         assert self.slot.released == 1
         assert subscribers() == self.gauge
@@ -112,7 +112,7 @@ def read_all(sock: socket.socket) -> bytes:
 
 def test_replay_follow_and_end_with_the_connection() -> None:
     s = Started(b"HEAD\r\n\r\n", attached=False)
-    assert s.writers.active() == [s.writer] and subscribers() == s.gauge + 1
+    assert s.writers.writing() == [s.writer] and subscribers() == s.gauge + 1
     reader = gevent.spawn(read_all, s.client)
     for i in range(3):
         gevent.sleep(0.01)
@@ -137,7 +137,7 @@ def test_a_resume_beyond_the_end_of_a_closed_journal_ends_the_body_at_once() -> 
     with gevent.Timeout(2):
         data = read_all(client)
     assert data == b"H\r\n\r\n" + b"d\r\nretry: 3000\n\n\r\n" + b"0\r\n\r\n"
-    assert not writers.active() and (feed.attached, feed.detached) == (1, 1)
+    assert not writers.writing() and (feed.attached, feed.detached) == (1, 1)
 
 
 def test_a_response_handed_over_from_the_wsgi_body_is_counted_once() -> None:
@@ -157,7 +157,7 @@ def test_a_response_handed_over_from_the_wsgi_body_is_counted_once() -> None:
     assert (feed.detached, slot.released, subscribers()) == (0, 0, before + 1)
     journal.append("[DONE]")
     assert read_all(client).endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
-    assert not writers.active()
+    assert not writers.writing()
     assert (feed.attached, feed.detached, slot.released, subscribers()) == (0, 1, 1, before)
 
 
@@ -223,7 +223,7 @@ def test_a_client_gone_before_the_start_is_ended_at_once() -> None:
     raw.close()  # no descriptor left to watch
     writers = LoopWriters()
     LoopWriter(Cursor(feed, 0, heartbeat=60, slot=slot), raw, send_timeout=5, writers=writers).start(b"H\r\n\r\n")
-    assert not writers.active() and (feed.attached, feed.detached, slot.released) == (1, 1, 1)
+    assert not writers.writing() and (feed.attached, feed.detached, slot.released) == (1, 1, 1)
     client.close()
 
 
