@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -22,8 +21,8 @@ from app.providers.anthropic import AnthropicProvider, telemetry_option
 from app.providers.base import Finish, Provider, ProviderEvent, TextDelta
 from app.providers.openai import OpenAIProvider
 from tests.fake_upstream import FakeUpstream
-from tests.providers.conftest import ANTHROPIC_KEY, OPENAI_KEY, make_request, text_of
-from tests.support.listening import close_listener
+from tests.providers.conftest import make_request, text_of
+from tests.support.scripted import Answer, ScriptedUpstream, scripted_upstreams
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -133,81 +132,9 @@ OPENAI_EVENTS = [
     b"data: [DONE]\n\n",
 ]
 
-Answer = Callable[[socket.socket], None]
-
-
-class ScriptedUpstream:
-    """A loopback HTTP/1.1 server: each request on any connection gets `answer(sock)`."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.accepted = 0
-        self.requests = 0
-        self.closed = threading.Event()  # the client closed a connection
-        self.acceptor = threading.Thread(target=self._accept, daemon=True)
-        self.acceptor.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buf = b""
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = conn.recv(65536)
-                    if not data:
-                        self.closed.set()
-                        return
-                    buf += data
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                length = next(
-                    (
-                        int(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                while len(buf) < length:
-                    buf += conn.recv(65536)
-                buf = buf[length:]
-                self.requests += 1
-                self.answer(conn)
-        except OSError:
-            self.closed.set()
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        close_listener(self.listener, self.acceptor)
-
-
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Answer], ScriptedUpstream]]:
-    servers: list[ScriptedUpstream] = []
-
-    def start(answer: Answer) -> ScriptedUpstream:
-        server = ScriptedUpstream(answer)
-        servers.append(server)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
-        monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+    yield from scripted_upstreams(monkeypatch)
 
 
 def test_a_closed_scripted_upstream_accepts_nothing_more() -> None:

@@ -25,14 +25,8 @@ from app.seams import anthropic as anthropic_seam
 from app.seams import gevent as gevent_seam
 from app.seams import httpcore as httpcore_seam
 from tests.providers.conftest import text_of
-from tests.providers.test_body import (
-    ANTHROPIC_EVENTS,
-    OPENAI_EVENTS,
-    Answer,
-    ScriptedUpstream,
-    chunked_answer,
-    run,
-)
+from tests.providers.test_body import ANTHROPIC_EVENTS, OPENAI_EVENTS, chunked_answer, run
+from tests.support.scripted import Answer, ScriptedUpstream, scripted_upstreams
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,20 +70,7 @@ def seam_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Answer], ScriptedUpstream]]:
-    servers: list[ScriptedUpstream] = []
-
-    def start(answer: Answer) -> ScriptedUpstream:
-        server = ScriptedUpstream(answer)
-        servers.append(server)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-seams")
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-seams")
-        monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+    yield from scripted_upstreams(monkeypatch)
 
 
 CASES = {"anthropic": (AnthropicProvider, ANTHROPIC_EVENTS), "openai": (OpenAIProvider, OPENAI_EVENTS)}
