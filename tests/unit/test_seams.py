@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 import app.seams
 from app.delivery.eof import EofWatch
 from app.providers.anthropic import AnthropicProvider, adaptive_thinking
+from app.providers.base import Provider
 from app.providers.openai import OpenAIProvider
 from app.seams import anthropic as anthropic_seam
 from app.seams import gevent as gevent_seam
@@ -68,6 +69,17 @@ def seam_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     logger.setLevel(level)
 
 
+def answered_twice_counting(scripted: Callable[[Answer], ScriptedUpstream], events: list[bytes],
+                            provider: Provider, what: str) -> ScriptedUpstream:
+    """Two whole answers from `provider` off one scripted upstream, each counted as a `what` fallback."""
+    server = scripted(chunked_answer(events))
+    before = fallbacks(what)
+    for _ in range(2):
+        assert text_of(run(provider)) == "t0 t1 t2 "
+    assert fallbacks(what) == before + 2
+    return server
+
+
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Answer], ScriptedUpstream]]:
     yield from scripted_upstreams(monkeypatch)
@@ -100,12 +112,7 @@ def test_httpcore_shape_missing_streams_through_httpx2(
     monkeypatch.setattr(httpcore_seam, "_classes", {})
     monkeypatch.setattr(httpcore_seam, "_import_shapes", moved)
     cls, events = CASES[name]
-    server = scripted(chunked_answer(events))
-    before = fallbacks("httpcore")
-    provider = cls()
-    for _ in range(2):
-        assert text_of(run(provider)) == "t0 t1 t2 "
-    assert fallbacks("httpcore") == before + 2
+    server = answered_twice_counting(scripted, events, cls(), "httpcore")
     assert server.accepted == 2, "read through httpx2, stopped before the last chunk: not reused"
     assert len(seam_log) == 1
     assert "HTTP11ConnectionByteStream" in seam_log[0] and "read through httpx2" in seam_log[0]
@@ -116,12 +123,7 @@ def test_h11_refusing_the_last_chunk_closes_the_connection(
     scripted: Callable[[Answer], ScriptedUpstream], monkeypatch: pytest.MonkeyPatch, seam_log: list[str]
 ) -> None:
     monkeypatch.setattr(httpcore_seam, "_give_back", lambda handle: "NEED_DATA")
-    server = scripted(chunked_answer(ANTHROPIC_EVENTS))
-    before = fallbacks("h11")
-    provider = AnthropicProvider()
-    for _ in range(2):
-        assert text_of(run(provider)) == "t0 t1 t2 "
-    assert fallbacks("h11") == before + 2
+    server = answered_twice_counting(scripted, ANTHROPIC_EVENTS, AnthropicProvider(), "h11")
     assert server.accepted == 2
     assert len(seam_log) == 1 and "seams: h11: h11 answered 'NEED_DATA'" in seam_log[0]
 
