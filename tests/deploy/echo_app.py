@@ -2,7 +2,9 @@
 
 Served by gunicorn with deploy/gunicorn.conf.py, behind nginx with deploy/nginx/sluice.conf:
 ``/echo`` answers what the worker saw (the proxy headers, the scheme, the environment the
-config's hooks prepared); ``/stream/tick`` sends a few SSE events with pauses between them.
+config's hooks prepared); ``/stream/tick`` sends a few SSE events with pauses between them;
+``/stream/lockstep?key=K`` sends event i+1 only once ``/ack?key=K&i=i`` has arrived (so a proxy
+that buffers is caught by its ending ``no ack``, however slow the machine).
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import os
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs
+
+ACK_WAIT = 10.0  # seconds the lockstep stream waits for an acknowledgement before it gives up
+_acks: dict[str, int] = {}  # key -> the last event index acknowledged (one worker serves both)
 
 
 def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes] | list[bytes]:
@@ -22,6 +28,14 @@ def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes] | list[
             [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache")],
         )
         return _ticks()
+    query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+    if path.startswith("/stream/lockstep"):
+        start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8")])
+        return _lockstep(query["key"])
+    if path == "/ack":
+        _acks[query["key"]] = int(query["i"])
+        start_response("204 No Content", [])
+        return []
     body = json.dumps(
         {
             "path": path,
@@ -43,4 +57,16 @@ def _ticks() -> Iterator[bytes]:
     for i in range(5):
         yield f"data: {i}\n\n".encode()
         time.sleep(0.3)  # gevent-patched in the worker
+    yield b"data: [DONE]\n\n"
+
+
+def _lockstep(key: str) -> Iterator[bytes]:
+    for i in range(3):
+        yield f"data: {i}\n\n".encode()
+        deadline = time.monotonic() + ACK_WAIT
+        while _acks.get(key, -1) < i:  # polled: the ack arrives on another request's greenlet
+            if time.monotonic() > deadline:
+                yield b"data: no ack\n\n"
+                return
+            time.sleep(0.01)
     yield b"data: [DONE]\n\n"

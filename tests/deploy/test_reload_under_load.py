@@ -102,20 +102,23 @@ def test_two_reloads_under_load_fail_no_request(make_stack, fake) -> None:  # ty
     with ThreadPoolExecutor(CLIENTS + len(long)) as pool:
         clients = [pool.submit(client, n) for n in range(CLIENTS)]
         long_results = [pool.submit(answers_ok, s) for s in long]
-        for _ in range(2):
-            before = workers_of(master)
-            assert len(before) == 2
-            os.kill(master, signal.SIGHUP)
-            # The reload is over when the old workers have left and two new ones serve.
-            deadline = time.monotonic() + 40
-            while not (workers_of(master).isdisjoint(before) and len(workers_of(master)) == 2):
-                assert time.monotonic() < deadline, "the old workers did not leave"
-                time.sleep(0.1)
-            started = done[0]
-            while done[0] < started + 2 * CLIENTS:  # traffic flows through the new workers
-                assert time.monotonic() < deadline, "no request completed after the reload"
-                time.sleep(0.05)
-        stop.set()
+        try:
+            for _ in range(2):
+                before = workers_of(master)
+                assert len(before) == 2
+                os.kill(master, signal.SIGHUP)
+                # The reload is over when the old workers have left and two new ones serve.
+                deadline = time.monotonic() + 40
+                while not (workers_of(master).isdisjoint(before) and len(workers_of(master)) == 2):
+                    assert time.monotonic() < deadline, "the old workers did not leave"
+                    time.sleep(0.1)
+                started = done[0]
+                while done[0] < started + 2 * CLIENTS:  # traffic flows through the new workers
+                    assert time.monotonic() < deadline, "no request completed after the reload"
+                    time.sleep(0.05)
+        finally:
+            # Also when an assertion above fails: else the pool's exit waits on clients forever.
+            stop.set()
         for c in clients:
             c.result()
         assert [r.result() for r in long_results] == [None] * len(long)
