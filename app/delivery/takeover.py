@@ -15,7 +15,6 @@ body to EOF before handing anything out, so a Python client would see no event u
 
 from __future__ import annotations
 
-import _socket
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from typing import Any
 from app.backends.base import Feed
 from app.delivery.loop_writer import LoopWriter, LoopWriters
 from app.delivery.wsgi_body import WsgiBody
+from app.seams import gevent as gevent_seam
 from app.seams import gunicorn
 
 log = logging.getLogger("sluice.delivery")
@@ -98,8 +98,7 @@ class DirectLayer:
             return app_iter
         status, headers = captured
         try:
-            raw = _socket.socket(fileno=gunicorn.detach(environ))
-            raw.setblocking(False)
+            raw = gevent_seam.plain_socket(gunicorn.detach(environ))
         except (OSError, ValueError):
             start_response(status, headers)  # closed already: the ordinary path ends it
             return app_iter

@@ -6,6 +6,8 @@
   the hub cannot do. The real socket just raises. Without that slot, a socket of its own on a
   duplicate of the descriptor does the same (one more descriptor per open stream, closed by
   `release()`): counted in `sluice_fast_path_fallbacks_total{what="gevent"}`.
+- `plain_socket()`: a stdlib socket on a descriptor taken from gunicorn, for the same reason
+  (`app/delivery/takeover.py` writes it from hub callbacks).
 
 `check()` once per worker (`create_app`) logs which path is in use.
 """
@@ -65,6 +67,14 @@ def real_socket(sock: Any) -> Any:
         return raw
     fell_back(FALLBACK, f"{type(sock).__name__} has no real socket at `_sock`")
     return _Duplicate(fileno=os.dup(sock.fileno()))
+
+
+def plain_socket(fd: int) -> Any:
+    """A socket of the stdlib's own (not gevent's) on descriptor `fd`, non-blocking: its calls
+    raise instead of switching, so the event loop's callbacks can drive it (the takeover)."""
+    raw = _socket.socket(fileno=fd)
+    raw.setblocking(False)
+    return raw
 
 
 def release(raw: Any) -> None:

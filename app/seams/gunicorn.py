@@ -330,6 +330,11 @@ def can_take_over(worker: Any) -> bool:
     return False
 
 
+def client_socket(environ: dict[str, Any]) -> Any | None:
+    """The client connection's socket gunicorn puts in the environ (None under another server)."""
+    return environ.get("gunicorn.socket")
+
+
 def detachable(environ: dict[str, Any]) -> bool:
     """This request's connection is a plain TCP socket of gunicorn's (not TLS)."""
     sock = environ.get("gunicorn.socket")

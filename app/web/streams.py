@@ -21,6 +21,7 @@ from app.errors import RequestError
 from app.lifecycle.registry import Registry
 from app.lifecycle.slots import Slot
 from app.lifecycle.spec import GenerationSpec
+from app.seams import gunicorn
 from app.validation import (
     QUERY_EXTRAS,
     bad,
@@ -78,7 +79,7 @@ def _sse_response(feed: Feed, after_seq: int, slot: Slot, *, attached: bool = Fa
             attached=attached,
             slot=slot,
         )
-        body = WsgiBody(cursor, client_socket=request.environ.get("gunicorn.socket"), send_timeout=cfg.send_timeout)
+        body = WsgiBody(cursor, client_socket=gunicorn.client_socket(request.environ), send_timeout=cfg.send_timeout)
         if cfg.direct_write:
             takeover.offer(request.environ, body, feed)
         return Response(body, status=200, headers=sse.HEADERS)
