@@ -178,9 +178,10 @@ class Remote(Protocol):
         """A feed of its events, to replay and follow, or None."""
         ...
 
-    def cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
-        """Ask the owning worker to cancel: 'cancelled', 'finished', 'unknown', or 'unreachable'
-        (the shared backend cannot tell now whether the generation exists)."""
+    def cancel(self, stream_id: str, reason: str, caller: str | None) -> str:
+        """Ask the owning worker to cancel for `caller` (a principal; someone else's generation is
+        answered as unknown): 'cancelled', 'finished', 'unknown', or 'unreachable' (the shared
+        backend cannot tell now whether the generation exists)."""
         ...
 
     def followed(self, stream_id: str) -> bool:

@@ -53,7 +53,7 @@ class _Nowhere:
     def feed(self, stream_id: str) -> Feed | None:
         return None
 
-    def cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
+    def cancel(self, stream_id: str, reason: str, caller: str | None) -> str:
         return "unknown"
 
     def followed(self, stream_id: str) -> bool:

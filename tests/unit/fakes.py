@@ -114,9 +114,9 @@ class FakeRemote:
     def feed(self, stream_id: str) -> Feed | None:
         return None  # following a remote stream is app.backends.redis's (tests/redis)
 
-    def cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
+    def cancel(self, stream_id: str, reason: str, caller: str | None) -> str:
         gen = self.elsewhere.get(stream_id)
-        if gen is None or (gen.owner is not None and gen.owner != owner):
+        if gen is None or (gen.owner is not None and gen.owner != caller):
             return "unknown"
         if gen.state != "running":
             return "finished"

@@ -62,7 +62,7 @@ class RedisRemote:
         closed = bool(last) and last[0][1].get("d") == DONE
         return RedisFeed(conn, self.presence, stream_id, worker, closed, owner=decode_owner(owner))
 
-    def cancel(self, stream_id: str, reason: str, owner: str | None) -> str:
+    def cancel(self, stream_id: str, reason: str, caller: str | None) -> str:
         """'cancelled' or 'finished' as the generation's own terminal event says, 'unknown', or
         'unreachable' while Redis cannot tell (down, or rewriting after a return)."""
         conn = self.clients
@@ -75,7 +75,7 @@ class RedisRemote:
             meta, claimed_by = pipe.execute()
             if meta:
                 status = decode_status(stream_id, meta)
-                if status["owner"] is not None and status["owner"] != owner:
+                if status["owner"] is not None and status["owner"] != caller:
                     return "unknown"  # not the caller's: answered exactly as an unknown id
                 if status["state"] != "running":
                     return "finished"
@@ -88,7 +88,7 @@ class RedisRemote:
                 # Its worker is gone: nobody can stop it, and it is not running any more (a
                 # follower ends it with an error once it notices).
                 return "finished"
-            message = {"op": "cancel", "sid": stream_id, "reason": reason, "owner": owner}
+            message = {"op": "cancel", "sid": stream_id, "reason": reason, "owner": caller}
             messages.send(conn, worker, message, inbox=True)
             if not meta:
                 return "unknown"
