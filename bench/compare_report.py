@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bench._common import machine_line, md_table
@@ -82,7 +83,8 @@ def _per_answering(step: dict[str, Any], kb_per_n: float) -> str:
     return f"{kb_per_n * step['n'] / step['answering_at_end']:.0f}" if step.get("answering_at_end") else "—"
 
 
-def _memory_target(sluice: dict[str, Any], fastapi: dict[str, Any] | None, met: Any) -> list[str]:
+def _memory_target(sluice: dict[str, Any], fastapi: dict[str, Any] | None,
+                   met: Callable[[bool | None], str]) -> list[str]:
     """Issue 19's row: judged at every N where both servers hold (and failed where only the peer
     holds). A server that falls behind has users still waiting for an answer, which cost it no
     memory, so its figure per N is then too low; at such a step both figures are also given per
